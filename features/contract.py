@@ -1,0 +1,356 @@
+"""The data contract: which columns each table must have, how raw values are parsed, which rows are rejected.
+
+Structural problems (a missing required table or column, a column that cannot be parsed at all, a
+duplicate customer_id, too many rejected rows) raise ContractError before anything is written.
+Row-level problems move the row to a rejects frame with a ``reason``; rows in = rows kept + rows
+rejected, always. The column rules are declared once in ``TABLE_SPECS`` and checked with pandera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
+
+
+class ContractError(ValueError):
+    """A structural problem with the input: the run stops before any output is written."""
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    kind: str  # "id" | "date" | "number" | "text"
+    required: bool = True  # the column must exist
+    nullable: bool = False  # empty values are allowed
+    description: str = ""
+
+
+def _col(name, kind, required=True, nullable=False, description=""):
+    return ColumnSpec(name, kind, required, nullable, description)
+
+
+TABLE_SPECS: dict[str, tuple[ColumnSpec, ...]] = {
+    "customers": (
+        _col("customer_id", "id", description="unique, non-empty customer key"),
+        _col("signup_date", "date", description="date the customer joined"),
+    ),
+    "transactions": (
+        _col("customer_id", "id", description="a customer_id of the customers table"),
+        _col("timestamp", "date", description="when the order or refund happened"),
+        _col("amount", "number", description="net amount; negative = refund or return"),
+        _col("order_id", "id", required=False, nullable=True, description="order key"),
+        _col("quantity", "number", required=False, nullable=True, description="items"),
+        _col("category", "text", required=False, nullable=True, description="product category"),
+        _col("channel", "text", required=False, nullable=True, description="web, store, app..."),
+        _col("margin", "number", required=False, nullable=True, description="gross margin"),
+    ),
+    "social_profiles": (
+        _col("profile_id", "id", description="social account key"),
+        _col("customer_id", "id", nullable=True, description="empty when not a customer"),
+        _col("network", "text", description="instagram, x, tiktok..."),
+        _col("snapshot_date", "date", description="date the metrics were read"),
+        _col("followers", "number", description=">= 0"),
+        _col("following", "number", description=">= 0"),
+        _col("posts", "number", description=">= 0"),
+        _col("engagements", "number", description="likes, comments, shares received, >= 0"),
+        _col("influence_score", "number", required=False, nullable=True,
+             description="vendor score, 0-100"),
+    ),
+    "social_interactions": (
+        _col("source_profile_id", "id", description="profile that mentions, shares, replies, likes"),
+        _col("target_profile_id", "id", description="profile that is mentioned, shared..."),
+        _col("timestamp", "date", description="when it happened"),
+        _col("kind", "text", description="mention, share, reply or like"),
+        _col("topic", "text", required=False, nullable=True, description="topic of the content"),
+    ),
+    "referrals": (
+        _col("referrer_id", "id", description="customer who referred"),
+        _col("referred_id", "id", description="customer who was referred"),
+        _col("timestamp", "date", description="when the referral happened"),
+    ),
+}
+
+NON_NEGATIVE = {"social_profiles": ("followers", "following", "posts", "engagements")}
+EXAMPLES = 5  # offending values quoted in an error message
+
+
+def _examples(values, limit: int = EXAMPLES) -> str:
+    shown = [repr(v) for v in list(values)[:limit]]
+    return ", ".join(shown) + (", ..." if len(values) > limit else "")
+
+
+def _rows(positions, limit: int = EXAMPLES) -> str:
+    shown = [str(int(p)) for p in list(positions)[:limit]]
+    return ", ".join(shown) + (", ..." if len(positions) > limit else "")
+
+
+# ---------------------------------------------------------------- parsing raw values
+
+def _parse_id(raw: pd.Series) -> pd.Series:
+    """Ids become trimmed strings; numbers stored as ids (1001, 1001.0) keep their digits."""
+    if pd.api.types.is_float_dtype(raw) and raw.dropna().mod(1).eq(0).all():
+        raw = raw.astype("Int64")
+    out = raw.astype("str").str.strip()
+    out = out.where(raw.notna() & out.ne(""))
+    return out.astype("str")
+
+
+def _parse_date(raw: pd.Series) -> pd.Series:
+    """Dates and datetimes, ISO strings accepted; timezone-aware values are converted to UTC."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
+    if pd.api.types.is_datetime64_dtype(raw):
+        return raw.astype("datetime64[ns]")
+    if pd.api.types.is_string_dtype(raw) and not _holds_objects(raw):
+        text = raw.astype("str").str.strip()
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    else:  # datetime.date objects from Parquet date32, or mixed Python objects
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def _holds_objects(raw: pd.Series) -> bool:
+    if raw.dtype != object:
+        return False
+    sample = raw.dropna().head(100)
+    return not all(isinstance(v, str) for v in sample)
+
+
+def _parse_number(raw: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(raw):
+        return raw.astype("float64")
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.astype("float64")
+    return pd.to_numeric(raw.astype("str").str.strip(), errors="coerce").astype("float64")
+
+
+def _parse_text(raw: pd.Series) -> pd.Series:
+    out = raw.astype("str").str.strip()
+    return out.where(raw.notna() & out.ne("")).astype("str")
+
+
+PARSERS = {"id": _parse_id, "date": _parse_date, "number": _parse_number, "text": _parse_text}
+
+
+def _present(raw: pd.Series) -> pd.Series:
+    """Raw values that carry something (not missing, not blank)."""
+    present = raw.notna()
+    if pd.api.types.is_string_dtype(raw) or raw.dtype == object:
+        present &= raw.astype("str").str.strip().ne("")
+    return present
+
+
+# ---------------------------------------------------------------- row reasons
+
+class _Reasons:
+    """Accumulates reject reasons per row position of one table."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.parts: list[pd.Series] = []
+
+    def add(self, mask, reason) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.any():
+            if isinstance(reason, pd.Series):
+                text = reason[mask]
+            else:
+                text = pd.Series(reason, index=np.flatnonzero(mask))
+            self.parts.append(pd.Series(np.asarray(text, dtype=object), index=np.flatnonzero(mask)))
+
+    def joined(self) -> pd.Series:
+        if not self.parts:
+            return pd.Series([], dtype=object)
+        allr = pd.concat(self.parts)
+        return allr.groupby(level=0, sort=True).agg(lambda r: "; ".join(dict.fromkeys(r)))
+
+
+def _schema(table: str, known: dict[str, pd.Index]) -> pa.DataFrameSchema:
+    """pandera schema of a parsed table: types, non-null rules and value checks, each named by its reason."""
+    columns = {}
+    for spec in TABLE_SPECS[table]:
+        checks = []
+        if spec.kind == "number":
+            checks.append(pa.Check(lambda s: np.isfinite(s) | s.isna(), name="is not a finite number"))
+        if spec.name in NON_NEGATIVE.get(table, ()):
+            checks.append(pa.Check(lambda s: ~(s < 0), name="is negative"))
+        if spec.name == "influence_score":
+            checks.append(pa.Check(lambda s: ~((s < 0) | (s > 100)), name="is outside 0-100"))
+        dtype = {"id": "str", "text": "str", "number": "float64", "date": "datetime64[ns]"}[spec.kind]
+        columns[spec.name] = pa.Column(dtype, checks=checks, nullable=spec.nullable, required=False)
+    refs = {
+        "transactions": {"customer_id": "customers"},
+        "social_profiles": {"customer_id": "customers"},
+        "social_interactions": {"source_profile_id": "profiles", "target_profile_id": "profiles"},
+        "referrals": {"referrer_id": "customers", "referred_id": "customers"},
+    }.get(table, {})
+    for column, target in refs.items():
+        if target in known:
+            keys = known[target]
+            noun = "customer" if target == "customers" else "profile"
+            columns[column].checks.append(
+                pa.Check(lambda s, keys=keys: s.isin(keys) | s.isna(), name=f"refers to an unknown {noun}")
+            )
+    return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+def _failures_to_reasons(reasons: _Reasons, failure_cases: pd.DataFrame, skip: set) -> None:
+    rows = failure_cases.dropna(subset=["index"])
+    if len(rows) < len(failure_cases):  # a whole-column failure, e.g. a dtype: cannot happen after parsing
+        bad = failure_cases[failure_cases["index"].isna()]
+        raise ContractError(f"column check failed: {bad[['column', 'check']].to_dict('records')}")
+    for (column, check), group in rows.groupby(["column", "check"], sort=False):
+        idx = group["index"].astype(int).to_numpy()
+        if check == "not_nullable":
+            idx = np.array([i for i in idx if (column, i) not in skip], dtype=int)
+            text = f"missing {column}"
+        else:
+            text = f"{column} {check}"
+        mask = np.zeros(reasons.n, dtype=bool)
+        mask[idx] = True
+        reasons.add(mask, text)
+
+
+# ---------------------------------------------------------------- tables
+
+@dataclass
+class TableResult:
+    typed: pd.DataFrame
+    rejects: pd.DataFrame
+    rows_in: int
+
+
+def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
+                reject_threshold: float) -> TableResult:
+    """Parse one raw table, reject bad rows with a reason, and stop on structural problems."""
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    specs = TABLE_SPECS[table]
+    missing = [s.name for s in specs if s.required and s.name not in raw.columns]
+    if missing:
+        raise ContractError(
+            f"{table}: missing required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)} (columns present: {', '.join(map(str, raw.columns))})"
+        )
+    typed = pd.DataFrame(index=raw.index)
+    reasons = _Reasons(n)
+    unparsable: set = set()
+    for spec in specs:
+        if spec.name not in raw.columns:
+            continue
+        column = raw[spec.name]
+        parsed = PARSERS[spec.kind](column)
+        failed = (_present(column) & parsed.isna()).to_numpy()
+        if failed.any():
+            if failed.sum() == _present(column).sum():
+                pos = np.flatnonzero(failed)
+                raise ContractError(
+                    f"{table}: column '{spec.name}' cannot be parsed as {spec.kind} at all "
+                    f"(rows {_rows(pos)}; e.g. {_examples(column.iloc[pos[:EXAMPLES]].tolist())})"
+                )
+            reasons.add(failed, "unparsable " + spec.name + " " + column.astype("str").map(repr))
+            unparsable.update((spec.name, int(i)) for i in np.flatnonzero(failed))
+        typed[spec.name] = parsed
+    extra = [c for c in raw.columns if c not in {s.name for s in specs}]
+    if table == "customers":
+        for name in extra:
+            typed[name] = _attribute(raw[name])
+        _check_unique_ids(typed["customer_id"])
+    if table == "referrals":
+        reasons.add((typed["referrer_id"] == typed["referred_id"]).fillna(False).to_numpy(),
+                    "self-referral")
+
+    try:
+        _schema(table, known).validate(typed, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        _failures_to_reasons(reasons, err.failure_cases, unparsable)
+
+    why = reasons.joined()
+    bad = np.zeros(n, dtype=bool)
+    bad[why.index.to_numpy(dtype=int)] = True
+    if n and bad.sum() / n > reject_threshold:
+        counts = why.str.split("; ").explode().str.replace(r" '.*'$", "", regex=True).value_counts()
+        detail = "; ".join(f"{c} x {r}" for r, c in counts.head(6).items())
+        raise ContractError(
+            f"{table}: {int(bad.sum())} of {n} rows ({bad.sum() / n:.1%}) are invalid, more than the "
+            f"reject threshold of {reject_threshold:.1%}; {detail} (rows {_rows(np.flatnonzero(bad))})"
+        )
+    rejects = raw.loc[bad].astype("str").assign(reason=why.to_numpy())
+    rejects.insert(0, "row", np.flatnonzero(bad))
+    kept = typed.loc[~bad].reset_index(drop=True)
+    return TableResult(kept, rejects.reset_index(drop=True), n)
+
+
+def _attribute(raw: pd.Series) -> pd.Series:
+    """Static customer attribute: numbers stay numeric, text becomes categorical."""
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
+        return raw.astype("float64")
+    present = _present(raw)
+    numbers = pd.to_numeric(raw.astype("str").str.strip(), errors="coerce")
+    if present.any() and numbers[present].notna().all():
+        return numbers.astype("float64")
+    return _parse_text(raw).astype("category")
+
+
+def _check_unique_ids(ids: pd.Series) -> None:
+    dup = ids.duplicated(keep=False) & ids.notna()
+    if dup.any():
+        pos = np.flatnonzero(dup.to_numpy())
+        raise ContractError(
+            f"customers: column 'customer_id' has {int(ids[dup].nunique())} duplicated values "
+            f"(rows {_rows(pos)}; e.g. {_examples(ids[dup].unique().tolist())})"
+        )
+
+
+# ---------------------------------------------------------------- the whole source
+
+@dataclass
+class ValidatedTables:
+    tables: Tables
+    rejects: dict[str, pd.DataFrame]
+    summary: pd.DataFrame  # table, rows_in, rows_kept, rows_rejected, top_reason
+
+
+def validate_tables(raw: dict[str, pd.DataFrame | None], *,
+                    reject_threshold: float = 0.01) -> ValidatedTables:
+    """Check every table of a source in dependency order (customers before the tables that refer to them)."""
+    unknown = sorted(set(raw) - set(TABLE_NAMES))
+    if unknown:
+        raise ContractError(f"unknown table name(s): {', '.join(unknown)}")
+    for name in REQUIRED_TABLES:
+        if raw.get(name) is None:
+            raise ContractError(f"{name}: required table is missing")
+    known: dict[str, pd.Index] = {}
+    results: dict[str, TableResult] = {}
+    for name in TABLE_NAMES:
+        frame = raw.get(name)
+        if frame is None:
+            continue
+        results[name] = check_table(name, frame, known, reject_threshold)
+        if name == "customers":
+            if results[name].typed.empty:
+                raise ContractError("customers: the table has no valid rows")
+            known["customers"] = pd.Index(results[name].typed["customer_id"])
+        if name == "social_profiles":
+            known["profiles"] = pd.Index(results[name].typed["profile_id"].unique())
+    if "social_interactions" in results and "profiles" not in known:
+        raise ContractError("social_interactions: needs the social_profiles table to resolve profile ids")
+    rows = []
+    for name, res in results.items():
+        top = ""
+        if len(res.rejects):
+            top = res.rejects["reason"].str.replace(r" '.*?'", "", regex=True).value_counts().index[0]
+        rows.append({"table": name, "rows_in": res.rows_in, "rows_kept": len(res.typed),
+                     "rows_rejected": len(res.rejects), "top_reason": top})
+    tables = Tables(**{name: res.typed for name, res in results.items()},
+                    **{name: None for name in OPTIONAL_TABLES if name not in results})
+    return ValidatedTables(
+        tables=tables,
+        rejects={name: res.rejects for name, res in results.items() if len(res.rejects)},
+        summary=pd.DataFrame(rows, columns=["table", "rows_in", "rows_kept", "rows_rejected", "top_reason"]),
+    )
