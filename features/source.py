@@ -1,7 +1,9 @@
-"""Reading a source (a directory of contract tables) into validated, typed tables.
+"""Reading a source (a directory of contract tables, or a PostgreSQL database) into validated, typed tables.
 
 A source directory holds one file per table: ``<table>.parquet``, ``<table>.csv`` or
 ``<table>.csv.gz``, or a directory ``<table>/`` of Parquet parts. Other files are ignored.
+A database source is a URL ``postgresql://USER[:PASSWORD]@HOST:PORT/DB[?schema=NAME]``
+(see features/database.py); its tables go through the same validation.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import hashlib
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,10 @@ from features.contract import ContractError, validate_tables
 from features.tables import TABLE_NAMES, Tables
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
+DATABASE_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+# The column that dates each row of a table: a run cut at `until` never sees rows dated on or after it.
+TIME_COLUMNS = {"transactions": "timestamp", "social_profiles": "snapshot_date",
+                "social_interactions": "timestamp", "referrals": "timestamp"}
 
 
 @dataclass
@@ -26,8 +32,13 @@ class LoadResult:
     tables: Tables
     rejects: dict[str, pd.DataFrame]
     summary: pd.DataFrame  # table, rows_in, rows_kept, rows_rejected, top_reason
-    fingerprint: dict  # table -> {"files": [...], "bytes": n, "sha256": ...}
+    fingerprint: dict  # table -> {"files": [...], "bytes": n, "sha256": ...}; database: see read_database
     seconds: float
+
+
+def is_database_url(source: str | os.PathLike) -> bool:
+    """True for a ``postgresql://`` URL, False for a directory path."""
+    return isinstance(source, str) and source.lower().startswith(DATABASE_URL_PREFIXES)
 
 
 def table_files(source: str | os.PathLike) -> dict[str, list[Path]]:
@@ -83,19 +94,56 @@ def fingerprint(files: dict[str, list[Path]]) -> dict:
     return out
 
 
-def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01) -> LoadResult:
-    """Read, parse and validate every contract table of a source directory."""
+def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
+                until: pd.Timestamp | str | None = None, mapping=None) -> LoadResult:
+    """Read, parse and validate every contract table of a source directory or database.
+
+    until: rows dated on or after it (transactions.timestamp, social_profiles.snapshot_date,
+        social_interactions.timestamp, referrals.timestamp) are not read: files are cut after
+        validation, a database in SQL. Customers are never cut.
+    mapping: for a database, a ``features.database.DatabaseMapping`` (or dict, or JSON/TOML file) of
+        table and column names that differ from the contract.
+    """
     start = time.perf_counter()
-    files = table_files(source)
-    raw = {table: read_table(paths[0]) for table, paths in files.items()}
+    until = _utc_naive(until)
+    if is_database_url(source):
+        from features.database import read_database  # SQLAlchemy is imported only for databases
+
+        read = read_database(source, mapping=mapping, until=until)
+        raw, prints = read.raw, read.fingerprint
+    else:
+        if mapping is not None:
+            raise ContractError("a table/column mapping applies to database sources only; "
+                                f"{str(source)!r} is a directory: name its files and columns as the contract does")
+        files = table_files(source)
+        raw = {table: read_table(paths[0]) for table, paths in files.items()}
+        prints = fingerprint(files)
     checked = validate_tables(raw, reject_threshold=reject_threshold)
     return LoadResult(
-        tables=checked.tables,
+        tables=checked.tables if until is None else rows_before(checked.tables, until),
         rejects=checked.rejects,
         summary=checked.summary,
-        fingerprint=fingerprint(files),
+        fingerprint=prints,
         seconds=time.perf_counter() - start,
     )
+
+
+def _utc_naive(until: pd.Timestamp | str | None) -> pd.Timestamp | None:
+    """The cut as a naive UTC timestamp, like every contract time column."""
+    if until is None:
+        return None
+    until = pd.Timestamp(until)
+    return until.tz_convert("UTC").tz_localize(None) if until.tzinfo is not None else until
+
+
+def rows_before(tables: Tables, until: pd.Timestamp) -> Tables:
+    """The tables without rows dated on or after ``until`` (see TIME_COLUMNS); customers are kept whole."""
+    cut = {}
+    for table, column in TIME_COLUMNS.items():
+        frame = getattr(tables, table)
+        if frame is not None:
+            cut[table] = frame.loc[frame[column] < until].reset_index(drop=True)
+    return replace(tables, **cut)
 
 
 def write_atomic(frame: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:

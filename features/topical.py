@@ -1,10 +1,19 @@
-"""Topical relevance: how much of a customer's social activity is about the business's market."""
+"""Topical relevance: how much of a customer's social activity is about the business's market.
+
+An audience only matters to the business if it listens on the business's topics: a fitness
+retailer gains little from a celebrity chef. The share of on-topic interactions turns raw
+engagement into context-aware influence.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
+from features.social import customer_profiles, empty_features
 from features.tables import Tables
 
 FAMILY = "topical"
@@ -16,7 +25,77 @@ FEATURES = {
 FILL: dict[str, float] = {}
 POPULATION_WIDE = True
 
+RECENT_DAYS = 90
+
+
+def on_market_topic(topic: pd.Series, market_topics: Iterable[str]) -> np.ndarray:
+    """Boolean mask of interactions whose topic is a market topic (case and surrounding spaces ignored).
+
+    Topic labels come from vendors and taggers that disagree on case ("Running" vs "running").
+    Missing topics are never on-topic.
+    """
+    # Normalise the few distinct labels, not every row.
+    codes, labels = pd.factorize(topic)
+    wanted = {t.strip().lower() for t in market_topics}
+    labels_on_topic = pd.Index(labels, dtype="str").str.strip().str.lower().isin(wanted)
+    return np.r_[labels_on_topic, False][codes]  # code -1 (missing topic) picks the False
+
 
 def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
-    """Per-customer market-topic share of interactions, and engagement weighted by that share."""
-    raise NotImplementedError
+    """Per-customer market-topic share of interactions, and engagement weighted by that share.
+
+    Every interaction (all kinds, likes included: a like on a running post still says the audience
+    cares about running) counts for both its author and its target; one with the same profile on
+    both ends counts once. Interactions without a topic are left out of the denominators. Across
+    a customer's profiles the share is interaction-weighted (sum of on-topic / sum of topic-known
+    interactions) and topical engagement is summed. NaN where nothing is known; an empty frame when
+    no market topics are configured, the interactions carry no topic, or a social table is missing.
+    """
+    interactions = tables.social_interactions
+    if (interactions is None or not config.market_topics
+            or "topic" not in interactions.columns):
+        return empty_features(FEATURES)
+    profiles = customer_profiles(tables.social_profiles, as_of)
+    if profiles.empty:
+        return empty_features(FEATURES)
+
+    owned = profiles.index
+    # Leakage: only interactions strictly before as_of.
+    inter = interactions.loc[
+        (interactions["timestamp"] < as_of)
+        & interactions["source_profile_id"].notna() & interactions["target_profile_id"].notna()
+    ]
+    m = len(inter)
+    codes, nodes = pd.factorize(pd.concat(
+        [inter["source_profile_id"], inter["target_profile_id"], owned.to_series()], ignore_index=True
+    ))
+    n = len(nodes)
+    source, target, profile_code = codes[:m], codes[m: 2 * m], codes[2 * m:]
+    received = target != source  # a profile interacting with itself counts once
+
+    known = inter["topic"].notna().to_numpy()
+    on_topic = on_market_topic(inter["topic"], config.market_topics)
+    recent = (inter["timestamp"] >= as_of - pd.Timedelta(days=RECENT_DAYS)).to_numpy()
+
+    def made_or_received(flag: np.ndarray) -> np.ndarray:
+        """Per owned profile, the number of its interactions (made or received) with the flag."""
+        per_node = (np.bincount(source, weights=flag, minlength=n)
+                    + np.bincount(target[received], weights=flag[received], minlength=n))
+        return per_node[profile_code]
+
+    counts = pd.DataFrame({
+        "known": made_or_received(known),
+        "on_topic": made_or_received(on_topic),
+        "known_90d": made_or_received(known & recent),
+        "on_topic_90d": made_or_received(on_topic & recent),
+    }, index=owned)
+    customer = profiles["customer_id"]
+    profile_share = counts["on_topic"] / counts["known"].where(counts["known"] > 0)
+    by_customer = counts.groupby(customer, sort=True).sum()
+    out = pd.DataFrame(index=by_customer.index.rename("customer_id"))
+    out["topical_share"] = by_customer["on_topic"] / by_customer["known"].where(by_customer["known"] > 0)
+    out["topical_share_90d"] = (
+        by_customer["on_topic_90d"] / by_customer["known_90d"].where(by_customer["known_90d"] > 0)
+    )
+    out["topical_engagement"] = (profiles["engagements"] * profile_share).groupby(customer).sum(min_count=1)
+    return out[list(FEATURES)].astype("float64")

@@ -1,0 +1,148 @@
+"""Feature build speed and memory on a synthetic world: wall time and peak RSS per family and total.
+
+    .venv/bin/python benchmarks/bench_features.py                       # 1M customers, generated
+    .venv/bin/python benchmarks/bench_features.py --customers 100000 --data /tmp/w100k
+
+With --data DIR an existing world in DIR is reused (and generated there first if DIR has none).
+Goal (docs/performance.md, ## Features): all families at 1M customers in <= 60 s, <= 8 GB peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from features.build import FAMILY_NAMES, build_features  # noqa: E402
+from features.config import FeatureConfig  # noqa: E402
+from features.tables import TABLE_NAMES, Tables  # noqa: E402
+
+GB = 1024**3
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a background thread (no tracemalloc overhead)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.process = psutil.Process()
+        self.interval = interval
+        self.peak = self.window_peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self):
+        rss = self.process.memory_info().rss
+        self.peak = max(self.peak, rss)
+        self.window_peak = max(self.window_peak, rss)
+
+    def take_window(self) -> int:
+        """Peak RSS since the previous call (then starts a new window)."""
+        self._sample()
+        peak, self.window_peak = self.window_peak, self.process.memory_info().rss
+        return peak
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def ensure_world(data: Path | None, customers: int, seed: int) -> Path:
+    if data is not None and (data / "customers.parquet").exists():
+        return data
+    from features.synthetic import generate_world
+
+    out = data or Path(tempfile.mkdtemp(prefix=f"clv-world-{customers}-"))
+    print(f"generating a world of {customers:,} customers into {out} ...", flush=True)
+    info = generate_world(out, n_customers=customers, seed=seed)
+    print(f"  generated in {info['seconds']:.1f} s: "
+          + ", ".join(f"{k} {v:,}" for k, v in info["rows"].items()), flush=True)
+    return out
+
+
+def load_tables(data: Path, direct: bool) -> Tables:
+    try:
+        from features.source import load_source
+    except ImportError:
+        load_source = None
+    if load_source is not None and not direct:
+        return load_source(data).tables
+    frames = {}
+    for name in TABLE_NAMES:
+        path = data / f"{name}.parquet"
+        frames[name] = pd.read_parquet(path) if path.exists() else None
+    for name, frame in frames.items():
+        if frame is not None:
+            for column in frame.columns:
+                if pd.api.types.is_datetime64_any_dtype(frame[column]):
+                    frame[column] = frame[column].astype("datetime64[ns]")
+    return Tables(**frames)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--data", type=Path, default=None, help="world directory (reused or made)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--as-of", default="2026-01-01", help="cutoff (default: after all data)")
+    parser.add_argument("--families", nargs="*", default=None, choices=FAMILY_NAMES)
+    parser.add_argument("--direct", action="store_true",
+                        help="read the Parquet files directly instead of features.source.load_source")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    data = ensure_world(args.data, args.customers, args.seed)
+    config = FeatureConfig(market_topics=("outdoor", "hiking", "climbing", "camping"))
+    with PeakRSS() as memory:
+        start = time.perf_counter()
+        tables = load_tables(data, args.direct)
+        load_s = time.perf_counter() - start
+        after_load = memory.take_window()
+        rows = {name: len(frame) for name, frame in tables.items()}
+        print(f"loaded {data} in {load_s:.1f} s (peak RSS {after_load / GB:.2f} GB): "
+              + ", ".join(f"{k} {v:,}" for k, v in rows.items()), flush=True)
+
+        timings = []
+
+        def on_family(name: str, seconds: float) -> None:
+            peak = memory.take_window()
+            timings.append({"family": name, "seconds": round(seconds, 2),
+                            "peak_rss_gb": round(peak / GB, 2)})
+            print(f"  {name:<12} {seconds:7.2f} s   peak RSS {peak / GB:5.2f} GB", flush=True)
+
+        start = time.perf_counter()
+        features = build_features(tables, args.as_of, config, families=args.families,
+                                  on_family=on_family)
+        total_s = time.perf_counter() - start
+    figures = {
+        "customers": rows.get("customers"), "transactions": rows.get("transactions"),
+        "rows_out": len(features), "columns_out": features.shape[1], "load_seconds": round(load_s, 1),
+        "build_seconds": round(total_s, 1), "peak_rss_gb": round(memory.peak / GB, 2),
+        "families": timings, "as_of": args.as_of, "cpus": psutil.cpu_count(),
+    }
+    print(f"  {'total':<12} {total_s:7.2f} s   peak RSS {memory.peak / GB:5.2f} GB "
+          f"({len(features):,} rows x {features.shape[1]} features)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

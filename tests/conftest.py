@@ -1,0 +1,149 @@
+"""Shared pytest fixtures. Each block is owned by one area; keep blocks self-contained."""
+
+from __future__ import annotations
+
+# ================================================================ PostgreSQL (features/database.py)
+# A throwaway PostgreSQL cluster for the whole session: initdb in a temporary directory, a free
+# loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong
+# password really fails). Where the server binaries are missing they are installed with apt as
+# root; under CI=true these tests never skip.
+import glob
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+PG_USER = "clv"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """Connection facts of the test cluster; ``url()`` builds a SQLAlchemy/libpq URL for a database."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    socket_dir: Path
+
+    def url(self, database: str = "postgres", *, password: bool = True, query: str = "") -> str:
+        secret = f":{quote(self.password, safe='')}" if password else ""
+        return (f"postgresql://{self.user}{secret}@{self.host}:{self.port}/{database}"
+                + (f"?{query}" if query else ""))
+
+    def admin(self):
+        """A superuser psycopg connection over the unix socket (trust), autocommit."""
+        import psycopg
+
+        return psycopg.connect(host=str(self.socket_dir), port=self.port, user=self.user,
+                               dbname="postgres", autocommit=True)
+
+    def create_database(self, name: str) -> str:
+        """A fresh, empty database; returns its URL (with the password)."""
+        from psycopg import sql
+
+        with self.admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+
+def _postgres_bin_dir() -> Path | None:
+    """Directory holding initdb and pg_ctl of one PostgreSQL version (PATH first, then Debian's layout)."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        directory = Path(on_path).resolve().parent
+        if (directory / "pg_ctl").exists():
+            return directory
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                      key=lambda p: int(re.sub(r"\D", "", Path(p).parent.name) or 0), reverse=True)
+    for candidate in map(Path, versions):
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
+    return None
+
+
+def _install_postgres() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+                   check=True, env=env, capture_output=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], as_root: bool) -> subprocess.CompletedProcess:
+    # initdb refuses to run as root: as root, run the server tools as the `postgres` user.
+    full = ["runuser", "-u", "postgres", "--", *cmd] if as_root else cmd
+    return subprocess.run(full, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A running PostgreSQL cluster on 127.0.0.1:<free port>, stopped and removed after the session."""
+    as_root = os.geteuid() == 0
+    bin_dir = _postgres_bin_dir()
+    if bin_dir is None:
+        if as_root:
+            _install_postgres()
+            bin_dir = _postgres_bin_dir()
+        elif os.environ.get("CI", "").lower() != "true":
+            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed and this user "
+                        "cannot install them (not root): apt-get install postgresql")
+        if bin_dir is None:
+            pytest.fail("PostgreSQL server binaries are missing and could not be installed")
+
+    base = Path(tempfile.mkdtemp(prefix="clv-pg-"))
+    data, log = base / "data", base / "log"
+    if as_root:
+        shutil.chown(base, user="postgres", group="postgres")
+    password = secrets.token_urlsafe(12) + "@:/%"  # characters that must be quoted in a URL
+    started = False
+    try:
+        init = _run([str(bin_dir / "initdb"), "-D", str(data), "-U", PG_USER, "-E", "UTF8",
+                     "--no-locale", "--no-sync", "--auth-local=trust", "--auth-host=scram-sha-256"],
+                    as_root)
+        if init.returncode:
+            pytest.fail(f"initdb failed: {init.stderr.strip()}")
+        for _attempt in range(3):  # a free port can be taken between choosing it and binding it
+            port = _free_port()
+            options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off "
+                       "-c synchronous_commit=off -c full_page_writes=off")
+            start = _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+                          "start", "-o", options], as_root)
+            if start.returncode == 0:
+                started = True
+                break
+        if not started:
+            pytest.fail(f"pg_ctl start failed: {start.stderr.strip()}\n{log.read_text()[-2000:]}")
+        server = PostgresServer("127.0.0.1", port, PG_USER, password, base)
+        from psycopg import sql
+
+        with server.admin() as conn:
+            conn.execute(sql.SQL("ALTER USER {} PASSWORD {}").format(
+                sql.Identifier(PG_USER), sql.Literal(password)))
+        yield server
+    finally:
+        if started:
+            _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], as_root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request) -> str:
+    """URL (with password) of a fresh database for one test, named after the test."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
+    return postgres_server.create_database(f"t_{name}")
+# ================================================================ end PostgreSQL

@@ -1,0 +1,140 @@
+"""End to end: `train` on a tiny generated world, tracked in a throwaway SQLite MLflow store."""
+
+from dataclasses import replace
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.training.small import MARKET_TOPICS, SMALL
+from training.config import ModelParams
+
+MODEL = "clv-test"
+# A deliberately weak model on the same features: one split, two rounds.
+WEAK = replace(SMALL, model=ModelParams(max_rounds=2, num_leaves=2, min_child_samples=20, num_threads=1),
+               social_ablation=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """MLFLOW_TRACKING_URI pointing at a fresh SQLite file; the working directory is a temp dir too."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.chdir(folder)
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def runs(store, tiny_world):
+    """Five runs in order: first, same again, weak (auto), weak (always), same (never)."""
+    from training.train import train_run
+
+    def go(config, promote):
+        return train_run(tiny_world, market_topics=MARKET_TOPICS, model_name=MODEL, experiment="clv-tests",
+                         promote=promote, config=config, progress=False)
+
+    return {
+        "first": go(SMALL, "auto"),
+        "again": go(SMALL, "auto"),
+        "weak_auto": go(WEAK, "auto"),
+        "weak_always": go(WEAK, "always"),
+        "never": go(SMALL, "never"),
+    }
+
+
+@pytest.fixture(scope="module")
+def client(store):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}/mlflow.db")
+
+
+def test_run_logs_metrics_against_baselines_with_the_agreed_names(runs, client):
+    metrics = client.get_run(runs["first"].run_id).data.metrics
+    for metric in ("norm_gini", "spearman", "top10_capture", "mae", "rmse", "total_error_pct"):
+        assert f"test_{metric}" in metrics
+        assert f"baseline_last_h_test_{metric}" in metrics
+        assert f"baseline_bgnbd_test_{metric}" in metrics
+    for name in ("social_lift_norm_gini", "social_lift_norm_gini_lo", "social_lift_norm_gini_hi",
+                 "social_lift_norm_gini_new", "social_lift_norm_gini_new_lo", "social_lift_norm_gini_new_hi"):
+        assert name in metrics
+    assert metrics["social_lift_norm_gini_lo"] <= metrics["social_lift_norm_gini_hi"]
+    shares = {k: v for k, v in metrics.items() if k.startswith("shap_share_")}
+    assert {"shap_share_history", "shap_share_social", "shap_share_network", "shap_share_topical"} <= set(shares)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert metrics["test_norm_gini"] > 0.3
+
+
+def test_run_records_config_lineage_artifacts_and_inputs(runs, client, tiny_world):
+    run = client.get_run(runs["first"].run_id)
+    params, tags = run.data.params, run.data.tags
+    assert params["model.objective"] == SMALL.model.objective
+    assert params["features.market_topics"] == str(list(MARKET_TOPICS))
+    assert params["n_windows"] == "3"
+    for tag in ("git_commit", "input_fingerprint", "feature_manifest_hash", "as_of", "horizon_days"):
+        assert tags[tag]
+    assert tags["as_of"] == "2026-01-01" and tags["horizon_days"] == "365"
+    windows = json.loads(tags["windows"])
+    assert windows["test_cutoff"] == "2025-01-01"
+    assert all(pd.Timestamp(c) + pd.Timedelta(days=365) <= pd.Timestamp("2025-01-01")
+               for c in windows["train_cutoffs"] + windows["validation_cutoffs"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"feature_manifest.json", "feature_importance.csv", "deciles.csv", "deciles.png",
+            "feature_importance.png", "metrics_vs_baselines.json", "input_fingerprint.json"} <= artifacts
+    assert run.inputs.dataset_inputs and run.inputs.dataset_inputs[0].dataset.name.startswith("test_window_")
+    children = client.search_runs([run.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert len(children) == 1 and "test_norm_gini" in children[0].data.metrics
+
+
+def test_registered_champion_scores_features_given_as_plain_strings(runs, tiny_tables):
+    import mlflow
+
+    from features.build import build_features
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    inner = model.unwrap_python_model()
+    features = build_features(tiny_tables, "2026-01-01", SMALL.features)
+    frame = inner.encoder.model_input(features)
+    predicted = model.predict(frame)
+    assert len(predicted) == len(features) and np.isfinite(predicted).all() and (predicted >= 0).all()
+    reasons = inner.contributions(frame.head(20))
+    np.testing.assert_allclose(reasons.sum(axis=1), np.asarray(predicted)[:20], rtol=1e-9)
+
+
+def test_same_data_config_and_seed_give_identical_metrics(runs):
+    first, again = runs["first"].metrics, runs["again"].metrics
+    shared = sorted(set(first) & set(again))
+    assert len(shared) > 40
+    assert {k: first[k] for k in shared} == {k: again[k] for k in shared}
+
+
+def test_first_model_becomes_champion(runs):
+    assert runs["first"].promotion == "promoted" and "no champion" in runs["first"].promotion_reason
+    assert runs["first"].aliases == ["challenger", "champion"]
+
+
+def test_auto_promotes_an_equally_good_model_compared_on_the_same_window(runs):
+    again = runs["again"]
+    assert again.promotion == "promoted", again.promotion_reason
+    assert again.metrics["champion_test_norm_gini"] == pytest.approx(again.metrics["test_norm_gini"])
+
+
+def test_auto_keeps_a_better_champion(runs, client):
+    weak = runs["weak_auto"]
+    assert weak.promotion == "kept_champion", weak.promotion_reason
+    assert weak.metrics["test_norm_gini"] < weak.metrics["champion_test_norm_gini"]
+    assert weak.aliases == ["challenger"]
+    assert client.get_run(weak.run_id).data.tags["promotion_reason"] == weak.promotion_reason
+
+
+def test_always_and_never_override_the_comparison(runs, client):
+    assert runs["weak_always"].promotion == "promoted"
+    assert runs["never"].promotion != "promoted" and runs["never"].promotion_reason == "promote=never"
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert champion.version == runs["weak_always"].model_version == "4"
+    assert challenger.version == runs["never"].model_version == "5"

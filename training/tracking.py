@@ -1,0 +1,179 @@
+"""MLflow plumbing: where runs go, what is tagged, how models are logged, registered and promoted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PROMOTE_MODES = ("auto", "always", "never")
+
+# What the logged model needs to be loaded and served (pinned loosely to what the project supports).
+PIP_REQUIREMENTS = [
+    "lightgbm>=4.3,<5",
+    "pandas>=2.2,<4",
+    "numpy>=1.26,<3",
+    "mlflow>=3.1,<4",
+    "pyarrow>=15,<26",
+]
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else an embedded SQLite store ``mlflow.db`` in the working directory (absolute)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def ui_command(uri: str) -> str:
+    """The command that opens the MLflow UI on this store."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def quiet_mlflow_warnings() -> None:
+    """Silence warnings MLflow and its dependencies raise on every run that say nothing about our data."""
+    for pattern in (
+        r".*noload.*",  # SQLAlchemy deprecation inside MLflow's store
+        r".*Passing a Python object as `python_model`.*",
+        r".*Hint: Inferred schema contains integer column.*",
+        r".*is deprecated and will be removed in pandas 4.*",
+        r".*DataFrame\.applymap has been deprecated.*",
+        r".*Any type hint is inferred as AnyType.*",
+        r".*Add type hints to the `predict` method.*",
+        r".*The filesystem tracking backend.*",
+        r".*Operation with range is deprecated.*",  # pandas 4 deprecation inside mlflow.models.utils
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|alembic).*")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow.*")
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Warns on every custom pyfunc that cloudpickle is used; ours is the project's own code.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _sqlite_dir(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).parent
+
+
+def experiment_id(name: str, uri: str) -> str:
+    """The experiment's id, created if missing; with a SQLite store its artifacts live beside the DB file."""
+    import mlflow
+
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    folder = _sqlite_dir(uri)
+    location = (folder / "mlartifacts").as_uri() if folder is not None else None
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str:
+    """The commit of the code doing the training (the repository holding this package), or "unknown"."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) == 40 else "unknown"
+
+
+def fingerprint_hash(fingerprint: dict) -> str:
+    """Short stable hash of a source fingerprint (file names, sizes and content hashes per table)."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The current champion, re-scored on the candidate's test window when its features are compatible."""
+
+    version: str
+    norm_gini: float | None  # None when it could not be re-scored
+    note: str  # why it could not be scored, or a caveat about the comparison
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    decision: str  # "promoted" or "kept_champion"
+    reason: str
+    champion_version: str | None = None
+    champion_norm_gini: float | None = None
+
+
+def decide_promotion(mode: str, candidate_norm_gini: float, champion: ChampionScore | None) -> PromotionDecision:
+    """Whether the new version becomes champion.
+
+    auto: yes when there is no champion, when the champion cannot be compared on the same test
+    window (incompatible features), or when the candidate's test_norm_gini is at least the
+    champion's on that window; otherwise the champion stays. always / never: as named.
+    """
+    if mode not in PROMOTE_MODES:
+        raise ValueError(f"promote must be one of {PROMOTE_MODES}, got {mode!r}")
+    version = champion.version if champion else None
+    score = champion.norm_gini if champion else None
+    if mode == "always":
+        return PromotionDecision(True, "promoted", "promote=always", version, score)
+    if mode == "never":
+        return PromotionDecision(False, "kept_champion" if champion else "not_promoted", "promote=never", version, score)
+    if champion is None:
+        return PromotionDecision(True, "promoted", "no champion yet: the first model becomes champion")
+    if score is None or not math.isfinite(score):
+        return PromotionDecision(
+            True, "promoted",
+            f"champion v{version} cannot be compared on this test window ({champion.note}): promoted",
+            version, score,
+        )
+    note = f" ({champion.note})" if champion.note else ""
+    if candidate_norm_gini >= score:
+        return PromotionDecision(
+            True, "promoted",
+            f"test_norm_gini {candidate_norm_gini:.4f} >= champion v{version}'s {score:.4f} on the same test window{note}",
+            version, score,
+        )
+    return PromotionDecision(
+        False, "kept_champion",
+        f"test_norm_gini {candidate_norm_gini:.4f} < champion v{version}'s {score:.4f} on the same test window{note}",
+        version, score,
+    )
+
+
+def current_champion(client, model_name: str):
+    """The model version holding alias ``champion``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException:
+        return None
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def local_artifact_dir(uri: str) -> Path | None:
+    """Local folder of a file:// artifact URI (None for remote stores)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path)
+    return None
