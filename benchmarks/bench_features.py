@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -20,11 +19,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from features.build import FAMILY_NAMES, build_features  # noqa: E402
-from features.config import FeatureConfig  # noqa: E402
-from features.tables import TABLE_NAMES, Tables  # noqa: E402
+from features.build import FAMILY_NAMES, build_features
+from features.config import FeatureConfig
+from features.tables import TABLE_NAMES, Tables
 
 GB = 1024**3
 

@@ -1,6 +1,6 @@
 """Benchmark the synthetic world generator: wall time, rows per table and peak RSS.
 
-    .venv/bin/python benchmarks/bench_generate.py --customers 1000000 [--out DIR] [--seed 0]
+.venv/bin/python benchmarks/bench_generate.py --customers 1000000 [--out DIR] [--seed 0]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.synthetic import generate_world  # noqa: E402
+from features.synthetic import generate_world
 
 
 class PeakRss:
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default: a temp dir, removed after)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output dir (default: a temp dir, removed after)"
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
 
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> dict:
         out = args.out or Path(tmp)
         with PeakRss() as rss:
             started = time.perf_counter()
-            summary = generate_world(out, n_customers=args.customers, seed=args.seed, progress=args.progress)
+            summary = generate_world(
+                out, n_customers=args.customers, seed=args.seed, progress=args.progress
+            )
             wall = time.perf_counter() - started
         size = sum(f.stat().st_size for f in Path(out).iterdir() if f.is_file())
         print(f"customers: {args.customers:,}  seed: {args.seed}  out: {out}")

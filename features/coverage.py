@@ -10,7 +10,7 @@ from features.tables import Tables
 
 FAMILY = "coverage"
 FEATURES = {
-    "has_social_profile": "1 if a profile snapshot dated before as_of is linked to the customer, else 0",
+    "has_social_profile": "1 if a profile snapshot before as_of links to the customer, else 0",
 }
 # Absence of a linked profile is itself known (we looked and found none), so it is 0, not NaN. It
 # lets the model tell "no social data" apart from "small social presence".
@@ -19,7 +19,7 @@ POPULATION_WIDE = False
 
 
 def coverage_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
-    """1.0 for every customer owning a profile with a snapshot before as_of (others are filled with 0).
+    """1.0 for every customer owning a profile with a snapshot before as_of (others get FILL 0).
 
     Ownership is decided as in features.social.profile_snapshots (newest link wins), so a customer
     has a row here exactly when the social family has one.
@@ -27,5 +27,7 @@ def coverage_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig
     profiles = customer_profiles(tables.social_profiles, as_of)
     if profiles.empty:
         return empty_features(FEATURES)
-    customers = pd.Index(profiles["customer_id"].unique(), dtype="str", name="customer_id").sort_values()
+    customers = pd.Index(
+        profiles["customer_id"].unique(), dtype="str", name="customer_id"
+    ).sort_values()
     return pd.DataFrame({"has_social_profile": 1.0}, index=customers)

@@ -60,8 +60,9 @@ def mask_url(url: str | os.PathLike) -> str:
     secret_params = [k for k in parsed.query if k.lower() == "password"]
     if parsed.password is None and not secret_params:
         return text
-    masked = parsed.update_query_dict({k: MASK for k in secret_params}) if secret_params else parsed
-    return masked.render_as_string(hide_password=True)
+    sentinel = "__clv_masked__"  # URL-safe stand-in: a literal *** in the query would be percent-encoded
+    masked = parsed.update_query_dict({k: sentinel for k in secret_params}) if secret_params else parsed
+    return masked.render_as_string(hide_password=True).replace(sentinel, MASK)
 
 
 @dataclass(frozen=True)

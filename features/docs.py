@@ -61,12 +61,12 @@ def render_family(family: FeatureFamily) -> str:
     if doc:
         lines += [" ".join(doc.split()), ""]
     if family.dynamic_prefix is not None:
-        lines += [
+        pattern = (
             f"Columns depend on the source: one per source column, each named "
             f"`{family.dynamic_prefix}<column>`. The feature manifest saved with a model records "
-            "the actual names and category levels.",
-            "",
-        ]
+            "the actual names and category levels."
+        )
+        lines += [pattern, ""]
     lines += ["| feature | description | fill when absent |", "| --- | --- | --- |"]
     for feature, description in family.features.items():
         lines.append(f"| `{feature}` | {_cell(description)} | {_fill_rule(family, feature)} |")
@@ -78,10 +78,9 @@ def render_features_markdown() -> str:
     summary = ["| family | features | population-wide | social |", "| --- | --- | --- | --- |"]
     for family in FAMILIES:
         count = "dynamic" if family.dynamic_prefix is not None else str(len(family.features))
-        summary.append(
-            f"| [{family.name}](#{family.name}) | {count} | "
-            f"{'yes' if family.population_wide else 'no'} | {'yes' if family.is_social else 'no'} |"
-        )
+        wide = "yes" if family.population_wide else "no"
+        social = "yes" if family.is_social else "no"
+        summary.append(f"| [{family.name}](#{family.name}) | {count} | {wide} | {social} |")
     parts = [INTRO, "\n".join(summary) + "\n"] + [render_family(f) for f in FAMILIES]
     return "\n".join(parts)
 

@@ -107,7 +107,11 @@ class FeatureManifest:
         out = {}
         for name in self.features:
             if self.dtypes[name] == "category":
-                out[name] = frame[name].astype(pd.CategoricalDtype(list(self.categories[name])))
+                levels = list(self.categories[name])
+                values = frame[name]
+                if not isinstance(values.dtype, pd.CategoricalDtype):
+                    values = values.where(values.isin(levels)).astype("category")
+                out[name] = values.cat.set_categories(levels)
             else:
                 out[name] = frame[name].astype(self.dtypes[name])
         return pd.DataFrame(out, index=frame.index)

@@ -41,6 +41,16 @@ def is_database_url(source: str | os.PathLike) -> bool:
     return isinstance(source, str) and source.lower().startswith(DATABASE_URL_PREFIXES)
 
 
+def describe_source(source: str | os.PathLike) -> str:
+    """How a source is shown in logs, manifests and MLflow: the masked URL of a database, the absolute
+    path of a directory. Never the password."""
+    if is_database_url(source):
+        from features.database import mask_url
+
+        return mask_url(source)
+    return str(Path(source).resolve())
+
+
 def table_files(source: str | os.PathLike) -> dict[str, list[Path]]:
     """The files that hold each table of a source directory (none for an absent table)."""
     root = Path(source)

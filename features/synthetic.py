@@ -78,8 +78,12 @@ MISSING_TOPIC_SHARE = 0.03  # the vendor's topic classifier abstains
 
 FOLLOWER_SCALE = 200.0  # Lomax (Pareto II) followers: median ~ 125, tail index FOLLOWER_TAIL
 FOLLOWER_TAIL = 1.4
+FOLLOWER_CAP = (
+    3e6  # ordinary accounts stop here (truncated tail); beyond it there are only celebrities
+)
 CELEBRITY_FOLLOWERS_LOG10 = (6.0, 7.7)
-ENGAGEMENT_PER_POST = 0.3  # engagements per post = this x followers ** ENGAGEMENT_EXPONENT (x noise)
+# Engagements per post = ENGAGEMENT_PER_POST x followers ** ENGAGEMENT_EXPONENT (x per-profile noise).
+ENGAGEMENT_PER_POST = 0.3
 ENGAGEMENT_EXPONENT = 0.7  # sublinear: big accounts get fewer engagements per follower
 INTERACTIONS_PER_PROFILE = 5.0
 TARGET_REACH_EXPONENT = 0.6  # preferential attachment: P(target) ~ (followers + 10) ** this
@@ -124,7 +128,7 @@ class WorldKnobs:
                 raise ValueError(f"{name} must be within [0, 1]")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and value is not None and value < 0:
+            if isinstance(value, (int, float)) and value < 0:
                 raise ValueError(f"{f.name} must be >= 0")
         for name in ("purchase_rate_shape", "dropout_rate_shape", "mean_order_value"):
             if getattr(self, name) <= 0:
@@ -182,7 +186,10 @@ def _calendar(end_date, years: int, growth: float) -> _Calendar:
     season = monthly[months]
     cum_season = np.concatenate([[0.0], np.cumsum(season)])
     day_mid = np.arange(h_end) + 0.5
-    signup = np.exp(np.log1p(growth) * day_mid / YEAR_DAYS) * season[:h_end] ** SIGNUP_SEASONALITY_EXPONENT
+    signup = (
+        np.exp(np.log1p(growth) * day_mid / YEAR_DAYS)
+        * season[:h_end] ** SIGNUP_SEASONALITY_EXPONENT
+    )
     cum_signup = np.concatenate([[0.0], np.cumsum(signup)])
     snaps = [end - pd.DateOffset(months=3 * k) for k in range(N_SNAPSHOTS - 1, -1, -1)]
     snapshot_days = np.array([(s - start).days for s in snaps if s >= start], dtype=np.int64)
@@ -192,32 +199,44 @@ def _calendar(end_date, years: int, growth: float) -> _Calendar:
 def _choice(rng: np.random.Generator, probs: np.ndarray, n: int) -> np.ndarray:
     """n draws of category codes with the given probabilities (int8)."""
     cum = np.cumsum(probs / probs.sum())
-    return np.minimum(np.searchsorted(cum, rng.random(n), side="right"), len(probs) - 1).astype(np.int8)
+    return np.minimum(np.searchsorted(cum, rng.random(n), side="right"), len(probs) - 1).astype(
+        np.int8
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Customers: latent buying state and static attributes, drawn chunk by chunk.
 
 
-def _draw_customer_chunk(rng: np.random.Generator, n: int, cal: _Calendar, knobs: WorldKnobs) -> dict:
+def _draw_customer_chunk(
+    rng: np.random.Generator, n: int, cal: _Calendar, knobs: WorldKnobs
+) -> dict:
     u = rng.random(n) * cal.cum_signup[-1]
     t0 = np.interp(u, cal.cum_signup, np.arange(cal.h_end + 1, dtype=np.float64))
     t0 = np.minimum(t0, np.nextafter(cal.h_end, 0))
-    base_rate = rng.gamma(knobs.purchase_rate_shape, knobs.purchase_rate_mean / knobs.purchase_rate_shape, n)
-    dropout = rng.gamma(knobs.dropout_rate_shape, knobs.dropout_rate_mean / knobs.dropout_rate_shape, n)
+    base_rate = rng.gamma(
+        knobs.purchase_rate_shape, knobs.purchase_rate_mean / knobs.purchase_rate_shape, n
+    )
+    dropout = rng.gamma(
+        knobs.dropout_rate_shape, knobs.dropout_rate_mean / knobs.dropout_rate_shape, n
+    )
     life_draw = rng.exponential(1.0, n)  # lifetime in years = life_draw / dropout rate
     region = _choice(rng, REGION_SHARE, n)
     # Gamma-Gamma: the customer's mean spend is inverse-Gamma around mean_order_value.
-    spend = knobs.mean_order_value * (SPEND_SHAPE - 1) / rng.gamma(SPEND_SHAPE, 1.0, n) * REGION_SPEND[region]
+    spend = (
+        knobs.mean_order_value
+        * (SPEND_SHAPE - 1)
+        / rng.gamma(SPEND_SHAPE, 1.0, n)
+        * REGION_SPEND[region]
+    )
     age = np.clip(np.round(18 + rng.gamma(4.0, 5.5, n)), 18, 90)
     age_missing = rng.random(n) < 0.08
     # Younger customers are likelier to be on social media; age has no effect on value, so social
     # presence stays independent of buying behaviour.
-    logit = math.log(knobs.social_share / (1 - knobs.social_share)) if 0 < knobs.social_share < 1 else 0.0
-    p_social = 1 / (1 + np.exp(-(logit - 0.04 * (age - 40))))
-    p_social = np.where(age_missing, knobs.social_share, p_social)
-    if knobs.social_share in (0.0, 1.0):
-        p_social = np.full(n, knobs.social_share)
+    p_social = np.full(n, knobs.social_share)
+    if 0 < knobs.social_share < 1:
+        logit = math.log(knobs.social_share / (1 - knobs.social_share)) - 0.04 * (age - 40)
+        p_social = np.where(age_missing, p_social, 1 / (1 + np.exp(-logit)))
     has_social = rng.random(n) < p_social
     n_networks = (_choice(rng, NETWORKS_PER_LINKED_CUSTOMER, n) + 1) * has_social
     acquisition = _choice(rng, ORGANIC_ACQUISITION_SHARE, n)
@@ -227,20 +246,32 @@ def _draw_customer_chunk(rng: np.random.Generator, n: int, cal: _Calendar, knobs
     referral_base = rng.gamma(0.5, 2.0, n)  # heterogeneous word-of-mouth, mean 1
     offline = ~has_social & (rng.random(n) < knobs.offline_influencer_share)
     referral_candidate = (rng.random(n) < knobs.referred_share) & (t0 >= REFERRAL_MIN_SIGNUP_DAY)
-    return dict(
-        t0=t0, base_rate=base_rate * ACQUISITION_RATE_LIFT[acquisition], dropout=dropout,
-        life_draw=life_draw, region=region, spend=spend, age=np.where(age_missing, np.nan, age),
-        n_networks=n_networks.astype(np.int8), acquisition=acquisition, pref_category=pref_category,
-        pref_channel=pref_channel, first_order=first_order, referral_base=referral_base,
-        offline=offline, referral_candidate=referral_candidate,
-    )
+    return {
+        "t0": t0,
+        "base_rate": base_rate * ACQUISITION_RATE_LIFT[acquisition],
+        "dropout": dropout,
+        "life_draw": life_draw,
+        "region": region,
+        "spend": spend,
+        "age": np.where(age_missing, np.nan, age),
+        "n_networks": n_networks.astype(np.int8),
+        "acquisition": acquisition,
+        "pref_category": pref_category,
+        "pref_channel": pref_channel,
+        "first_order": first_order,
+        "referral_base": referral_base,
+        "offline": offline,
+        "referral_candidate": referral_candidate,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # Social profiles: latent reach, activity and topical share per profile; snapshots drawn later.
 
 
-def _draw_profiles(rng: np.random.Generator, cust: dict, cal: _Calendar, knobs: WorldKnobs, n_customers: int) -> dict:
+def _draw_profiles(
+    rng: np.random.Generator, cust: dict, cal: _Calendar, knobs: WorldKnobs, n_customers: int
+) -> dict:
     n_networks = cust["n_networks"]
     linked = np.flatnonzero(n_networks > 0)
     # Distinct networks per customer: weighted sampling without replacement by exponential races.
@@ -250,47 +281,74 @@ def _draw_profiles(rng: np.random.Generator, cust: dict, cal: _Calendar, knobs: 
     cust_owner = np.broadcast_to(linked[:, None], ranked.shape)[take]
     cust_network = ranked[take]
     n_cust_profiles = len(cust_owner)
-    n_plain = int(round(knobs.non_customer_profile_ratio * n_cust_profiles))
-    n_celebs = knobs.n_celebrities if knobs.n_celebrities is not None else max(5, n_customers // 5000)
+    n_plain = round(knobs.non_customer_profile_ratio * n_cust_profiles)
+    n_celebs = (
+        knobs.n_celebrities if knobs.n_celebrities is not None else max(5, n_customers // 5000)
+    )
 
     owner = np.concatenate([cust_owner, np.full(n_plain + n_celebs, -1)]).astype(np.int64)
     network = np.concatenate([cust_network, _choice(rng, NETWORK_SHARE, n_plain + n_celebs)])
     celeb = np.zeros(len(owner), dtype=bool)
-    celeb[n_cust_profiles + n_plain:] = True
+    celeb[n_cust_profiles + n_plain :] = True
     # A couple of customers are celebrities themselves (their first profile).
-    first_profile = np.flatnonzero(np.r_[True, cust_owner[1:] != cust_owner[:-1]]) if n_cust_profiles else np.array([], int)
+    first_profile = (
+        np.flatnonzero(np.r_[True, cust_owner[1:] != cust_owner[:-1]])
+        if n_cust_profiles
+        else np.array([], int)
+    )
     n_cust_celebs = min(knobs.customer_celebrities, len(first_profile))
     celeb[rng.choice(first_profile, n_cust_celebs, replace=False)] = True
 
     n = len(owner)
-    followers = FOLLOWER_SCALE * (rng.random(n) ** (-1.0 / FOLLOWER_TAIL) - 1.0)
+    u_min = (1 + FOLLOWER_CAP / FOLLOWER_SCALE) ** -FOLLOWER_TAIL
+    u = u_min + (1 - u_min) * rng.random(n)
+    followers = FOLLOWER_SCALE * (u ** (-1.0 / FOLLOWER_TAIL) - 1.0)
     followers = np.where(celeb, 10 ** rng.uniform(*CELEBRITY_FOLLOWERS_LOG10, n), followers)
-    growth = np.where(celeb, rng.normal(0.02, 0.03, n), rng.normal(0.03, 0.05, n))  # log followers per quarter
+    # Log-growth of followers per quarter: most accounts grow slowly, many shrink.
+    growth = np.where(celeb, rng.normal(0.02, 0.03, n), rng.normal(0.03, 0.05, n))
     following = np.exp(rng.normal(math.log(300), 0.8, n))
     following = np.minimum(np.where(celeb, following * 2, following), 7500.0)
-    post_rate = np.where(celeb, rng.gamma(4.0, 15.0, n), rng.gamma(0.8, 15.0, n))  # posts per quarter
+    post_rate = np.where(celeb, rng.gamma(4.0, 15.0, n), rng.gamma(0.8, 15.0, n))  # per quarter
     per_post = ENGAGEMENT_PER_POST * np.exp(rng.normal(0.0, 0.5, n))
     topical_share = np.where(celeb, rng.beta(0.5, 40.0, n), rng.beta(0.6, 3.4, n))
-    created = np.where(celeb, cal.h_end - rng.exponential(10 * YEAR_DAYS, n) - 3 * YEAR_DAYS,
-                       cal.h_end - rng.exponential(6 * YEAR_DAYS, n))
+    created = np.where(
+        celeb,
+        cal.h_end - rng.exponential(10 * YEAR_DAYS, n) - 3 * YEAR_DAYS,
+        cal.h_end - 1 - rng.exponential(6 * YEAR_DAYS, n),
+    )
     activity = rng.gamma(1.0, 1.0, n)  # how much the profile interacts with others
 
     # Profile ids are assigned in a random order so an id says nothing about the profile's kind.
     perm = rng.permutation(n)
-    prof = dict(owner=owner, network=network, celeb=celeb, followers=followers, growth=growth,
-                following=following, post_rate=post_rate, per_post=per_post,
-                topical_share=topical_share, created=created, activity=activity)
+    prof = {
+        "owner": owner,
+        "network": network,
+        "celeb": celeb,
+        "followers": followers,
+        "growth": growth,
+        "following": following,
+        "post_rate": post_rate,
+        "per_post": per_post,
+        "topical_share": topical_share,
+        "created": created,
+        "activity": activity,
+    }
     prof = {k: v[perm] for k, v in prof.items()}
     # Expected engagements received per quarter at end_date, and the topical part of it.
-    prof["engagement_rate"] = prof["post_rate"] * prof["per_post"] * prof["followers"] ** ENGAGEMENT_EXPONENT
+    prof["engagement_rate"] = (
+        prof["post_rate"] * prof["per_post"] * prof["followers"] ** ENGAGEMENT_EXPONENT
+    )
     return prof
 
 
 def _topical_engagement(prof: dict, n_customers: int) -> np.ndarray:
     """Per customer: log1p(expected topical engagements per quarter over their profiles / reference)."""
     own = prof["owner"] >= 0
-    topical = np.bincount(prof["owner"][own], weights=(prof["engagement_rate"] * prof["topical_share"])[own],
-                          minlength=n_customers)
+    topical = np.bincount(
+        prof["owner"][own],
+        weights=(prof["engagement_rate"] * prof["topical_share"])[own],
+        minlength=n_customers,
+    )
     return np.log1p(topical / TOPICAL_ENGAGEMENT_REF)
 
 
@@ -298,7 +356,9 @@ def _topical_engagement(prof: dict, n_customers: int) -> np.ndarray:
 # Referrals: each referred customer picks a referrer among customers alive at their sign-up.
 
 
-def _link_referrals(rng: np.random.Generator, cust: dict, weight: np.ndarray, death: np.ndarray) -> np.ndarray:
+def _link_referrals(
+    rng: np.random.Generator, cust: dict, weight: np.ndarray, death: np.ndarray
+) -> np.ndarray:
     """Referrer index per customer (-1 = organic); referrers are drawn with probability ~ weight
     among customers who signed up before the referred customer's sign-up day and are still alive."""
     t0 = cust["t0"]
@@ -315,7 +375,9 @@ def _link_referrals(rng: np.random.Generator, cust: dict, weight: np.ndarray, de
         if len(pending) == 0:
             break
         k = n_before[pending]
-        pos = np.searchsorted(cum_weight, rng.random(len(pending)) * cum_weight[k - 1], side="right")
+        pos = np.searchsorted(
+            cum_weight, rng.random(len(pending)) * cum_weight[k - 1], side="right"
+        )
         candidate = order[np.minimum(pos, k - 1)]
         alive = death[candidate] > day[pending]
         referrer[referred[pending[alive]]] = candidate[alive]
@@ -332,32 +394,42 @@ def _refund_delay_cdf(days: np.ndarray) -> np.ndarray:
     return -np.expm1(-x / REFUND_DELAY_MEAN_DAYS)
 
 
-def _expected_value(cal: _Calendar, cutoff: int, refund_rate: float, c: dict, alive: np.ndarray) -> np.ndarray:
+def _expected_value(
+    cal: _Calendar, cutoff: int, refund_rate: float, c: dict, alive: np.ndarray
+) -> np.ndarray:
     """E[net revenue of new orders in [cutoff, cutoff + 365 days) | alive at cutoff, latent state].
 
     Orders arrive at rate * season(t) while alive (exponential survival at the dropout rate); an order
     of category c is refunded with probability refund_c, at a delay that may fall after the window.
     Exact for daily piecewise-constant seasonality (refund-delay CDF taken at each day's midpoint).
     """
-    season = cal.season[cutoff:cutoff + WINDOW_DAYS]
+    season = cal.season[cutoff : cutoff + WINDOW_DAYS]
     d = np.arange(WINDOW_DAYS)
     refund_in_window = _refund_delay_cdf(WINDOW_DAYS - d - 0.5)
     mu = c["dropout"] / YEAR_DAYS
     x = np.exp(-mu)
     safe_mu = np.where(mu > 1e-12, mu, 1.0)
-    within_day = np.where(mu > 1e-12, -np.expm1(-mu) / safe_mu, 1.0)  # integral of exp(-mu u) over a day
+    # Survival integrated over each day: integral of exp(-mu u) for u in [d, d + 1] = x**d * within_day.
+    within_day = np.where(mu > 1e-12, -np.expm1(-mu) / safe_mu, 1.0)
     demand = np.polyval(season[::-1], x) * within_day
     refunded_demand = np.polyval((season * refund_in_window)[::-1], x) * within_day
     mix_price = PREFERRED_CATEGORY_SHARE * CATEGORY_PRICE + (1 - PREFERRED_CATEGORY_SHARE)
     base_refund = CATEGORY_SHARE @ (CATEGORY_PRICE * CATEGORY_RETURNS)
-    mix_refund = (PREFERRED_CATEGORY_SHARE * CATEGORY_PRICE * CATEGORY_RETURNS
-                  + (1 - PREFERRED_CATEGORY_SHARE) * base_refund)
+    mix_refund = (
+        PREFERRED_CATEGORY_SHARE * CATEGORY_PRICE * CATEGORY_RETURNS
+        + (1 - PREFERRED_CATEGORY_SHARE) * base_refund
+    )
     pref = c["pref_category"]
-    per_order = mix_price[pref] * demand - MEAN_REFUND_FRACTION * refund_rate * mix_refund[pref] * refunded_demand
+    per_order = (
+        mix_price[pref] * demand
+        - MEAN_REFUND_FRACTION * refund_rate * mix_refund[pref] * refunded_demand
+    )
     return np.where(alive, c["rate"] / YEAR_DAYS * c["spend"] * per_order, 0.0)
 
 
-def _simulate_chunk(rng: np.random.Generator, c: dict, cal: _Calendar, knobs: WorldKnobs) -> tuple[dict, dict]:
+def _simulate_chunk(
+    rng: np.random.Generator, c: dict, cal: _Calendar, knobs: WorldKnobs
+) -> tuple[dict, dict]:
     """All orders and refunds of a chunk's customers from sign-up to the end of the truth year.
 
     Returns (history rows before h_end, per-customer truth arrays).
@@ -380,7 +452,7 @@ def _simulate_chunk(rng: np.random.Generator, c: dict, cal: _Calendar, knobs: Wo
     pref = rng.random(m) < PREFERRED_CHANNEL_SHARE
     channel = np.where(pref, c["pref_channel"][cust], _choice(rng, CHANNEL_SHARE, m))
     value = c["spend"][cust] * CATEGORY_PRICE[category]
-    amount = np.round(value * rng.lognormal(-ORDER_VALUE_SIGMA ** 2 / 2, ORDER_VALUE_SIGMA, m), 2)
+    amount = np.round(value * rng.lognormal(-(ORDER_VALUE_SIGMA**2) / 2, ORDER_VALUE_SIGMA, m), 2)
     amount = np.maximum(amount, 0.01)
     quantity = 1.0 + rng.poisson(0.4, m)
     margin_rate = CATEGORY_MARGIN[category] * rng.uniform(0.9, 1.1, m)
@@ -398,8 +470,9 @@ def _simulate_chunk(rng: np.random.Generator, c: dict, cal: _Calendar, knobs: Wo
     def net_in(lo: float, hi: float) -> np.ndarray:
         o = (t >= lo) & (t < hi)
         f = (r_t >= lo) & (r_t < hi)
-        return (np.bincount(cust[o], weights=amount[o], minlength=n)
-                + np.bincount(cust[r][f], weights=r_amount[f], minlength=n))
+        return np.bincount(cust[o], weights=amount[o], minlength=n) + np.bincount(
+            cust[r][f], weights=r_amount[f], minlength=n
+        )
 
     def pending_refunds(cutoff: float) -> np.ndarray:
         # Refunds already decided for orders before the cutoff that land in the window.
@@ -407,12 +480,12 @@ def _simulate_chunk(rng: np.random.Generator, c: dict, cal: _Calendar, knobs: Wo
         return np.bincount(cust[r][f], weights=r_amount[f], minlength=n)
 
     last = cal.h_end - WINDOW_DAYS
-    truth = dict(
-        realised=net_in(cal.h_end, w_end),
-        pending=pending_refunds(cal.h_end),
-        realised_last=net_in(last, cal.h_end),
-        pending_last=pending_refunds(last),
-    )
+    truth = {
+        "realised": net_in(cal.h_end, w_end),
+        "pending": pending_refunds(cal.h_end),
+        "realised_last": net_in(last, cal.h_end),
+        "pending_last": pending_refunds(last),
+    }
 
     # History: orders and refunds before h_end, sorted by customer then time; order ids follow that order.
     keep_o = np.flatnonzero(t < cal.h_end)
@@ -428,17 +501,17 @@ def _simulate_chunk(rng: np.random.Generator, c: dict, cal: _Calendar, knobs: Wo
     order = np.argsort((rows_cust << 40) | rows_sec, kind="stable")
     src = src[order]
     rows_amount = np.concatenate([amount[keep_o], r_amount[keep_r]])[order]
-    history = dict(
-        cust=rows_cust[order],
-        ns=cal.start_ns + rows_sec[order] * 1_000_000_000,
-        amount=rows_amount,
-        order_number=order_number[src],
-        quantity=np.concatenate([quantity[keep_o], r_quantity[keep_r]])[order],
-        category=category[src],
-        channel=channel[src],
-        margin=np.round(rows_amount * margin_rate[src], 2),
-        n_orders=len(keep_o),
-    )
+    history = {
+        "cust": rows_cust[order],
+        "ns": cal.start_ns + rows_sec[order] * 1_000_000_000,
+        "amount": rows_amount,
+        "order_number": order_number[src],
+        "quantity": np.concatenate([quantity[keep_o], r_quantity[keep_r]])[order],
+        "category": category[src],
+        "channel": channel[src],
+        "margin": np.round(rows_amount * margin_rate[src], 2),
+        "n_orders": len(keep_o),
+    }
     return history, truth
 
 
@@ -452,13 +525,15 @@ def _format_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     head = np.frombuffer(prefix.encode("ascii"), dtype=np.uint8)
     size = len(head) + width
     buf = np.empty((len(numbers), size), dtype=np.uint8)
-    buf[:, :len(head)] = head
+    buf[:, : len(head)] = head
     rest = numbers.copy()
     for j in range(size - 1, len(head) - 1, -1):  # one pass per digit position
         buf[:, j] = 48 + rest % 10
         rest //= 10
     offsets = np.arange(0, (len(numbers) + 1) * size, size, dtype=np.int32)
-    return pa.StringArray.from_buffers(len(numbers), pa.py_buffer(offsets), pa.py_buffer(buf.tobytes()))
+    return pa.StringArray.from_buffers(
+        len(numbers), pa.py_buffer(offsets), pa.py_buffer(buf.tobytes())
+    )
 
 
 def _take(ids: pa.Array, index: np.ndarray) -> pa.Array:
@@ -470,7 +545,9 @@ def _take(ids: pa.Array, index: np.ndarray) -> pa.Array:
 
 def _text(codes: np.ndarray, labels, mask: np.ndarray | None = None) -> pa.Array:
     """Plain string column from small integer codes."""
-    dictionary = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=mask), pa.array(list(labels)))
+    dictionary = pa.DictionaryArray.from_arrays(
+        pa.array(codes, pa.int32(), mask=mask), pa.array(list(labels))
+    )
     return dictionary.cast(pa.string())
 
 
@@ -484,8 +561,11 @@ def _ts(ns: np.ndarray) -> pa.Array:
 
 
 def _ts_or_null(ns: np.ndarray, valid: np.ndarray) -> pa.Array:
-    return pa.array(np.where(valid, ns, 0).astype(np.int64).view("datetime64[ns]"), pa.timestamp("ns"),
-                    mask=~valid)
+    return pa.array(
+        np.where(valid, ns, 0).astype(np.int64).view("datetime64[ns]"),
+        pa.timestamp("ns"),
+        mask=~valid,
+    )
 
 
 # Statistics only where readers filter (time ranges, customer ranges); zstd-1 is as fast as snappy here
@@ -504,14 +584,21 @@ class _AtomicParquet:
         self.final = out_dir / f"{name}.parquet"
         self.tmp = out_dir / f".{name}.parquet.tmp"
         self.schema, self.encoder, self.rows = schema, encoder, 0
-        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=1,
-                                       write_statistics=[c for c in _STATISTICS if c in schema.names])
+        self.writer = pq.ParquetWriter(
+            self.tmp,
+            schema,
+            compression="zstd",
+            compression_level=1,
+            write_statistics=[c for c in _STATISTICS if c in schema.names],
+        )
         self.pending: Future | None = None
 
     def write(self, columns: dict) -> None:
         table = pa.Table.from_arrays([columns[f.name] for f in self.schema], schema=self.schema)
         self._wait()  # at most one table in flight per file keeps memory bounded
-        self.pending = self.encoder.submit(self.writer.write_table, table, row_group_size=max(len(table), 1))
+        self.pending = self.encoder.submit(
+            self.writer.write_table, table, row_group_size=max(len(table), 1)
+        )
         self.rows += len(table)
 
     def _wait(self) -> None:
@@ -535,70 +622,150 @@ class _AtomicParquet:
 
 STR, TS, F64 = pa.string(), pa.timestamp("ns"), pa.float64()
 SCHEMAS = {
-    "customers": pa.schema([("customer_id", STR), ("signup_date", TS),
-                            ("region", pa.dictionary(pa.int8(), STR)),
-                            ("acquisition_channel", pa.dictionary(pa.int8(), STR)), ("age", F64)]),
-    "transactions": pa.schema([("customer_id", STR), ("timestamp", TS), ("amount", F64), ("order_id", STR),
-                               ("quantity", F64), ("category", STR), ("channel", STR), ("margin", F64)]),
-    "social_profiles": pa.schema([("profile_id", STR), ("customer_id", STR), ("network", STR),
-                                  ("snapshot_date", TS), ("followers", F64), ("following", F64),
-                                  ("posts", F64), ("engagements", F64), ("influence_score", F64)]),
-    "social_interactions": pa.schema([("source_profile_id", STR), ("target_profile_id", STR),
-                                      ("timestamp", TS), ("kind", STR), ("topic", STR)]),
+    "customers": pa.schema(
+        [
+            ("customer_id", STR),
+            ("signup_date", TS),
+            ("region", pa.dictionary(pa.int8(), STR)),
+            ("acquisition_channel", pa.dictionary(pa.int8(), STR)),
+            ("age", F64),
+        ]
+    ),
+    "transactions": pa.schema(
+        [
+            ("customer_id", STR),
+            ("timestamp", TS),
+            ("amount", F64),
+            ("order_id", STR),
+            ("quantity", F64),
+            ("category", STR),
+            ("channel", STR),
+            ("margin", F64),
+        ]
+    ),
+    "social_profiles": pa.schema(
+        [
+            ("profile_id", STR),
+            ("customer_id", STR),
+            ("network", STR),
+            ("snapshot_date", TS),
+            ("followers", F64),
+            ("following", F64),
+            ("posts", F64),
+            ("engagements", F64),
+            ("influence_score", F64),
+        ]
+    ),
+    "social_interactions": pa.schema(
+        [
+            ("source_profile_id", STR),
+            ("target_profile_id", STR),
+            ("timestamp", TS),
+            ("kind", STR),
+            ("topic", STR),
+        ]
+    ),
     "referrals": pa.schema([("referrer_id", STR), ("referred_id", STR), ("timestamp", TS)]),
-    "ground_truth": pa.schema([
-        ("customer_id", STR), ("expected_value_next_year", F64), ("realised_value_next_year", F64),
-        ("expected_value_last_year", F64), ("realised_value_last_year", F64), ("alive_at_end", pa.bool_()),
-        ("purchase_rate", F64), ("base_purchase_rate", F64), ("dropout_rate", F64), ("churn_date", TS),
-        ("mean_order_value", F64), ("topical_engagement", F64), ("has_social_profile", pa.bool_()),
-        ("is_celebrity", pa.bool_()), ("is_offline_influencer", pa.bool_()), ("was_referred", pa.bool_()),
-        ("referral_propensity", F64), ("referrals_made", pa.int64())]),
-    "ground_truth_profiles": pa.schema([
-        ("profile_id", STR), ("customer_id", STR), ("network", STR), ("is_celebrity", pa.bool_()),
-        ("topical_share", F64), ("engagement_rate", F64), ("created_date", TS)]),
+    "ground_truth": pa.schema(
+        [
+            ("customer_id", STR),
+            ("expected_value_next_year", F64),
+            ("realised_value_next_year", F64),
+            ("expected_value_last_year", F64),
+            ("realised_value_last_year", F64),
+            ("alive_at_end", pa.bool_()),
+            ("purchase_rate", F64),
+            ("base_purchase_rate", F64),
+            ("dropout_rate", F64),
+            ("churn_date", TS),
+            ("mean_order_value", F64),
+            ("topical_engagement", F64),
+            ("has_social_profile", pa.bool_()),
+            ("is_celebrity", pa.bool_()),
+            ("is_offline_influencer", pa.bool_()),
+            ("was_referred", pa.bool_()),
+            ("referral_propensity", F64),
+            ("referrals_made", pa.int64()),
+        ]
+    ),
+    "ground_truth_profiles": pa.schema(
+        [
+            ("profile_id", STR),
+            ("customer_id", STR),
+            ("network", STR),
+            ("is_celebrity", pa.bool_()),
+            ("topical_share", F64),
+            ("engagement_rate", F64),
+            ("created_date", TS),
+        ]
+    ),
 }
 
 
-def _influence_score(rng: np.random.Generator, followers: np.ndarray, engagements: np.ndarray) -> np.ndarray:
+def _influence_score(
+    rng: np.random.Generator, followers: np.ndarray, engagements: np.ndarray
+) -> np.ndarray:
     """Vendor (Klout-style) score: reach and engagement on a logistic 0-100 scale; blind to topic."""
     raw = 0.55 * np.log10(1 + followers) + 0.45 * np.log10(1 + engagements)
     score = 100 / (1 + np.exp(-1.4 * (raw - 3.0))) + rng.normal(0, 1.5, len(raw))
     return np.round(np.clip(score, 0, 100), 1)
 
 
-def _snapshot_chunk(rng: np.random.Generator, prof: dict, lo: int, hi: int, cal: _Calendar,
-                    profile_ids: pa.Array, customer_ids: pa.Array) -> dict:
+def _snapshot_chunk(
+    rng: np.random.Generator,
+    prof: dict,
+    lo: int,
+    hi: int,
+    cal: _Calendar,
+    profile_ids: pa.Array,
+    customer_ids: pa.Array,
+) -> dict:
     """Quarterly snapshots of profiles lo..hi-1 (only snapshots on or after the profile's creation)."""
     sl = slice(lo, hi)
     n, k = hi - lo, len(cal.snapshot_days)
     quarters_before_end = (k - 1 - np.arange(k))[None, :]
-    followers = prof["followers"][sl, None] * np.exp(-prof["growth"][sl, None] * quarters_before_end
-                                                     + rng.normal(0, 0.03, (n, k)))
+    followers = prof["followers"][sl, None] * np.exp(
+        -prof["growth"][sl, None] * quarters_before_end + rng.normal(0, 0.03, (n, k))
+    )
     followers = np.round(followers)
-    following = np.round(prof["following"][sl, None] * np.exp(-0.01 * quarters_before_end
-                                                               + rng.normal(0, 0.02, (n, k))))
-    new_posts = rng.poisson(np.broadcast_to(prof["post_rate"][sl, None], (n, k)))
-    quarters_alive = np.maximum(cal.snapshot_days[0] - prof["created"][sl], 0) / (YEAR_DAYS / 4)
-    posts = rng.poisson(prof["post_rate"][sl] * quarters_alive)[:, None] + np.cumsum(new_posts, axis=1)
+    following = np.round(
+        prof["following"][sl, None]
+        * np.exp(-0.01 * quarters_before_end + rng.normal(0, 0.02, (n, k)))
+    )
     exists = cal.snapshot_days[None, :] >= prof["created"][sl, None]
+    new_posts = rng.poisson(np.broadcast_to(prof["post_rate"][sl, None], (n, k))) * exists
+    quarters_alive = np.maximum(cal.snapshot_days[0] - prof["created"][sl], 0) / (YEAR_DAYS / 4)
+    posts = rng.poisson(prof["post_rate"][sl] * quarters_alive)[:, None] + np.cumsum(
+        new_posts, axis=1
+    )  # cumulative, like the platforms' post counts
     p, q = np.nonzero(exists)
     followers, new_posts = followers[exists], new_posts[exists]
     # Engagements received over the quarter: sublinear in followers, noisy, randomly rounded.
-    expected = new_posts * prof["per_post"][lo + p] * followers ** ENGAGEMENT_EXPONENT
+    expected = new_posts * prof["per_post"][lo + p] * followers**ENGAGEMENT_EXPONENT
     engagements = np.floor(expected * rng.lognormal(-0.03, 0.25, len(p)) + rng.random(len(p)))
-    return dict(
-        profile_id=profile_ids.take(pa.array(lo + p)),
-        customer_id=_take(customer_ids, prof["owner"][lo + p]),
-        network=_text(prof["network"][lo + p], NETWORKS),
-        snapshot_date=_ts(cal.start_ns + cal.snapshot_days[q] * 86_400 * 1_000_000_000),
-        followers=pa.array(followers), following=pa.array(following[exists]),
-        posts=pa.array(posts[exists].astype(np.float64)), engagements=pa.array(engagements),
-        influence_score=pa.array(_influence_score(rng, followers, engagements)),
-    )
+    return {
+        "profile_id": profile_ids.take(pa.array(lo + p)),
+        "customer_id": _take(customer_ids, prof["owner"][lo + p]),
+        "network": _text(prof["network"][lo + p], NETWORKS),
+        "snapshot_date": _ts(cal.start_ns + cal.snapshot_days[q] * 86_400 * 1_000_000_000),
+        "followers": pa.array(followers),
+        "following": pa.array(following[exists]),
+        "posts": pa.array(posts[exists].astype(np.float64)),
+        "engagements": pa.array(engagements),
+        "influence_score": pa.array(_influence_score(rng, followers, engagements)),
+    }
 
 
-def _interaction_chunk(rng: np.random.Generator, prof: dict, lo: int, hi: int, targets: list,
-                       cal: _Calendar, knobs: WorldKnobs, profile_ids: pa.Array) -> dict:
+def _interaction_chunk(
+    rng: np.random.Generator,
+    prof: dict,
+    lo: int,
+    hi: int,
+    targets: list,
+    cal: _Calendar,
+    knobs: WorldKnobs,
+    profile_ids: pa.Array,
+) -> dict:
     """Interactions sourced by profiles lo..hi-1; targets within the source's network, drawn by reach
     and topical fit (market-topic interactions go to topical profiles, others to the rest)."""
     n_out = rng.poisson(INTERACTIONS_PER_PROFILE * prof["activity"][lo:hi])
@@ -623,7 +790,9 @@ def _interaction_chunk(rng: np.random.Generator, prof: dict, lo: int, hi: int, t
     market = list(knobs.market_topics)
     other = [t for t in OTHER_TOPICS if t not in market]
     labels = market + other
-    topic = np.where(on_topic, rng.integers(0, len(market), m), len(market) + rng.integers(0, len(other), m))
+    topic = np.where(
+        on_topic, rng.integers(0, len(market), m), len(market) + rng.integers(0, len(other), m)
+    )
     # Talk aimed at celebrities is mostly about celebrity itself.
     if "celebrity" in other:
         to_celeb = ~on_topic & prof["celeb"][tgt] & (rng.random(m) < 0.6)
@@ -631,15 +800,15 @@ def _interaction_chunk(rng: np.random.Generator, prof: dict, lo: int, hi: int, t
     topic_missing = rng.random(m) < MISSING_TOPIC_SHARE
     kind = _choice(rng, KIND_SHARE, m)
     start = np.maximum(np.maximum(prof["created"][src], prof["created"][tgt]), 0.0)
-    t = start + rng.random(m) * (cal.h_end - start)
-    order = np.lexsort((t, src))
-    return dict(
-        source_profile_id=profile_ids.take(pa.array(src[order])),
-        target_profile_id=profile_ids.take(pa.array(tgt[order])),
-        timestamp=_ts(cal.to_ns(t[order])),
-        kind=_text(kind[order], INTERACTION_KINDS),
-        topic=_text(topic[order], labels, mask=topic_missing[order]),
-    )
+    seconds = cal.seconds(start + rng.random(m) * (cal.h_end - start))
+    order = np.argsort((src << 40) | seconds, kind="stable")  # by source, then time
+    return {
+        "source_profile_id": profile_ids.take(pa.array(src[order])),
+        "target_profile_id": profile_ids.take(pa.array(tgt[order])),
+        "timestamp": _ts(cal.start_ns + seconds[order] * 1_000_000_000),
+        "kind": _text(kind[order], INTERACTION_KINDS),
+        "topic": _text(topic[order], labels, mask=topic_missing[order]),
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -652,8 +821,9 @@ def _progress_bar(enabled: bool):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn()) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ) as bar:
         yield bar
 
 
@@ -661,8 +831,16 @@ def _chunks(n: int, size: int):
     return [(lo, min(lo + size, n)) for lo in range(0, n, size)]
 
 
-def generate_world(out_dir, *, n_customers: int = 50_000, seed: int = 0, end_date: str = "2025-12-31",
-                   years: int = 5, knobs: WorldKnobs | None = None, progress: bool = False) -> dict:
+def generate_world(
+    out_dir,
+    *,
+    n_customers: int = 50_000,
+    seed: int = 0,
+    end_date: str = "2025-12-31",
+    years: int = 5,
+    knobs: WorldKnobs | None = None,
+    progress: bool = False,
+) -> dict:
     """Generate a synthetic world into out_dir (contract tables + ground truth + world.json).
 
     Same arguments => byte-identical files. Returns {"out_dir", "seconds", "rows": {table: n}}.
@@ -671,16 +849,20 @@ def generate_world(out_dir, *, n_customers: int = 50_000, seed: int = 0, end_dat
     if n_customers < 1:
         raise ValueError("n_customers must be >= 1")
     if years < 2:
-        raise ValueError("years must be >= 2 (the last-year truth needs a year of history before it)")
+        raise ValueError(
+            "years must be >= 2 (the last-year truth needs a year of history before it)"
+        )
     knobs = knobs if knobs is not None else WorldKnobs()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cal = _calendar(end_date, years, knobs.acquisition_growth)
     s_customers, s_social, s_referrals, s_snapshots, s_interactions, s_transactions = (
-        np.random.SeedSequence(seed).spawn(6))
+        np.random.SeedSequence(seed).spawn(6)
+    )
     customer_chunks = _chunks(n_customers, CHUNK_SIZE)
 
     with _progress_bar(progress) as bar, ExitStack() as stack:
+
         def task(name, total):
             return bar.add_task(name, total=total) if bar is not None else None
 
@@ -689,7 +871,9 @@ def generate_world(out_dir, *, n_customers: int = 50_000, seed: int = 0, end_dat
                 bar.advance(t)
 
         writers: dict[str, _AtomicParquet] = {}
-        encoder = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet"))
+        encoder = stack.enter_context(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        )
 
         def open_writer(name):
             w = _AtomicParquet(out, name, SCHEMAS[name], encoder)
@@ -714,15 +898,24 @@ def generate_world(out_dir, *, n_customers: int = 50_000, seed: int = 0, end_dat
         cust["is_celebrity"] = np.zeros(n_customers, dtype=bool)
         cust["is_celebrity"][prof["owner"][prof["celeb"] & (prof["owner"] >= 0)]] = True
         cust["rate"] = cust["base_rate"] * (1 + knobs.influence_on_purchases * te)
-        cust["referral_weight"] = (cust["referral_base"] * (1 + knobs.influence_on_referrals * te)
-                                   * np.where(cust["offline"], knobs.offline_influencer_boost, 1.0))
+        cust["referral_weight"] = (
+            cust["referral_base"]
+            * (1 + knobs.influence_on_referrals * te)
+            * np.where(cust["offline"], knobs.offline_influencer_boost, 1.0)
+        )
 
         # 3. Referrals: referred customers are more loyal; referrers must be alive at the sign-up.
-        cust["dropout"] = cust["dropout"] * np.where(cust["referral_candidate"], REFERRED_DROPOUT_FACTOR, 1.0)
+        cust["dropout"] = cust["dropout"] * np.where(
+            cust["referral_candidate"], REFERRED_DROPOUT_FACTOR, 1.0
+        )
         cust["death"] = cust["t0"] + cust["life_draw"] / cust["dropout"] * YEAR_DAYS
-        referrer = _link_referrals(np.random.default_rng(s_referrals), cust, cust["referral_weight"], cust["death"])
+        referrer = _link_referrals(
+            np.random.default_rng(s_referrals), cust, cust["referral_weight"], cust["death"]
+        )
         cust["referrer"] = referrer
-        cust["acquisition"] = np.where(referrer >= 0, ACQUISITION_CHANNELS.index("referral"), cust["acquisition"])
+        cust["acquisition"] = np.where(
+            referrer >= 0, ACQUISITION_CHANNELS.index("referral"), cust["acquisition"]
+        )
         cust["referrals_made"] = np.bincount(referrer[referrer >= 0], minlength=n_customers)
 
         cid_width = max(7, len(str(n_customers)))
@@ -733,97 +926,160 @@ def generate_world(out_dir, *, n_customers: int = 50_000, seed: int = 0, end_dat
         w = open_writer("referrals")
         referred = np.flatnonzero(referrer >= 0)
         referred = referred[np.lexsort((referred, np.floor(cust["t0"][referred])))]
-        w.write(dict(referrer_id=customer_ids.take(pa.array(referrer[referred])),
-                     referred_id=customer_ids.take(pa.array(referred)),
-                     timestamp=_ts(cal.to_ns(np.floor(cust["t0"][referred])))))
+        w.write(
+            {
+                "referrer_id": customer_ids.take(pa.array(referrer[referred])),
+                "referred_id": customer_ids.take(pa.array(referred)),
+                "timestamp": _ts(cal.to_ns(np.floor(cust["t0"][referred]))),
+            }
+        )
 
         w = open_writer("ground_truth_profiles")
-        w.write(dict(profile_id=profile_ids, customer_id=_take(customer_ids, prof["owner"]),
-                     network=_text(prof["network"], NETWORKS), is_celebrity=pa.array(prof["celeb"]),
-                     topical_share=pa.array(prof["topical_share"]),
-                     engagement_rate=pa.array(prof["engagement_rate"]),
-                     created_date=_ts(cal.to_ns(np.floor(prof["created"])))))
+        w.write(
+            {
+                "profile_id": profile_ids,
+                "customer_id": _take(customer_ids, prof["owner"]),
+                "network": _text(prof["network"], NETWORKS),
+                "is_celebrity": pa.array(prof["celeb"]),
+                "topical_share": pa.array(prof["topical_share"]),
+                "engagement_rate": pa.array(prof["engagement_rate"]),
+                "created_date": _ts(cal.to_ns(np.floor(prof["created"]))),
+            }
+        )
 
         # 4. Social snapshots and interactions, in fixed-size profile chunks.
         profile_chunks = _chunks(n_profiles, PROFILE_CHUNK_SIZE)
         t_social = task("social", 2 * len(profile_chunks))
         w = open_writer("social_profiles")
         for (lo, hi), ss in zip(profile_chunks, s_snapshots.spawn(len(profile_chunks))):
-            w.write(_snapshot_chunk(np.random.default_rng(ss), prof, lo, hi, cal, profile_ids, customer_ids))
+            w.write(
+                _snapshot_chunk(
+                    np.random.default_rng(ss), prof, lo, hi, cal, profile_ids, customer_ids
+                )
+            )
             advance(t_social)
         reach = (prof["followers"] + 10.0) ** TARGET_REACH_EXPONENT
         targets = []
         for k in range(len(NETWORKS)):
             members = np.flatnonzero(prof["network"] == k)
             share = prof["topical_share"][members]
-            targets.append({True: (members, np.cumsum(reach[members] * share)),
-                            False: (members, np.cumsum(reach[members] * (1 - share)))})
+            targets.append(
+                {
+                    True: (members, np.cumsum(reach[members] * share)),
+                    False: (members, np.cumsum(reach[members] * (1 - share))),
+                }
+            )
         w = open_writer("social_interactions")
         for (lo, hi), ss in zip(profile_chunks, s_interactions.spawn(len(profile_chunks))):
-            w.write(_interaction_chunk(np.random.default_rng(ss), prof, lo, hi, targets, cal, knobs, profile_ids))
+            w.write(
+                _interaction_chunk(
+                    np.random.default_rng(ss), prof, lo, hi, targets, cal, knobs, profile_ids
+                )
+            )
             advance(t_social)
         del targets, reach
 
         # 5. Customers, transactions and ground truth, chunk by chunk.
         t_tx = task("transactions", len(customer_chunks))
-        w_cust, w_tx, w_truth = open_writer("customers"), open_writer("transactions"), open_writer("ground_truth")
+        w_cust, w_tx, w_truth = (
+            open_writer("customers"),
+            open_writer("transactions"),
+            open_writer("ground_truth"),
+        )
         order_offset = 0
         last = cal.h_end - WINDOW_DAYS
         for (lo, hi), ss in zip(customer_chunks, s_transactions.spawn(len(customer_chunks))):
             c = {k: v[lo:hi] for k, v in cust.items()}
             ids = customer_ids.slice(lo, hi - lo)
             history, truth = _simulate_chunk(np.random.default_rng(ss), c, cal, knobs)
-            w_cust.write(dict(
-                customer_id=ids, signup_date=_ts(cal.to_ns(np.floor(c["t0"]))),
-                region=_category(c["region"], REGIONS),
-                acquisition_channel=_category(c["acquisition"], ACQUISITION_CHANNELS), age=pa.array(c["age"])))
-            w_tx.write(dict(
-                customer_id=ids.take(pa.array(history["cust"])), timestamp=_ts(history["ns"]),
-                amount=pa.array(history["amount"]),
-                order_id=_format_ids("O", order_offset + history["order_number"] + 1, 10),
-                quantity=pa.array(history["quantity"]), category=_text(history["category"], CATEGORIES),
-                channel=_text(history["channel"], CHANNELS), margin=pa.array(history["margin"])))
+            w_cust.write(
+                {
+                    "customer_id": ids,
+                    "signup_date": _ts(cal.to_ns(np.floor(c["t0"]))),
+                    "region": _category(c["region"], REGIONS),
+                    "acquisition_channel": _category(c["acquisition"], ACQUISITION_CHANNELS),
+                    "age": pa.array(c["age"]),
+                }
+            )
+            w_tx.write(
+                {
+                    "customer_id": ids.take(pa.array(history["cust"])),
+                    "timestamp": _ts(history["ns"]),
+                    "amount": pa.array(history["amount"]),
+                    "order_id": _format_ids("O", order_offset + history["order_number"] + 1, 10),
+                    "quantity": pa.array(history["quantity"]),
+                    "category": _text(history["category"], CATEGORIES),
+                    "channel": _text(history["channel"], CHANNELS),
+                    "margin": pa.array(history["margin"]),
+                }
+            )
             order_offset += history["n_orders"]
 
             alive_end = c["death"] > cal.h_end
             alive_last = (c["death"] > last) & (c["t0"] < last)
-            expected = _expected_value(cal, cal.h_end, knobs.refund_rate, c, alive_end) + truth["pending"]
-            expected_last = _expected_value(cal, last, knobs.refund_rate, c, alive_last) + truth["pending_last"]
+            expected = (
+                _expected_value(cal, cal.h_end, knobs.refund_rate, c, alive_end) + truth["pending"]
+            )
+            expected_last = (
+                _expected_value(cal, last, knobs.refund_rate, c, alive_last) + truth["pending_last"]
+            )
             signed_before_last = c["t0"] < last
             churn_in_reach = c["death"] < cal.h_end + WINDOW_DAYS
             mix_price = PREFERRED_CATEGORY_SHARE * CATEGORY_PRICE + (1 - PREFERRED_CATEGORY_SHARE)
-            w_truth.write(dict(
-                customer_id=ids,
-                expected_value_next_year=pa.array(expected),
-                realised_value_next_year=pa.array(np.round(truth["realised"], 2)),
-                expected_value_last_year=pa.array(np.where(signed_before_last, expected_last, np.nan)),
-                realised_value_last_year=pa.array(np.where(signed_before_last, np.round(truth["realised_last"], 2),
-                                                           np.nan)),
-                alive_at_end=pa.array(alive_end), purchase_rate=pa.array(c["rate"]),
-                base_purchase_rate=pa.array(c["base_rate"]), dropout_rate=pa.array(c["dropout"]),
-                churn_date=_ts_or_null(cal.to_ns(np.where(churn_in_reach, c["death"], 0.0)), churn_in_reach),
-                mean_order_value=pa.array(c["spend"] * mix_price[c["pref_category"]]),
-                topical_engagement=pa.array(c["topical_engagement"]),
-                has_social_profile=pa.array(c["n_networks"] > 0), is_celebrity=pa.array(c["is_celebrity"]),
-                is_offline_influencer=pa.array(c["offline"]), was_referred=pa.array(c["referrer"] >= 0),
-                referral_propensity=pa.array(c["referral_weight"]),
-                referrals_made=pa.array(c["referrals_made"].astype(np.int64))))
+            w_truth.write(
+                {
+                    "customer_id": ids,
+                    "expected_value_next_year": pa.array(expected),
+                    "realised_value_next_year": pa.array(np.round(truth["realised"], 2)),
+                    "expected_value_last_year": pa.array(
+                        np.where(signed_before_last, expected_last, np.nan)
+                    ),
+                    "realised_value_last_year": pa.array(
+                        np.where(signed_before_last, np.round(truth["realised_last"], 2), np.nan)
+                    ),
+                    "alive_at_end": pa.array(alive_end),
+                    "purchase_rate": pa.array(c["rate"]),
+                    "base_purchase_rate": pa.array(c["base_rate"]),
+                    "dropout_rate": pa.array(c["dropout"]),
+                    "churn_date": _ts_or_null(
+                        cal.to_ns(np.where(churn_in_reach, c["death"], 0.0)), churn_in_reach
+                    ),
+                    "mean_order_value": pa.array(c["spend"] * mix_price[c["pref_category"]]),
+                    "topical_engagement": pa.array(c["topical_engagement"]),
+                    "has_social_profile": pa.array(c["n_networks"] > 0),
+                    "is_celebrity": pa.array(c["is_celebrity"]),
+                    "is_offline_influencer": pa.array(c["offline"]),
+                    "was_referred": pa.array(c["referrer"] >= 0),
+                    "referral_propensity": pa.array(c["referral_weight"]),
+                    "referrals_made": pa.array(c["referrals_made"].astype(np.int64)),
+                }
+            )
             advance(t_tx)
 
         for name in SCHEMAS:
             writers[name].commit()
 
     rows = {name: writers[name].rows for name in SCHEMAS}
-    world = dict(
-        seed=seed, n_customers=n_customers, end_date=str(pd.Timestamp(end_date).date()), years=years,
-        history_start=str(cal.start.date()),
-        truth_window=[str((cal.start + pd.Timedelta(days=cal.h_end)).date()),
-                      str((cal.start + pd.Timedelta(days=cal.h_end + WINDOW_DAYS)).date())],
-        last_year_window=[str((cal.start + pd.Timedelta(days=last)).date()),
-                          str((cal.start + pd.Timedelta(days=cal.h_end)).date())],
-        market_topics=list(knobs.market_topics), knobs=knobs.to_dict(), chunk_size=CHUNK_SIZE, rows=rows,
-    )
+    world = {
+        "seed": seed,
+        "n_customers": n_customers,
+        "end_date": str(pd.Timestamp(end_date).date()),
+        "years": years,
+        "history_start": str(cal.start.date()),
+        "truth_window": [
+            str((cal.start + pd.Timedelta(days=cal.h_end)).date()),
+            str((cal.start + pd.Timedelta(days=cal.h_end + WINDOW_DAYS)).date()),
+        ],
+        "last_year_window": [
+            str((cal.start + pd.Timedelta(days=last)).date()),
+            str((cal.start + pd.Timedelta(days=cal.h_end)).date()),
+        ],
+        "market_topics": list(knobs.market_topics),
+        "knobs": knobs.to_dict(),
+        "chunk_size": CHUNK_SIZE,
+        "rows": rows,
+    }
     tmp = out / ".world.json.tmp"
     tmp.write_text(json.dumps(world, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / "world.json")
-    return dict(out_dir=str(out), seconds=round(time.perf_counter() - started, 3), rows=rows)
+    return {"out_dir": str(out), "seconds": round(time.perf_counter() - started, 3), "rows": rows}

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.social import customer_profiles, empty_features
+from features.social import customer_codes, customer_profiles, empty_features
 from features.tables import Tables
 
 FAMILY = "topical"
 FEATURES = {
-    "topical_share": "share of interactions made or received that are on market topics (before as_of)",
+    "topical_share": "share of interactions made or received that are on market topics",
     "topical_share_90d": "the same share over the 90 days before as_of",
     "topical_engagement": "latest snapshot engagements x topical_share, summed over profiles",
 }
@@ -29,7 +29,7 @@ RECENT_DAYS = 90
 
 
 def on_market_topic(topic: pd.Series, market_topics: Iterable[str]) -> np.ndarray:
-    """Boolean mask of interactions whose topic is a market topic (case and surrounding spaces ignored).
+    """Mask of interactions whose topic is a market topic (ignoring case and surrounding spaces).
 
     Topic labels come from vendors and taggers that disagree on case ("Running" vs "running").
     Missing topics are never on-topic.
@@ -52,8 +52,7 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     no market topics are configured, the interactions carry no topic, or a social table is missing.
     """
     interactions = tables.social_interactions
-    if (interactions is None or not config.market_topics
-            or "topic" not in interactions.columns):
+    if interactions is None or not config.market_topics or "topic" not in interactions.columns:
         return empty_features(FEATURES)
     profiles = customer_profiles(tables.social_profiles, as_of)
     if profiles.empty:
@@ -63,14 +62,18 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     # Leakage: only interactions strictly before as_of.
     inter = interactions.loc[
         (interactions["timestamp"] < as_of)
-        & interactions["source_profile_id"].notna() & interactions["target_profile_id"].notna()
+        & interactions["source_profile_id"].notna()
+        & interactions["target_profile_id"].notna()
     ]
     m = len(inter)
-    codes, nodes = pd.factorize(pd.concat(
-        [inter["source_profile_id"], inter["target_profile_id"], owned.to_series()], ignore_index=True
-    ))
+    node_codes, nodes = pd.factorize(
+        pd.concat(
+            [inter["source_profile_id"], inter["target_profile_id"], owned.to_series()],
+            ignore_index=True,
+        )
+    )
     n = len(nodes)
-    source, target, profile_code = codes[:m], codes[m: 2 * m], codes[2 * m:]
+    source, target, profile_code = node_codes[:m], node_codes[m : 2 * m], node_codes[2 * m :]
     received = target != source  # a profile interacting with itself counts once
 
     known = inter["topic"].notna().to_numpy()
@@ -79,23 +82,34 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     def made_or_received(flag: np.ndarray) -> np.ndarray:
         """Per owned profile, the number of its interactions (made or received) with the flag."""
-        per_node = (np.bincount(source, weights=flag, minlength=n)
-                    + np.bincount(target[received], weights=flag[received], minlength=n))
+        per_node = np.bincount(source, weights=flag, minlength=n) + np.bincount(
+            target[received], weights=flag[received], minlength=n
+        )
         return per_node[profile_code]
 
-    counts = pd.DataFrame({
-        "known": made_or_received(known),
-        "on_topic": made_or_received(on_topic),
-        "known_90d": made_or_received(known & recent),
-        "on_topic_90d": made_or_received(on_topic & recent),
-    }, index=owned)
-    customer = profiles["customer_id"]
-    profile_share = counts["on_topic"] / counts["known"].where(counts["known"] > 0)
-    by_customer = counts.groupby(customer, sort=True).sum()
-    out = pd.DataFrame(index=by_customer.index.rename("customer_id"))
-    out["topical_share"] = by_customer["on_topic"] / by_customer["known"].where(by_customer["known"] > 0)
-    out["topical_share_90d"] = (
-        by_customer["on_topic_90d"] / by_customer["known_90d"].where(by_customer["known_90d"] > 0)
+    known_all, on_topic_all = made_or_received(known), made_or_received(on_topic)
+    known_90d, on_topic_90d = made_or_received(known & recent), made_or_received(on_topic & recent)
+
+    codes, customers = customer_codes(profiles["customer_id"])
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=len(customers))
+
+    def share(on: np.ndarray, of: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(of > 0, on / of, np.nan)
+
+    profile_share = share(on_topic_all, known_all)
+    topical_engagement = profiles["engagements"].to_numpy("float64") * profile_share
+    has_share = total(~np.isnan(profile_share)) > 0
+    out = pd.DataFrame(
+        {
+            "topical_share": share(total(on_topic_all), total(known_all)),
+            "topical_share_90d": share(total(on_topic_90d), total(known_90d)),
+            "topical_engagement": np.where(
+                has_share, total(np.nan_to_num(topical_engagement)), np.nan
+            ),
+        },
+        index=customers,
     )
-    out["topical_engagement"] = (profiles["engagements"] * profile_share).groupby(customer).sum(min_count=1)
     return out[list(FEATURES)].astype("float64")

@@ -48,6 +48,12 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _percent_axis():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{100 * v:.0f}%")
+
+
 def family_importance_chart(families: pd.DataFrame):
     """Horizontal bars of each family's share of attribution; social families hatched and labelled.
 
@@ -69,6 +75,7 @@ def family_importance_chart(families: pd.DataFrame):
         ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2, _percent(share),
                 va="center", fontsize=9, color=INK)
     ax.set_xlim(0, top * 1.18 if top > 0 else 1)
+    ax.xaxis.set_major_formatter(_percent_axis())
     ax.set_xlabel("share of the model's attribution (mean |SHAP|)")
     ax.set_title("What the model relies on, by feature family")
     return fig
@@ -92,6 +99,7 @@ def feature_importance_chart(features: pd.DataFrame):
         ax.text(bar.get_width() + top * 0.01, bar.get_y() + bar.get_height() / 2,
                 f"{_percent(share)}  {effect}", va="center", fontsize=8, color=INK)
     ax.set_xlim(0, top * 1.6 if top > 0 else 1)
+    ax.xaxis.set_major_formatter(_percent_axis())
     ax.set_xlabel("share of the model's attribution (mean |SHAP|); hatched = social family")
     ax.set_title(f"Top {len(rows)} features")
     return fig
@@ -141,13 +149,10 @@ def decile_lift_chart(deciles: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
     for style, (model, part) in zip(SERIES_STYLES, deciles.groupby("model", sort=False)):
         ax.plot(part["decile"], 100 * part["share_of_actual"], label=model, linewidth=1.6, markersize=6, **style)
-        last = part.iloc[-1]
-        ax.annotate(model, (last["decile"], 100 * last["share_of_actual"]), xytext=(6, 0),
-                    textcoords="offset points", va="center", fontsize=8, color=style["color"])
     ax.axhline(10.0, color="#777777", linestyle=(0, (1, 3)), linewidth=1)
     ax.text(1, 10.0, "random order (10% each)", va="bottom", fontsize=8, color="#555555")
     ax.set_xticks(range(1, 11))
-    ax.set_xlim(0.6, 11.4)
+    ax.set_xlim(0.6, 10.4)
     ax.set_xlabel("predicted decile (10 = highest predicted value)")
     ax.set_ylabel("share of realised value (%)")
     ax.set_title("Where the realised value lands, by predicted decile")
@@ -166,9 +171,6 @@ def calibration_chart(deciles: pd.DataFrame, *, currency: str = ""):
     ax.text(high, high, "perfect calibration ", ha="right", va="top", fontsize=8, color="#555555", rotation=0)
     for style, (model, part) in zip(SERIES_STYLES, deciles.groupby("model", sort=False)):
         ax.plot(part["mean_predicted"], part["mean_actual"], label=model, linewidth=1.2, markersize=6, **style)
-        last = part.iloc[-1]
-        ax.annotate(f"{model} (decile 10)", (last["mean_predicted"], last["mean_actual"]), xytext=(-6, 6),
-                    textcoords="offset points", ha="right", fontsize=8, color=style["color"])
     unit = f" ({currency})" if currency else ""
     ax.set_xlabel(f"mean predicted value per customer{unit}")
     ax.set_ylabel(f"mean realised value per customer{unit}")
@@ -185,6 +187,8 @@ def quadrant_chart(frame: pd.DataFrame, *, influence_label: str, influence_media
     share_of_predicted_value (the quadrant table), used for the direct labels in each corner.
     """
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
     y_floor = max(float(frame["predicted"][frame["predicted"] > 0].min()) if (frame["predicted"] > 0).any() else 1.0,
                   1e-2)
@@ -195,6 +199,8 @@ def quadrant_chart(frame: pd.DataFrame, *, influence_label: str, influence_media
     ax.scatter(frame["influence"][top], y[top], s=14, alpha=0.6, marker="^", color="#1f3b5c",
                edgecolors="none", label="top 20% by predicted value (triangles)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.axvline(influence_median, color=INK, linestyle="--", linewidth=1)
     ax.axhline(max(value_threshold, y_floor), color=INK, linestyle="-.", linewidth=1)
     corners = {
@@ -217,5 +223,5 @@ def quadrant_chart(frame: pd.DataFrame, *, influence_label: str, influence_media
     ax.set_xlabel(f"{influence_label} (dashed line: median among customers with social data)")
     ax.set_ylabel("predicted value (log scale; dash-dot line: top-20% cut)")
     ax.set_title("Influence x value")
-    ax.legend(loc="center right", fontsize=8, frameon=True)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     return fig

@@ -109,8 +109,14 @@ def describe_feature(name: str, descriptions: dict[str, str]) -> str:
     return ""
 
 
-def effect_text(direction: float) -> str:
-    """Plain words for the Spearman correlation of a feature's SHAP values with its values."""
+def effect_text(direction: float, share: float | None = None) -> str:
+    """Plain words for the Spearman correlation of a feature's SHAP values with its values.
+
+    No correlation is defined for categorical features (the effect depends on the level) and for
+    features the model never splits on (share 0).
+    """
+    if share is not None and share == 0:
+        return "not used by the model"
     if direction is None or not np.isfinite(direction):
         return "depends on the category"
     if direction >= 0.3:
@@ -143,7 +149,7 @@ def feature_importance_table(importance: pd.DataFrame, shap_sample: pd.DataFrame
         means.index = [c[len("shap__"):] for c in means.index]
         money = means.reindex(table["feature"])
     table["mean_abs_contribution"] = money.to_numpy(np.float64)
-    table["effect"] = [effect_text(d) for d in table["direction"]]
+    table["effect"] = [effect_text(d, s) for d, s in zip(table["direction"], table["share"])]
     descriptions = feature_descriptions()
     table["description"] = [describe_feature(f, descriptions) for f in table["feature"]]
     return table
@@ -539,7 +545,7 @@ def _summary(record: RunRecord, features: pd.DataFrame) -> tuple[list[str], list
     new_count = ""
     if record.predictions is not None:
         n_new = int((record.predictions["tenure_days"] < NEW_CUSTOMER_TENURE_DAYS).sum())
-        new_count = f" ({n_new:,} customers)"
+        new_count = f", {n_new:,} customers"
     summary = [
         lift_sentence(_float(m, "social_lift_norm_gini"), _float(m, "social_lift_norm_gini_lo"),
                       _float(m, "social_lift_norm_gini_hi"), who="all test customers"),
@@ -581,13 +587,14 @@ def _importance_section(record: RunRecord, features: pd.DataFrame):
                          "(Spearman correlation of a feature's SHAP value with its value). Hatched bars belong to "
                          "social families.")
     family_table = Table(
-        "Attribution by family", ["family", "social", "features", "share of attribution", "mean |SHAP|"],
+        "Attribution by family", ["family", "social", "features", "share of attribution", "mean |SHAP| (log scale)"],
         [(r.family, ["yes" if r.social else "no", str(r.features), fmt_share(r.share), f"{r.mean_abs_shap:.4f}"])
          for r in by_family.itertuples()], [False, False, True, True, True])
     money = "mean |contribution| (currency)"
     feature_table = Table(
         f"Attribution by feature (top {min(25, len(features))} of {len(features)})",
-        ["feature", "family", "share of attribution", "mean |SHAP|", money, "direction", "effect", "what it is"],
+        ["feature", "family", "share of attribution", "mean |SHAP| (log scale)", money, "direction", "effect",
+         "what it is"],
         [(r.feature, [r.family + (" (social)" if r.social else ""), fmt_share(r.share), f"{r.mean_abs_shap:.4f}",
                       fmt_number(r.mean_abs_contribution, 2),
                       "–" if not np.isfinite(r.direction) else f"{r.direction:+.2f}", r.effect, r.description])

@@ -22,6 +22,7 @@ and the social interaction graph (see docs/performance.md, Scoring).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -31,7 +32,6 @@ import secrets
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,14 +40,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.build import as_timestamp, population_features, select_families, FAMILY_NAMES
+from features.build import FAMILIES, FAMILY_NAMES, as_timestamp, build_features, population_features
 from features.config import FeatureConfig
-from features.contract import ContractError, check_table
-from features.manifest import FeatureManifest, FeatureSkewError, check_compatible, code_hash, manifest_for
+from features.contract import PARSERS, ContractError, check_table
+from features.manifest import (
+    FeatureManifest,
+    FeatureSkewError,
+    check_compatible,
+    code_hash,
+    manifest_for,
+)
 from features.social import profile_snapshots
-from features.source import fingerprint, is_database_url, table_files
+from features.source import fingerprint, is_database_url, read_table, table_files
 from features.tables import Tables
 from serving.attribute_kinds import AttributeKinds, conform_attributes
+from serving.id_sets import IdSet, hash_ids
 from serving.partition import (
     BucketFiles,
     bucket_of,
@@ -62,6 +69,7 @@ from serving.tiers import tier_sizes, value_ranks
 DEFAULT_MODEL_URI = "models:/customer-value@champion"
 REASONS_FOR = ("top10", "all", "none")
 OUTPUT_ROW_GROUP = 100_000
+INTERACTION_BATCH_ROWS = 2_000_000
 
 
 class ScoringSkewError(ContractError, FeatureSkewError):
@@ -154,7 +162,7 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
     mlflow.set_registry_uri(uri)
     try:
         pyfunc = mlflow.pyfunc.load_model(model_uri)
-    except Exception as err:  # MlflowException, OSError...: one clear line for the CLI
+    except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
         raise ContractError(f"cannot load model {model_uri!r}: {str(err).splitlines()[0]}") from None
     python_model = pyfunc.unwrap_python_model()
     text = getattr(python_model, "manifest_json", None)
@@ -214,8 +222,16 @@ class RejectLog:
         short = rejects["reason"].str.replace(r" '.*?'", "", regex=True)
         self.reasons.setdefault(table, Counter()).update(short.tolist())
 
-    def check_threshold(self, table: str, total_rows: int, threshold: float) -> None:
-        """Stop as the whole-table loader does when too many rows of a table are invalid."""
+    def register(self, table: str) -> None:
+        """Count a table as read even if it had no rows."""
+        self.rows_in[table] += 0
+
+    def check_threshold(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
+        """Stop, as the whole-table loader does, when too many rows of a table are invalid.
+
+        Checked after every part (``final=False``) so a hopeless source stops early: the count is
+        then a lower bound.
+        """
         bad = self.rejected[table]
         if total_rows and bad / total_rows > threshold:
             counts = Counter()
@@ -224,7 +240,8 @@ class RejectLog:
                     counts[part] += n
             detail = "; ".join(f"{n} x {r}" for r, n in counts.most_common(6))
             raise ContractError(
-                f"{table}: {bad} of {total_rows} rows ({bad / total_rows:.1%}) are invalid, more than "
+                f"{table}: {'' if final else 'at least '}{bad} of {total_rows} rows "
+                f"({bad / total_rows:.1%}) are invalid, more than "
                 f"the reject threshold of {threshold:.1%}; {detail}"
             )
 
@@ -308,12 +325,12 @@ def _alive(pid: int) -> bool:
 
 def manifest_path(out: Path) -> Path:
     """FILE.manifest.json beside FILE.parquet."""
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    stem = out.name.removesuffix(".parquet")
     return out.with_name(f"{stem}.manifest.json")
 
 
 def rejects_path(out: Path) -> Path:
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    stem = out.name.removesuffix(".parquet")
     return out.with_name(f"{stem}.rejects")
 
 
@@ -335,7 +352,13 @@ class _Progress:
         self.bar = None
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), console=Console(stderr=True), transient=False)
@@ -367,21 +390,50 @@ class _Progress:
 # The run
 
 
+class _Stopwatch:
+    """Wall seconds per named stage (reported in the manifest, for docs/performance.md)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
 @dataclass
 class _State:
-    """What the stages hand to each other."""
+    """What the stages of one run hand to each other (per-bucket lists are in bucket order)."""
 
     work: Path
     buckets: int
     files: dict[str, BucketFiles] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
-    valid_ids: list = field(default_factory=list)  # per bucket: pa.Array of valid customer ids
-    signups: list = field(default_factory=list)  # per bucket: int64 ns signup dates
-    latest_ns: int | None = None  # latest kept transaction timestamp
-    referred_tx: list = field(default_factory=list)
-    profiles: list = field(default_factory=list)  # per profile bucket: latest snapshot per profile
-    profile_ids: list = field(default_factory=list)
-    social_columns: list[str] | None = None
+    customer_ids: list = field(default_factory=list)  # valid customer ids (pa.Array)
+    customer_hashes: list = field(default_factory=list)
+    signups: list = field(default_factory=list)  # their signup dates (int64 ns)
+    latest_ns: int | None = None  # latest valid transaction
+    tx_empty: pd.DataFrame | None = None  # typed transactions without rows (the dtypes)
+    referred_tx: list = field(default_factory=list)  # typed transactions of referred customers
+    profiles: list = field(default_factory=list)  # latest snapshot before as_of per profile, owner as customer_id
+    profile_ids: list = field(default_factory=list)  # valid profile ids (pa.Array, distinct per bucket)
+    profile_hashes: list = field(default_factory=list)
+    social_empty: pd.DataFrame | None = None  # typed social_profiles without rows
+    social_schema: pa.Schema | None = None
+
+    def customer_set(self) -> IdSet:
+        return IdSet(self.customer_ids, self.customer_hashes)
+
+    def profile_set(self) -> IdSet:
+        return IdSet(self.profile_ids, self.profile_hashes)
+
+    @property
+    def n_valid_customers(self) -> int:
+        return int(sum(len(ids) for ids in self.customer_ids))
 
 
 def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI, reasons: int = 3,
@@ -392,11 +444,13 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
 
     data: a source directory (or a postgresql:// URL, read through features.database).
     as_of: scoring date; default the day after the latest valid transaction.
-    reasons / reasons_for: number of reason columns, and who gets them (top10 = the first
-        ceil(n / 10) ranks, all, none).
-    rejects: directory for rejected rows (default OUT_STEM.rejects beside the output).
+    reasons / reasons_for: reason columns per row, and who gets them: ``top10`` (the first
+        ceil(n / 10) ranks), ``all`` or ``none``.
+    chunk_size: customers per chunk (memory grows with it; the number of chunks with the base).
+    rejects: directory of rejected rows (default OUT_STEM.rejects/ beside the output).
     reject_threshold: largest share of rejected rows per table (default: the model's feature config).
     model: an already loaded ScoringModel (else ``model_uri`` is loaded).
+    The summary is also written as JSON to OUT_STEM.manifest.json.
     """
     started = time.perf_counter()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
@@ -417,29 +471,40 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
     try:
         with _Progress(progress) as bar:
             source, prints = _source_files(data, work)
-            if "customers" not in source or "transactions" not in source:
-                missing = "customers" if "customers" not in source else "transactions"
-                raise ContractError(f"{missing}: required table is missing")
-            n_customers = count_rows(source["customers"])
-            state = _State(work=work, buckets=n_buckets(n_customers, chunk_size))
+            for table in ("customers", "transactions"):
+                if table not in source:
+                    raise ContractError(f"{table}: required table is missing")
+            if "social_interactions" in source and "social_profiles" not in source:
+                raise ContractError("social_interactions: needs the social_profiles table to resolve profile ids")
+            state = _State(work=work, buckets=n_buckets(count_rows(source["customers"]), chunk_size))
             log = RejectLog(work)
+            clock = _Stopwatch()
 
-            referred = _referred_ids(source)
-            _partition(source, state, bar)
-            _validate_customer_buckets(state, log, threshold, referred, bar)
+            with clock("partition"):
+                _partition(source, state, bar)
+            with clock("validate_customers"):
+                _validate_customers(state, log, threshold, _referred_ids(source), bar)
             if as_of is None:
                 if state.latest_ns is None:
                     raise ContractError("transactions: no valid transaction to date the run from; pass as_of")
                 as_of = as_timestamp(pd.Timestamp(state.latest_ns).normalize() + pd.Timedelta(days=1))
-            social = _validate_profile_buckets(state, log, threshold, as_of, bar)
-            population = _population(source, state, log, threshold, as_of, model, social, bar)
-            scored = _score_buckets(state, model, as_of, population, reasons_for != "none" and reasons > 0, bar)
-            result = _write_output(state, model, scored, tmp_out, as_of, scored_at, reasons, reasons_for, bar)
-            published = log.publish(Path(rejects) if rejects is not None else rejects_path(out))
+            with clock("validate_profiles"):
+                _validate_profiles(state, log, threshold, as_of, bar)
+            with clock("population_features"):
+                population = _population(source, state, log, threshold, as_of, model, bar)
+            keep_inputs = reasons > 0 and reasons_for != "none"
+            with clock("score_chunks"):
+                scored = _score_chunks(state, model, as_of, population, keep_inputs, bar)
+            del population
+            with clock("rank_reasons_write"):
+                written = _write_output(state, model, scored, tmp_out, as_of, scored_at, reasons,
+                                        reasons_for, bar)
+                published = log.publish(Path(rejects) if rejects is not None else rejects_path(out))
         os.replace(tmp_out, out)
         seconds = time.perf_counter() - started
-        summary = _summary(out, model, log, result, prints, as_of, scored_at, seconds, published,
-                           state, chunk_size, reasons, reasons_for)
+        summary = _summary(out, model, log, written, scored, prints, as_of, scored_at, seconds,
+                           published, state, chunk_size, reasons, reasons_for)
+        summary["stage_seconds"] = clock.seconds
         _write_json_atomic(summary, manifest_path(out))
         return summary
     finally:
@@ -448,7 +513,11 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
 
 
 def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
-    """The file of each table; a database source is first copied to Parquet in the work directory."""
+    """The file of each table, and the inputs' fingerprint.
+
+    A database source is read whole through features.database and spilled to Parquet in the work
+    directory first (that reader holds each table in memory; see docs/scoring.md).
+    """
     if is_database_url(data):
         from features.database import read_database
 
@@ -457,40 +526,47 @@ def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
         for table, frame in read.raw.items():
             paths[table] = work / f"source-{table}.parquet"
             frame.to_parquet(paths[table], index=False)
-        return paths, read.fingerprint
+        del read
+        return paths, {}
     files = table_files(data)
     return {table: paths[0] for table, paths in files.items()}, fingerprint(files)
 
 
-def _referred_ids(source: dict[str, Path]) -> pd.Index:
-    """Customers named as referred in the referrals table (parsed as the contract parses ids)."""
-    from features.contract import PARSERS
+def _parsed_ids(raw: pd.Series) -> pd.Series:
+    """The distinct ids of a raw column, parsed as the contract parses ids (missing dropped)."""
+    distinct = pd.Series(raw.dropna().unique(), dtype=raw.dtype) if len(raw) else raw
+    return PARSERS["id"](distinct.reset_index(drop=True)).dropna()
 
+
+def _referred_ids(source: dict[str, Path]) -> pd.Index:
+    """Customers named as referred in the referrals table: their transactions feed referral revenue."""
     if "referrals" not in source:
         return pd.Index([], dtype="str")
-    parts = [PARSERS["id"](b.column("referred_id").to_pandas())
-             for b in iter_batches(source["referrals"], columns=["referred_id"], table="referrals")
-             if "referred_id" in b.schema.names]
-    return pd.Index(pd.concat(parts).dropna().unique() if parts else [], dtype="str")
+    parts = [_parsed_ids(batch.column("referred_id").to_pandas())
+             for batch in iter_batches(source["referrals"], table="referrals")
+             if "referred_id" in batch.schema.names]
+    return pd.Index(pd.concat(parts).unique() if parts else [], dtype="str")
 
 
 def _partition(source: dict[str, Path], state: _State, bar: _Progress) -> None:
+    """Customers and transactions into buckets by customer, profile snapshots by profile."""
     kinds = AttributeKinds()
     targets = [("customers", "customer_id", kinds.add), ("transactions", "customer_id", None)]
     if "social_profiles" in source:
         targets.append(("social_profiles", "profile_id", None))
     for table, key, keep in targets:
         task = bar.task(f"partition {table}", None)
-        state.files[table] = partition_table(source[table], table, key, state.buckets, state.work,
-                                             keep=(lambda b, w, f=keep: f(b)) if keep else None,
-                                             on_rows=lambda n, t=task: bar.advance(t, n))
+        state.files[table] = partition_table(
+            source[table], table, key, state.buckets, state.work,
+            keep=(lambda batch, where, f=keep: f(batch)) if keep else None,
+            on_rows=lambda n, t=task: bar.advance(t, n))
         bar.done(task)
     state.kinds = kinds.kinds()
 
 
-def _validate_customer_buckets(state: _State, log: RejectLog, threshold: float, referred: pd.Index,
-                               bar: _Progress) -> None:
-    """Contract check of customers and their transactions, bucket by bucket; typed chunks to disk."""
+def _validate_customers(state: _State, log: RejectLog, threshold: float, referred: pd.Index,
+                        bar: _Progress) -> None:
+    """Contract check of each bucket's customers and their transactions; typed chunks to disk."""
     cust_files, tx_files = state.files["customers"], state.files["transactions"]
     task = bar.task("validate customers", state.buckets)
     for b in range(state.buckets):
@@ -499,186 +575,195 @@ def _validate_customer_buckets(state: _State, log: RejectLog, threshold: float, 
         kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
         customers = conform_attributes(res.typed, raw.reset_index(drop=True), kept, state.kinds)
         log.add("customers", res.rows_in, res.rejects, rows)
-        log.check_threshold("customers", cust_files.rows_in, threshold)
+        log.check_threshold("customers", cust_files.rows_in, threshold, final=b == state.buckets - 1)
+        del raw, res
 
+        # Every transaction of a customer of this bucket is in this bucket: anything else names an
+        # unknown customer, and is rejected as such, exactly as by the whole-table check.
         raw_tx, tx_rows = tx_files.read(b)
-        known = {"customers": pd.Index(customers["customer_id"])}
-        tx = _checked("transactions", raw_tx, known, tx_rows)
+        tx = _checked("transactions", raw_tx, {"customers": pd.Index(customers["customer_id"])}, tx_rows)
         log.add("transactions", tx.rows_in, tx.rejects, tx_rows)
-        log.check_threshold("transactions", tx_files.rows_in, threshold)
+        log.check_threshold("transactions", tx_files.rows_in, threshold, final=b == state.buckets - 1)
         transactions = tx.typed
-        del raw, raw_tx, res
+        del raw_tx, tx
 
-        pd.to_pickle({"customers": customers, "transactions": transactions}, state.work / f"typed-{b:05d}.pkl")
-        state.valid_ids.append(pa.array(customers["customer_id"].array, type=pa.string()))
+        pd.to_pickle({"customers": customers, "transactions": transactions}, _typed_path(state, b))
+        ids = pa.array(customers["customer_id"].array, type=pa.string())
+        state.customer_ids.append(ids)
+        state.customer_hashes.append(hash_ids(ids) if len(ids) else np.array([], dtype="uint64"))
         state.signups.append(customers["signup_date"].to_numpy("datetime64[ns]").view("int64"))
+        if state.tx_empty is None:
+            state.tx_empty = transactions.iloc[:0]
         if len(transactions):
             latest = int(transactions["timestamp"].to_numpy("datetime64[ns]").view("int64").max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
         if len(referred):
-            state.referred_tx.append(transactions.loc[transactions["customer_id"].isin(referred)])
+            mine = transactions["customer_id"].isin(referred.intersection(pd.Index(customers["customer_id"])))
+            state.referred_tx.append(transactions.loc[mine])
         bar.advance(task)
-    if sum(len(ids) for ids in state.valid_ids) == 0:
+    if state.n_valid_customers == 0:
         raise ContractError("customers: the table has no valid rows")
 
 
-def _valid_customer_index(state: _State) -> pd.Index:
-    return pd.Index(pa.chunked_array(state.valid_ids, type=pa.string()).to_pandas(), dtype="str")
+def _typed_path(state: _State, bucket: int) -> Path:
+    return state.work / f"typed-{bucket:05d}.pkl"
 
 
-def _validate_profile_buckets(state: _State, log: RejectLog, threshold: float, as_of: pd.Timestamp,
-                              bar: _Progress) -> dict | None:
-    """Contract check of social profile snapshots per profile bucket.
+def _validate_profiles(state: _State, log: RejectLog, threshold: float, as_of: pd.Timestamp,
+                       bar: _Progress) -> None:
+    """Contract check of profile snapshots, per profile bucket (all of a profile's rows together).
 
-    Each profile's rows are together here, so its owner (newest link before as_of) and latest
-    snapshot are decided as in features.social.profile_snapshots. Rows of owned profiles go to their
-    owner's customer bucket (for the per-customer social families); every profile's latest snapshot,
-    with its owner, is kept for the population-wide families.
+    There the profile's owner (newest link before as_of) and latest snapshot are decided exactly as
+    features.social.profile_snapshots decides them. The rows of owned profiles go to the owner's
+    bucket (for the per-customer social families); every profile's latest snapshot is kept for the
+    population-wide families.
     """
     if "social_profiles" not in state.files:
-        return None
+        return
     files = state.files["social_profiles"]
-    valid = _valid_customer_index(state)
+    customers = state.customer_set()
     writers: dict[int, pq.ParquetWriter] = {}
-    schema = None
     task = bar.task("validate social profiles", state.buckets)
     try:
         for b in range(state.buckets):
             raw, rows = files.read(b)
-            referenced = pd.Index(raw["customer_id"].dropna().unique()) if "customer_id" in raw else pd.Index([])
-            from features.contract import PARSERS
-
-            parsed = PARSERS["id"](pd.Series(referenced, dtype=raw["customer_id"].dtype)) \
-                if len(referenced) else pd.Series([], dtype="str")
-            known = {"customers": pd.Index(parsed[parsed.isin(valid)].unique(), dtype="str")}
-            res = _checked("social_profiles", raw, known, rows)
+            referenced = _parsed_ids(raw["customer_id"]) if "customer_id" in raw else pd.Series([], dtype="str")
+            res = _checked("social_profiles", raw, {"customers": customers.known(referenced)}, rows)
             log.add("social_profiles", res.rows_in, res.rejects, rows)
-            log.check_threshold("social_profiles", files.rows_in, threshold)
+            log.check_threshold("social_profiles", files.rows_in, threshold, final=b == state.buckets - 1)
             typed = res.typed
-            state.profile_ids.append(pa.array(typed["profile_id"].unique(), type=pa.string()))
-            if state.social_columns is None:
-                state.social_columns = list(typed.columns)
+            del raw, res
+            if state.social_empty is None:
+                state.social_empty = typed.iloc[:0]
+            ids = pa.array(typed["profile_id"].unique(), type=pa.string())
+            state.profile_ids.append(ids)
+            state.profile_hashes.append(hash_ids(ids) if len(ids) else np.array([], dtype="uint64"))
+
+            # Leakage: no family reads snapshots dated on or after as_of; they are dropped here.
             before = typed.loc[typed["snapshot_date"] < as_of]
             latest = profile_snapshots(before, as_of)
             state.profiles.append(latest)
             owners = latest["customer_id"].dropna()
             owned = before.loc[before["profile_id"].isin(owners.index)]
             if len(owned):
-                owner = owners.reindex(owned["profile_id"]).to_numpy()
-                where = bucket_of(owner, state.buckets)
-                table = pa.Table.from_pandas(owned, preserve_index=False)
-                if schema is None:
-                    schema = table.schema
-                table = table.cast(schema)
-                order = np.argsort(where, kind="stable")
-                table, where = table.take(pa.array(order)), where[order]
-                bounds = np.searchsorted(where, np.arange(state.buckets + 1))
-                for k in np.unique(where):
-                    if k not in writers:
-                        writers[k] = pq.ParquetWriter(state.work / f"social-{k:05d}.parquet", schema)
-                    writers[k].write_table(table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+                _route_rows(owned, owners.reindex(owned["profile_id"]).to_numpy(), state, writers)
             bar.advance(task)
     finally:
         for writer in writers.values():
             writer.close()
-    return {"schema": schema}
+
+
+def _route_rows(frame: pd.DataFrame, owner: np.ndarray, state: _State, writers: dict) -> None:
+    """Append rows to social-<bucket>.parquet of their owner's customer bucket."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if state.social_schema is None:
+        state.social_schema = table.schema
+    table = table.cast(state.social_schema)
+    where = bucket_of(owner, state.buckets)
+    order = np.argsort(where, kind="stable")
+    table, where = table.take(pa.array(order)), where[order]
+    bounds = np.searchsorted(where, np.arange(state.buckets + 1))
+    for k in np.unique(where):
+        if k not in writers:
+            writers[k] = pq.ParquetWriter(_social_path(state, int(k)), state.social_schema)
+        writers[k].write_table(table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+
+
+def _social_path(state: _State, bucket: int) -> Path:
+    return state.work / f"social-{bucket:05d}.parquet"
 
 
 def _population(source: dict[str, Path], state: _State, log: RejectLog, threshold: float,
-                as_of: pd.Timestamp, model: ScoringModel, social: dict | None, bar: _Progress) -> dict:
-    """Population-wide families, computed once; rows that equal what a missing row means are dropped."""
+                as_of: pd.Timestamp, model: ScoringModel, bar: _Progress) -> dict[str, pd.DataFrame]:
+    """The population-wide families, computed once over everyone.
+
+    Inputs: every valid customer (id, signup date), the referred customers' transactions, one latest
+    snapshot per profile, the interactions and the referrals. Rows that equal what build_features
+    gives a customer without a row are dropped (it rebuilds them exactly) to save memory.
+    """
     task = bar.task("population features", None)
-    valid = _valid_customer_index(state)
-    known = {"customers": valid}
+    customers = state.customer_set()
     profiles = None
-    if social is not None:
-        profile_ids = pa.chunked_array(state.profile_ids, type=pa.string()).to_pandas()
-        known["profiles"] = pd.Index(profile_ids.unique(), dtype="str")
-        profiles = _latest_profiles(state)
     interactions = None
-    if "social_interactions" in source:
-        if "profiles" not in known:
-            raise ContractError("social_interactions: needs the social_profiles table to resolve profile ids")
-        interactions = _validated_interactions(source["social_interactions"], known, log, threshold, as_of)
+    if "social_profiles" in state.files:
+        profiles = _latest_profiles(state)
+        if "social_interactions" in source:
+            interactions = _validated_interactions(source["social_interactions"], state.profile_set(), log,
+                                                   threshold, as_of)
     referrals = None
     if "referrals" in source:
-        from features.source import read_table
-
         raw = read_table(source["referrals"])
-        res = check_table("referrals", raw, known, threshold)
+        mentioned = pd.concat([_parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
+        res = check_table("referrals", raw, {"customers": customers.known(mentioned)}, threshold)
         log.add("referrals", res.rows_in, res.rejects, None)
         referrals = res.typed
-    customers = pd.DataFrame({
-        "customer_id": pd.array(valid, dtype="str"),
-        "signup_date": np.concatenate(state.signups).view("datetime64[ns]") if state.signups
-        else np.array([], dtype="datetime64[ns]"),
+        del raw, res
+    everyone = pd.DataFrame({
+        "customer_id": pd.array(pa.chunked_array(state.customer_ids, type=pa.string()).to_pandas(),
+                                dtype="str"),
+        "signup_date": np.concatenate(state.signups).view("datetime64[ns]"),
     })
-    tx_columns = _typed_transaction_columns(state)
-    referred_tx = (pd.concat(state.referred_tx, ignore_index=True) if state.referred_tx
-                   else pd.DataFrame({c: [] for c in tx_columns}))
-    tables = Tables(customers=customers, transactions=referred_tx, social_profiles=profiles,
+    referred_tx = (pd.concat(state.referred_tx, ignore_index=True) if state.referred_tx else state.tx_empty)
+    tables = Tables(customers=everyone, transactions=referred_tx, social_profiles=profiles,
                     social_interactions=interactions, referrals=referrals)
     frames = population_features(tables, as_of, model.config, families=model.families)
     out = {name: _compact(name, frame) for name, frame in frames.items()}
     state.referred_tx, state.profiles = [], []
-    del tables, interactions, profiles, customers, referred_tx
+    del tables, everyone, referred_tx, profiles, interactions, referrals, frames
     gc.collect()
     bar.done(task)
     return out
 
 
-def _typed_transaction_columns(state: _State) -> list[str]:
-    return ["customer_id", "timestamp", "amount"]
-
-
 def _latest_profiles(state: _State) -> pd.DataFrame:
     """One row per profile: its latest snapshot before as_of, with customer_id set to its owner.
 
-    The population-wide families read profiles only through profile_snapshots (latest snapshot and
-    owner), which returns exactly these rows again, so the snapshot history need not be held whole.
+    The population-wide families read profiles only through features.social.profile_snapshots
+    (latest snapshot and owner, no history), which returns exactly these rows again; so the
+    snapshot history is never held whole. (tests/serving/test_score.py checks chunked scores
+    against the whole-table build on re-linked profiles.)
     """
     parts = [p for p in state.profiles if len(p)]
     if not parts:
-        columns = state.social_columns or ["profile_id", "customer_id", "snapshot_date"]
-        return pd.DataFrame({c: [] for c in columns})
-    latest = pd.concat(parts)
-    frame = latest.reset_index()
-    return frame[[c for c in (state.social_columns or frame.columns) if c in frame.columns]]
+        return state.social_empty
+    frame = pd.concat(parts).reset_index()
+    return frame[[c for c in state.social_empty.columns if c in frame.columns]]
 
 
-def _validated_interactions(path: Path, known: dict, log: RejectLog, threshold: float,
+def _validated_interactions(path: Path, profiles: IdSet, log: RejectLog, threshold: float,
                             as_of: pd.Timestamp) -> pd.DataFrame:
-    """Interactions checked batch by batch; only rows dated before as_of are kept (no family reads later ones)."""
-    kept, offset = [], 0
-    for batch in iter_batches(path, table="social_interactions"):
+    """Interactions checked batch by batch; only those dated before as_of are kept (no family reads later ones)."""
+    kept, offset, empty = [], 0, None
+    for batch in iter_batches(path, table="social_interactions", batch_rows=INTERACTION_BATCH_ROWS):
         raw = batch.to_pandas()
         rows = np.arange(offset, offset + len(raw), dtype="int64")
         offset += len(raw)
-        res = _checked("social_interactions", raw, known, rows)
+        mentioned = pd.concat([_parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
+                               if c in raw])
+        res = _checked("social_interactions", raw, {"profiles": profiles.known(mentioned)}, rows)
         log.add("social_interactions", res.rows_in, res.rejects, rows)
+        log.check_threshold("social_interactions", offset, threshold, final=False)
         kept.append(res.typed.loc[res.typed["timestamp"] < as_of])
-    log.rows_in["social_interactions"] += 0
-    log.check_threshold("social_interactions", offset, threshold)
+        del raw, res
+    log.register("social_interactions")
+    log.check_threshold("social_interactions", offset, threshold, final=True)
     if not kept:
-        raw = pd.DataFrame({c: pd.Series([], dtype="str") for c in
-                            ("source_profile_id", "target_profile_id", "timestamp", "kind")})
-        return check_table("social_interactions", raw, known, 1.0).typed
-    return pd.concat(kept, ignore_index=True)
+        empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in
+                              ("source_profile_id", "target_profile_id", "timestamp", "kind")})
+        return check_table("social_interactions", empty, {"profiles": pd.Index([], dtype="str")}, 1.0).typed
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
 
 
 def _compact(family: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """The family's frame without the rows build_features would rebuild for an absent customer
-    (every column equal to its FILL, or NaN where there is none): identical features, less memory."""
-    from features.build import FAMILIES
-
+    """The family's frame without the rows build_features rebuilds for a customer it has no row for
+    (every value equal to the family's FILL, or NaN where it has none): same features, less memory."""
     fill = next(f.fill for f in FAMILIES if f.name == family)
     same = np.ones(len(frame), dtype=bool)
     for column in frame.columns:
         values = frame[column]
-        if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
-            same &= values.isna().to_numpy()
-        elif column in fill:
-            same &= (values.to_numpy(dtype="float64", na_value=np.nan) == fill[column])
+        numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+        if numeric and column in fill:
+            same &= values.to_numpy(dtype="float64", na_value=np.nan) == fill[column]
         else:
             same &= values.isna().to_numpy()
     out = frame.loc[~same]
@@ -688,75 +773,58 @@ def _compact(family: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass
 class _Scored:
-    ids: list  # per bucket: pa.Array of customer ids
-    values: list  # per bucket: float64 predictions
-    inputs: list  # per bucket: path of the saved model input (for reasons), or None
-    unseen_levels: Counter
+    """Predictions per bucket, in bucket order; the model inputs saved for reasons."""
+
+    ids: list = field(default_factory=list)  # pa.Array of customer ids
+    values: list = field(default_factory=list)  # float64 predictions
+    inputs: list = field(default_factory=list)  # Path of the saved model input, or None
+    unseen_levels: Counter = field(default_factory=Counter)
+    predict_seconds: float = 0.0
+    feature_seconds: float = 0.0
 
 
-def _score_buckets(state: _State, model: ScoringModel, as_of: pd.Timestamp, population: dict,
-                   keep_inputs: bool, bar: _Progress) -> _Scored:
+def _score_chunks(state: _State, model: ScoringModel, as_of: pd.Timestamp, population: dict,
+                  keep_inputs: bool, bar: _Progress) -> _Scored:
+    """Features and predictions bucket by bucket (the skew check runs on the first chunk's features)."""
     encoder = model.python_model.encoder
-    scored = _Scored([], [], [], Counter())
+    scored = _Scored()
     task = bar.task("score", state.buckets)
-    checked = False
     for b in range(state.buckets):
-        typed = pd.read_pickle(state.work / f"typed-{b:05d}.pkl")
+        start = time.perf_counter()
+        typed = pd.read_pickle(_typed_path(state, b))
         social = None
         if "social_profiles" in state.files:
-            path = state.work / f"social-{b:05d}.parquet"
-            social = pd.read_parquet(path) if path.exists() else _empty_social(state)
-        tables = Tables(customers=typed["customers"], transactions=typed["transactions"],
-                        social_profiles=social)
-        features = _build(tables, as_of, model, population)
-        if not checked:
+            path = _social_path(state, b)
+            social = pd.read_parquet(path) if path.exists() else state.social_empty
+        tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
+        features = build_features(tables, as_of, model.config, families=model.families, precomputed=population)
+        if b == 0:
             check_model_features(model, features)
-            checked = True
         inputs = encoder.model_input(features)
+        scored.feature_seconds += time.perf_counter() - start
         _count_unseen_levels(inputs, encoder, scored.unseen_levels)
-        values = np.asarray(model.pyfunc.predict(inputs), dtype="float64") if len(inputs) \
-            else np.array([], dtype="float64")
+        start = time.perf_counter()
+        values = (np.asarray(model.pyfunc.predict(inputs), dtype="float64") if len(inputs)
+                  else np.array([], dtype="float64"))
+        scored.predict_seconds += time.perf_counter() - start
         scored.ids.append(pa.array(features.index.array, type=pa.string()))
         scored.values.append(values)
+        path = None
         if keep_inputs:
             path = state.work / f"inputs-{b:05d}.parquet"
             inputs.reset_index(drop=True).to_parquet(path)
-            scored.inputs.append(path)
-        else:
-            scored.inputs.append(None)
-        (state.work / f"typed-{b:05d}.pkl").unlink()
-        del typed, tables, features, inputs
+        scored.inputs.append(path)
+        _typed_path(state, b).unlink()
+        del typed, tables, social, features, inputs
         bar.advance(task)
     return scored
 
 
-def _build(tables: Tables, as_of, model: ScoringModel, population: dict) -> pd.DataFrame:
-    from features.build import build_features
-
-    return build_features(tables, as_of, model.config, families=model.families, precomputed=population)
-
-
-def _empty_social(state: _State) -> pd.DataFrame:
-    frame = state.profiles_template if hasattr(state, "profiles_template") else None
-    columns = state.social_columns or ["profile_id", "customer_id", "network", "snapshot_date"]
-    if frame is not None:
-        return frame
-    out = {}
-    for c in columns:
-        if c in ("profile_id", "customer_id", "network"):
-            out[c] = pd.Series([], dtype="str")
-        elif c == "snapshot_date":
-            out[c] = pd.Series([], dtype="datetime64[ns]")
-        else:
-            out[c] = pd.Series([], dtype="float64")
-    return pd.DataFrame(out)
-
-
 def _count_unseen_levels(inputs: pd.DataFrame, encoder, counts: Counter) -> None:
-    """Rows whose category was never seen in training (the model treats it as missing)."""
+    """Rows whose category the model never saw in training (it treats them as missing)."""
     for name, levels in encoder.levels.items():
         values = inputs[name]
-        unseen = values.notna() & ~values.isin(pd.Index(levels, dtype="str"))
+        unseen = values.notna() & ~values.isin(list(levels))
         if unseen.any():
             counts[name] += int(unseen.sum())
 
@@ -771,47 +839,43 @@ class _Written:
 
 def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: Path, as_of: pd.Timestamp,
                   scored_at: pd.Timestamp, reasons: int, reasons_for: str, bar: _Progress) -> _Written:
-    """Rank the whole base, add reasons, and write the output sorted by value_rank to ``tmp_out``."""
-    ids = pa.chunked_array(scored.ids, type=pa.string())
+    """Rank the whole base, add reasons, write the output sorted by value_rank to ``tmp_out``."""
+    ids = pa.chunked_array(scored.ids, type=pa.string()).combine_chunks()
     values = np.concatenate(scored.values) if scored.values else np.array([], dtype="float64")
     n = len(values)
     ranked = value_ranks(ids, values)
     rank = ranked["value_rank"].to_numpy()
-    sizes = tier_sizes(n)
-    cut = {"top10": sizes["top_10pct"], "all": n, "none": 0}[reasons_for] if reasons else 0
+    cut = {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for] if reasons else 0
 
     names = reason_columns(reasons)
-    reason_parts = {name: [] for name in names}
-    reasons_rows, reasons_seconds = 0, 0.0
-    offset = 0
-    task = bar.task("reasons" if cut else "rank", state.buckets)
+    parts: dict[str, list] = {name: [] for name in names}
+    reasons_rows, reasons_seconds, offset = 0, 0.0, 0
+    task = bar.task("reasons", state.buckets) if cut else None
     for b, bucket_values in enumerate(scored.values):
         m = len(bucket_values)
         wanted = np.flatnonzero(rank[offset: offset + m] <= cut)
-        texts = {name: pa.nulls(m, pa.string()) for name in names}
+        found = None
         if len(wanted):
             start = time.perf_counter()
             inputs = pd.read_parquet(scored.inputs[b]).iloc[wanted]
-            contributions = model.python_model.contributions(inputs)
-            found = top_reasons(contributions, inputs, reasons)
+            found = top_reasons(model.python_model.contributions(inputs), inputs, reasons)
             reasons_seconds += time.perf_counter() - start
             reasons_rows += len(wanted)
-            for name in names:
-                full = np.full(m, None, dtype=object)
-                full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
-                texts[name] = pa.array(full, type=pa.string())
         for name in names:
-            reason_parts[name].append(texts[name])
+            full = np.full(m, None, dtype=object)
+            if found is not None:
+                full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
+            parts[name].append(pa.array(full, type=pa.string()))
         offset += m
         bar.advance(task)
 
     columns = {
         "customer_id": ids,
-        "predicted_value": pa.array(values),
-        "value_rank": pa.array(rank),
-        "value_percentile": pa.array(ranked["value_percentile"].to_numpy()),
+        "predicted_value": pa.array(values, type=pa.float64()),
+        "value_rank": pa.array(rank, type=pa.int64()),
+        "value_percentile": pa.array(ranked["value_percentile"].to_numpy(), type=pa.float64()),
         "value_tier": pa.array(ranked["value_tier"].array, type=pa.string()),
-        **{name: pa.chunked_array(parts, type=pa.string()) for name, parts in reason_parts.items()},
+        **{name: pa.chunked_array(p, type=pa.string()) for name, p in parts.items()},
     }
     constants = {
         "model_name": pa.scalar(model.name, pa.string()),
@@ -826,27 +890,25 @@ def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: 
     order = np.argsort(rank, kind="stable")
     with pq.ParquetWriter(tmp_out, schema) as writer:
         for start in range(0, max(n, 1), OUTPUT_ROW_GROUP):
-            take = pa.array(order[start: start + OUTPUT_ROW_GROUP])
-            m = len(take)
+            take = pa.array(order[start: start + OUTPUT_ROW_GROUP], type=pa.int64())
             arrays = [columns[name].take(take) for name in columns]
-            arrays += [pa.array([value.as_py()] * m, type=value.type) if m else pa.array([], value.type)
-                       for value in constants.values()]
+            arrays += [pa.repeat(value, len(take)) for value in constants.values()]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-    counts = ranked["value_tier"].value_counts()
-    return _Written(n, reasons_rows, reasons_seconds, {k: int(v) for k, v in counts.items()})
+    tiers = ranked["value_tier"].value_counts()
+    return _Written(n, reasons_rows, reasons_seconds, {str(k): int(v) for k, v in tiers.items()})
 
 
-def _summary(out: Path, model: ScoringModel, log: RejectLog, written: _Written, prints: dict,
+def _summary(out: Path, model: ScoringModel, log: RejectLog, written: _Written, scored: _Scored, prints: dict,
              as_of: pd.Timestamp, scored_at: pd.Timestamp, seconds: float, rejects: list[Path],
              state: _State, chunk_size: int, reasons: int, reasons_for: str) -> dict:
+    """The run's manifest; also checks that every customer of the source is accounted for."""
     tables = log.summary()
     customers_in = tables["customers"]["rows_in"]
-    valid = sum(len(ids) for ids in state.valid_ids)
-    not_yet = valid - written.rows
     rejected = tables["customers"]["rows_rejected"]
-    if written.rows + not_yet + rejected != customers_in:
-        raise AssertionError(f"customers lost: {customers_in} in, {written.rows} scored, {not_yet} not yet "
-                             f"customers, {rejected} rejected")
+    not_yet = state.n_valid_customers - written.rows
+    if written.rows + not_yet + rejected != customers_in or not_yet < 0:
+        raise AssertionError(f"customers unaccounted for: {customers_in} in, {written.rows} scored, "
+                             f"{not_yet} not yet customers, {rejected} rejected")
     return {
         "output": str(out),
         "manifest": str(manifest_path(out)),
@@ -862,13 +924,18 @@ def _summary(out: Path, model: ScoringModel, log: RejectLog, written: _Written, 
         "scored_at": str(scored_at),
         "model": model.describe(),
         "feature_manifest_hash": model.manifest.manifest_hash,
+        "unseen_category_levels": dict(scored.unseen_levels),
         "inputs": prints,
         "chunks": state.buckets,
         "chunk_size": chunk_size,
-        "reasons": {"per_customer": reasons, "for": reasons_for, "rows": written.reasons_rows,
-                    "seconds": round(written.reasons_seconds, 3),
-                    "rows_per_second": round(written.reasons_rows / written.reasons_seconds, 1)
-                    if written.reasons_seconds else None},
+        "reasons": {
+            "per_customer": reasons, "for": reasons_for, "rows": written.reasons_rows,
+            "seconds": round(written.reasons_seconds, 3),
+            "rows_per_second": (round(written.reasons_rows / written.reasons_seconds, 1)
+                                if written.reasons_seconds else None),
+        },
         "seconds": round(seconds, 3),
+        "features_seconds": round(scored.feature_seconds, 3),
+        "predict_seconds": round(scored.predict_seconds, 3),
         "customers_per_second": round(written.rows / seconds, 1) if seconds else None,
     }

@@ -52,7 +52,8 @@ def quiet_mlflow_warnings() -> None:
         r".*Any type hint is inferred as AnyType.*",
         r".*Add type hints to the `predict` method.*",
         r".*The filesystem tracking backend.*",
-        r".*Operation with range is deprecated.*",  # pandas 4 deprecation inside mlflow.models.utils
+        r".*Operation with range is deprecated.*",
+        r".*dataset source can be interpreted in multiple ways.*",  # pandas 4 deprecation inside mlflow.models.utils
     ):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|alembic).*")

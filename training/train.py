@@ -159,6 +159,8 @@ class Evaluation:
     decile_table: pd.DataFrame
     importance: pd.DataFrame
     ablation: Ablation | None
+    train_sample: pd.DataFrame | None = None  # seeded sample of the training windows (MLflow dataset)
+    train_digest: str = ""  # hash of the full training windows (features, cutoff, label)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -166,24 +168,51 @@ class Evaluation:
         return dict(self.model.rounds)
 
 
-def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Steps | None = None) -> Evaluation:
-    """Build windows, fit, evaluate out of time against baselines, ablate social, attribute, refit."""
+@dataclass(frozen=True)
+class Windows:
+    """Stacked feature windows with ``cutoff`` and ``label`` columns (features.windows.build_training_set)."""
+
+    evaluation: pd.DataFrame  # training + validation windows: labels end by the test cutoff
+    refit: pd.DataFrame  # windows whose labels end by as_of; the latest one is the test window
+
+
+def build_windows(tables: Tables, plan: WindowPlan, config: TrainConfig, *, steps: Steps | None = None) -> Windows:
+    """Feature windows for evaluation and refit, checked so that no label passes its end."""
     steps = steps or Steps(enabled=False)
     fc = config.features
-    horizon = fc.horizon_days
-    plan = plan_windows(as_of, horizon, config)
 
     def on_window(cutoff, rows, seconds):
         steps.update(f"window {pd.Timestamp(cutoff).date()}: {rows:,} customers ({seconds:.1f} s)")
 
     with steps.step("Training windows (labels end by the test cutoff)"):
-        train_all = build_training_set(tables, plan.test_cutoff, fc, n_windows=config.n_windows,
-                                       step_days=config.step_days, on_window=on_window)
-    _check_no_label_past(train_all, plan.test_cutoff, horizon)
+        evaluation = build_training_set(tables, plan.test_cutoff, fc, n_windows=config.n_windows,
+                                        step_days=config.step_days, on_window=on_window)
+    _check_no_label_past(evaluation, plan.test_cutoff, plan.horizon_days)
     with steps.step("Refit windows (labels end by as_of; the latest is the test window)"):
-        refit_set = build_training_set(tables, plan.as_of, fc, n_windows=config.n_windows,
-                                       step_days=config.step_days, on_window=on_window)
-    _check_no_label_past(refit_set, plan.as_of, horizon)
+        refit = build_training_set(tables, plan.as_of, fc, n_windows=config.n_windows,
+                                   step_days=config.step_days, on_window=on_window)
+    _check_no_label_past(refit, plan.as_of, plan.horizon_days)
+    return Windows(evaluation, refit)
+
+
+def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Steps | None = None,
+                      windows: Windows | None = None) -> Evaluation:
+    """Build windows, fit, evaluate out of time against baselines, ablate social, attribute, refit.
+
+    ``windows`` (from build_windows with the same as_of and config windows) skips rebuilding features,
+    e.g. to compare model settings on identical data.
+    """
+    steps = steps or Steps(enabled=False)
+    fc = config.features
+    horizon = fc.horizon_days
+    plan = plan_windows(as_of, horizon, config)
+    if windows is None:
+        windows = build_windows(tables, plan, config, steps=steps)
+    expected = set(plan.train_cutoffs + plan.validation_cutoffs)
+    if not set(windows.evaluation["cutoff"].unique()) <= expected or \
+            not set(windows.refit["cutoff"].unique()) <= set(plan.refit_cutoffs):
+        raise ValueError("windows were built for other cutoffs than this as_of and config")
+    train_all, refit_set = windows.evaluation, windows.refit
 
     test = refit_set[refit_set["cutoff"] == plan.test_cutoff]
     if len(test) == 0:
@@ -258,8 +287,20 @@ def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Step
         final_model=final_model, test_features=test.drop(columns=["cutoff", "label"]), test_label=test_label,
         predictions={"model": predicted, **baselines}, metrics=metrics, bgnbd_status=bg.status,
         bgnbd_params=bg.params, decile_table=table, importance=importance, ablation=ablation,
+        train_sample=shap_sample(train_all, 10_000, seed=config.seed),
+        train_digest=frame_digest(train_all),
         seconds=dict(steps.seconds),
     )
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """Short content hash of a frame (values, index and column names), independent of memory layout."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update("\0".join(map(str, frame.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _check_no_label_past(frame: pd.DataFrame, end: pd.Timestamp, horizon_days: int) -> None:
@@ -408,7 +449,7 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
             mlflow.set_tag("evaluation_manifest_hash", ev.manifest.manifest_hash)
             mlflow.set_tag("baseline_bgnbd_status", ev.bgnbd_status)
             mlflow.set_tag("windows", json.dumps(ev.plan.describe()))
-            _log_inputs(ev)
+            _log_inputs(ev, None if isinstance(data, Tables) or hasattr(data, "tables") else str(data))
             metrics = dict(ev.metrics)
             metrics.update({f"baseline_bgnbd_param_{k}": v for k, v in ev.bgnbd_params.items()})
             if ev.ablation is not None:
@@ -489,21 +530,33 @@ def _signature(ev: Evaluation, *, final: bool = False):
     return infer_signature(example, prediction), example.head(5)
 
 
-def _log_inputs(ev: Evaluation) -> None:
-    """Record the test window's feature table as an MLflow dataset (schema + digest; no copy of the data)."""
+def _log_inputs(ev: Evaluation, source: str | None) -> None:
+    """Training windows (a seeded sample, digest of the whole) and the test window as MLflow datasets."""
     import mlflow
 
-    frame = ev.model.encoder.model_input(ev.test_features).assign(label=ev.test_label)
-    dataset = mlflow.data.from_pandas(frame.reset_index(), name=f"test_window_{ev.plan.test_cutoff.date()}",
-                                      targets="label")
-    mlflow.log_input(dataset, context="testing")
+    encoder = ev.model.encoder
+    test = encoder.model_input(ev.test_features).assign(label=ev.test_label)
+    datasets = []
+    if ev.train_sample is not None:
+        sample = encoder.model_input(ev.train_sample).assign(cutoff=ev.train_sample["cutoff"],
+                                                             label=ev.train_sample["label"])
+        datasets.append((sample, "training_windows", ev.train_digest, "training"))
+    datasets.append((test, f"test_window_{ev.plan.test_cutoff.date()}", frame_digest(test), "testing"))
+    for frame, name, digest, context in datasets:
+        kwargs = {"name": name, "targets": "label", "digest": digest}
+        try:
+            dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, **kwargs)
+        except Exception:  # noqa: BLE001 - a source MLflow cannot describe is recorded without it
+            dataset = mlflow.data.from_pandas(frame.reset_index(), **kwargs)
+        mlflow.log_input(dataset, context=context)
 
 
 def _log_ablation_child(ev: Evaluation, config: TrainConfig) -> None:
     import mlflow
 
     ab = ev.ablation
-    with mlflow.start_run(run_name="without social families", nested=True):
+    parent = mlflow.active_run().info.experiment_id
+    with mlflow.start_run(run_name="without social families", nested=True, experiment_id=parent):
         mlflow.log_params(config.flat())
         mlflow.set_tags({
             "ablation": "without " + ", ".join(SOCIAL_FAMILIES),

@@ -153,6 +153,7 @@ def log_tiny_run(tracking_uri: str, *, n_train: int = 900, n_test: int = 600, re
             example = model.encoder.model_input(test_x.head(20))
             info = mlflow.pyfunc.log_model(name="model", python_model=model,
                                            signature=infer_signature(example, model.predict_value(example)),
+                                           input_example=example.head(3),
                                            pip_requirements=tracking.PIP_REQUIREMENTS,
                                            registered_model_name=MODEL_NAME)
             version = str(info.registered_model_version)
