@@ -91,6 +91,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--objectives", default="tweedie")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--n-windows", type=int, default=TrainConfig.n_windows)
+    parser.add_argument("--step-days", type=int, default=TrainConfig.step_days)
+    parser.add_argument("--shap-sample", type=int, default=TrainConfig.shap_sample)
+    parser.add_argument("--learning-rate", type=float, default=ModelParams.learning_rate)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -104,13 +108,16 @@ def main(argv=None) -> dict:
           f"in {time.perf_counter() - started:.1f} s")
     as_of = default_as_of(tables)
     base = TrainConfig(features=FeatureConfig(market_topics=tuple(world["market_topics"])),
-                       model=ModelParams(num_threads=args.threads), social_ablation=not args.no_ablation)
+                       model=ModelParams(num_threads=args.threads, learning_rate=args.learning_rate),
+                       social_ablation=not args.no_ablation, n_windows=args.n_windows, step_days=args.step_days,
+                       shap_sample=args.shap_sample)
     steps = Steps(enabled=True)
     plan = plan_windows(as_of, base.horizon_days, base)
     windows = build_windows(tables, plan, base, steps=steps)
 
     results = {"world": {"customers": len(tables.customers), "seed": world["seed"],
-                         "knobs": world["knobs"], "as_of": str(as_of.date())}, "objectives": {}}
+                         "knobs": world["knobs"], "as_of": str(as_of.date())},
+               "config": base.flat(), "objectives": {}}
     for objective in args.objectives.split(","):
         config = replace(base, model=replace(base.model, objective=objective))
         t0 = time.perf_counter()

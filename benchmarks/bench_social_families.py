@@ -34,7 +34,7 @@ def ids(prefix: str, n: int) -> pd.Series:
 def fake_tables(n_profiles: int, n_interactions: int, n_snapshots: int, seed: int = 0) -> Tables:
     rng = np.random.default_rng(seed)
     profile_ids = ids("p", n_profiles)
-    # 60% of profiles belong to a customer; a tenth of those customers own a second profile.
+    # 60% of profiles belong to a customer; a tenth of those go to another customer (two profiles).
     n_linked = int(0.6 * n_profiles)
     owner_of_profile = np.arange(n_linked)
     second = rng.random(n_linked) < 0.1

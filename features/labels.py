@@ -70,11 +70,10 @@ def label_values(
     check_label_coverage(tables, as_of, horizon_days)
 
     ids = customer_index(eligible_customers(tables.customers, as_of)["customer_id"])
-    tx = tables.transactions
-    t = timestamps_ns(tx["timestamp"])
+    t = timestamps_ns(tables.transactions["timestamp"])
     start = as_of.value
     window = (t >= start) & (t < start + horizon_days * DAY_NS)
-    tx = tx.loc[window]
+    tx = tables.transactions.loc[window, ["customer_id", column]]
     who = customer_codes(ids, tx["customer_id"])
     mine = who >= 0
     values = np.nan_to_num(tx[column].to_numpy(dtype="float64"))[mine]

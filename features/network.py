@@ -60,7 +60,8 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     self-interactions are dropped (self-promotion confers no influence). Vertices are all profiles
     in interactions or snapshots, so a profile without interactions still gets baseline PageRank.
     topic_pagerank (after TwitterRank) jumps to profiles in proportion to their decayed market-topic
-    interactions made or received; NaN when no market topics are configured or none is active.
+    graph interactions (likes excluded here too) made or received; NaN when no market topics are
+    configured or none is active.
     A customer's value is the sum over their profiles (their share of the network's attention).
     """
     interactions, snapshots = tables.social_interactions, tables.social_profiles

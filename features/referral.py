@@ -14,6 +14,7 @@ from features.config import FeatureConfig
 from features.history import (
     DAY_NS,
     customer_codes,
+    factorize_ids,
     customer_index,
     eligible_customers,
     timestamps_ns,
@@ -42,40 +43,47 @@ def referral_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig
 
     refs = tables.referrals
     t = timestamps_ns(refs["timestamp"])
-    refs = pd.DataFrame(
-        {"referrer_id": refs["referrer_id"].array, "referred_id": refs["referred_id"].array, "t": t}
-    ).loc[t < now]
+    before = t < now
+    referrer_ids = refs["referrer_id"][before]
+    referred_ids = refs["referred_id"][before]
+    t = t[before]
+
     # Re-sent invitations repeat a pair: a referred customer counts once per referrer, dated by the
-    # first referral.
-    pairs = refs.groupby(["referrer_id", "referred_id"], sort=False, observed=True, dropna=True)[
-        "t"
-    ].min().reset_index()
+    # first referral. Pairs are deduplicated on integer codes.
+    referrer = customer_codes(ids, referrer_ids)
+    referred, n_referred = factorize_ids(referred_ids)
+    valid = (referrer >= 0) & (referred >= 0)
+    key = referrer[valid] * max(n_referred, 1) + referred[valid]
+    by_pair = np.lexsort((t[valid], key))
+    first = np.ones(len(by_pair), dtype=bool)
+    first[1:] = key[by_pair][1:] != key[by_pair][:-1]
+    pair_rows = np.flatnonzero(valid)[by_pair[first]]
+    pair_referrer = referrer[pair_rows]
+    pair_t = t[pair_rows]
 
-    referred = pd.Index(pairs["referred_id"].unique())
-    tx = tables.transactions
-    t_tx = timestamps_ns(tx["timestamp"])
-    before = t_tx < now
-    tx = tx.loc[before] if not before.all() else tx
-    who = customer_codes(referred, tx["customer_id"])
+    # Net revenue before as_of of every customer, looked up for the referred side of each pair.
+    everyone = customer_index(tables.customers["customer_id"])
+    tx = tables.transactions[["customer_id", "amount"]]
+    tx_before = timestamps_ns(tables.transactions["timestamp"]) < now
+    tx = tx if tx_before.all() else tx.loc[tx_before]
+    who = customer_codes(everyone, tx["customer_id"])
     mine = who >= 0
-    revenue = np.bincount(
-        who[mine], weights=tx["amount"].to_numpy(dtype="float64")[mine], minlength=len(referred)
-    )
+    revenue = np.bincount(who[mine], weights=tx["amount"].to_numpy(dtype="float64")[mine],
+                          minlength=len(everyone))
+    referred_pos = customer_codes(everyone, referred_ids.iloc[pair_rows])
+    pair_revenue = np.where(referred_pos >= 0, revenue[np.maximum(referred_pos, 0)], 0.0)
 
-    referrer = customer_codes(ids, pairs["referrer_id"])
-    counted = referrer >= 0
-    referrer = referrer[counted]
-    pair_t = pairs["t"].to_numpy()[counted]
-    pair_revenue = revenue[referred.get_indexer(pairs["referred_id"])][counted]
-
+    was_referred = customer_codes(ids, referred_ids)
     out = pd.DataFrame(
         {
-            "referrals_made": np.bincount(referrer, minlength=n).astype("float64"),
+            "referrals_made": np.bincount(pair_referrer, minlength=n).astype("float64"),
             "referrals_made_365d": np.bincount(
-                referrer[pair_t >= now - 365 * DAY_NS], minlength=n
+                pair_referrer[pair_t >= now - 365 * DAY_NS], minlength=n
             ).astype("float64"),
-            "referred_revenue": np.bincount(referrer, weights=pair_revenue, minlength=n),
-            "was_referred": ids.isin(referred).astype("float64"),
+            "referred_revenue": np.bincount(pair_referrer, weights=pair_revenue, minlength=n),
+            "was_referred": (
+                np.bincount(was_referred[was_referred >= 0], minlength=n) > 0
+            ).astype("float64"),
         },
         index=ids,
     )

@@ -150,5 +150,76 @@ def features(
     )
 
 
+@app.command()
+@friendly_errors
+def train(
+    data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Training date (default: day after the last transaction)."),
+    horizon_days: int = typer.Option(365, "--horizon-days", min=1, help="Value horizon in days."),
+    market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
+    experiment: str = typer.Option("customer-value", "--experiment", help="MLflow experiment name."),
+    model_name: str = typer.Option("customer-value", "--model-name", help="Registered model name."),
+    promote: str = typer.Option("auto", "--promote", help="auto (only if at least as good), always or never."),
+):
+    """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
+    from training.train import train as train_model
+
+    if promote not in ("auto", "always", "never"):
+        raise typer.BadParameter("--promote must be auto, always or never")
+    train_model(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
+                experiment=experiment, model_name=model_name, promote=promote, progress=True)
+
+
+@app.command()
+@friendly_errors
+def score(
+    data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
+    out: Path = typer.Option(..., "--out", help="Predictions file (.parquet); a JSON manifest is written beside it."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Scoring date (default: day after the last transaction)."),
+    model: str = typer.Option("models:/customer-value@champion", "--model", help="MLflow model URI."),
+    reasons: int = typer.Option(3, "--reasons", min=0, help="Reason columns per customer."),
+    reasons_for: str = typer.Option("top10", "--reasons-for", help="Who gets reasons: top10, all or none."),
+    chunk_size: int = typer.Option(100_000, "--chunk-size", min=100, help="Customers per chunk (bounds memory)."),
+):
+    """Score every customer with the registered model: value, rank, tier and reasons."""
+    from serving.score import score_customers
+
+    summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+                              reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
+    print_score_summary(summary)
+
+
+def print_score_summary(summary: dict) -> None:
+    """rows in / scored / rejected, model, time, throughput and where the outputs went."""
+    rows = summary.get("rows", {})
+    model = summary.get("model", {})
+    console.print(
+        f"scored {rows.get('scored', 0):,} of {rows.get('customers_in', 0):,} customers as of {summary.get('as_of')} "
+        f"with {model.get('name')} v{model.get('version')} in {summary.get('seconds', 0):.1f}s "
+        f"({summary.get('throughput_rows_per_s', 0):,.0f} rows/s); rejected: {rows.get('rejected', 0):,}\n"
+        f"  -> {summary.get('output')}\n  -> {summary.get('manifest')}",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@friendly_errors
+def report(
+    out: Path = typer.Option(..., "--out", help="Directory for report.html and its figures."),
+    model: Optional[str] = typer.Option(None, "--model", help="MLflow model URI (default: models:/customer-value@champion)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Report on this training run instead of a model."),
+):
+    """Write the stakeholder feature-importance report (one self-contained HTML page)."""
+    from serving.report import build_report
+
+    if model and run:
+        raise typer.BadParameter("pass --model or --run, not both")
+    start = time.perf_counter()
+    page = build_report(model_uri=model, run_id=run, out_dir=out)
+    console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
+                  f"  figures as PNG in {page.parent}; the same files are logged to the model's run under report/",
+                  soft_wrap=True)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()

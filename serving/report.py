@@ -102,8 +102,9 @@ def feature_descriptions() -> dict[str, str]:
 
 
 def describe_feature(name: str, descriptions: dict[str, str]) -> str:
+    """The catalogue's one-line description, in words for readers who do not know the code's ``as_of``."""
     if name in descriptions:
-        return descriptions[name]
+        return descriptions[name].replace("as_of", "the as-of date")
     if name.startswith("attr_"):
         return f"static customer attribute '{name[len('attr_'):]}'"
     return ""
@@ -161,8 +162,8 @@ def social_share(importance: pd.DataFrame) -> float:
 
 
 def points(value: float) -> str:
-    """A normalised-Gini difference in points (1 point = 0.01), signed."""
-    return f"{100 * value:+.1f}"
+    """A normalised-Gini difference in points (1 point = 0.01), signed, to two decimals."""
+    return f"{100 * value:+.2f}"
 
 
 def lift_sentence(estimate: float, lo: float, hi: float, *, who: str, interval: float = 0.90) -> str:
@@ -609,8 +610,8 @@ def _dependence_section(record: RunRecord):
     sample = record.shap_sample
     figures, notes = [], []
     if sample is None:
-        return [], ["Dependence plots need the run's report inputs (customer-level SHAP values), which this run "
-                    "does not have."]
+        return [], [("Dependence plots need the run's report inputs (customer-level SHAP values), which this run "
+                     "does not have.")]
     for alternatives in DEPENDENCE_FEATURES:
         present = [f for f in alternatives if f in sample.columns and f"shap__{f}" in sample.columns]
         usable = [f for f in present if sample[f].notna().any()]
@@ -736,7 +737,7 @@ def _ablation_section(record: RunRecord):
         ["metric", "with social data", "without social data", "difference"],
         [(r.metric, [fmt_metric(r.metric, r.with_social), fmt_metric(r.metric, r.without_social),
                      "–" if not np.isfinite(r.difference) else
-                     (f"{r.difference:+.3f}" if r.metric not in ("mean absolute error", "root mean squared error",
+                     (f"{r.difference:+.4f}" if r.metric not in ("mean absolute error", "root mean squared error",
                                                                   "total error (%)") else f"{r.difference:+,.1f}")])
          for r in table.itertuples()], [False, True, True, True])
     lifts = []
@@ -780,8 +781,8 @@ def _model_card(record: RunRecord):
         ("objective", tags.get("objective", record.params.get("model.objective", "?"))),
         ("what it predicts", f"each customer's net revenue (refunds included) over the next {horizon} days"),
         ("as of", f"{as_of} (the registered model is refit on label windows that end by this date)"),
-        ("test window", f"features before {test_cutoff}; realised value from {test_cutoff} to {as_of} "
-                        f"({horizon} days), never seen in training or early stopping"),
+        ("test window", (f"features before {test_cutoff}; realised value from {test_cutoff} to {as_of} "
+                         f"({horizon} days), never seen in training or early stopping")),
         ("training cutoffs", ", ".join(windows.get("train_cutoffs", [])) or "–"),
         ("early-stopping cutoffs", ", ".join(windows.get("validation_cutoffs", [])) or "–"),
         ("refit cutoffs", ", ".join(windows.get("refit_cutoffs", [])) or "–"),
@@ -807,12 +808,12 @@ def _model_card(record: RunRecord):
         [False, True, True, True, False])
     mae = _float(m, "test_mae")
     limitations = [
-        f"Out-of-time evaluation on one test window ({test_cutoff} to {as_of}); figures can move on other periods, "
-        "and the registered model extrapolates the same patterns one horizon further.",
-        "Attribution (SHAP) shows what the model uses, not what causes value: changing a feature (for example "
-        "buying followers) need not change a customer's value.",
-        "Social features exist only for customers linked to a social profile; no social data is not low influence, "
-        "and linkage quality limits what social data can add.",
+        (f"Out-of-time evaluation on one test window ({test_cutoff} to {as_of}); figures can move on other "
+         "periods, and the registered model extrapolates the same patterns one horizon further."),
+        ("Attribution (SHAP) shows what the model uses, not what causes value: changing a feature (for example "
+         "buying followers) need not change a customer's value."),
+        ("Social features exist only for customers linked to a social profile; no social data is not low "
+         "influence, and linkage quality limits what social data can add."),
         "Topical relevance is measured against the configured market topics"
         + (f" ({', '.join(record.market_topics)})" if record.market_topics else " (none were configured here)")
         + "; the vendor influence score is a third-party number whose method we do not control.",

@@ -28,6 +28,7 @@ import gc
 import json
 import os
 import re
+import resource
 import secrets
 import shutil
 import time
@@ -391,10 +392,11 @@ class _Progress:
 
 
 class _Stopwatch:
-    """Wall seconds per named stage (reported in the manifest, for docs/performance.md)."""
+    """Wall seconds per stage, and the process's peak memory when each ended (for docs/performance.md)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -403,6 +405,7 @@ class _Stopwatch:
             yield
         finally:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+            self.peak_rss_mb[stage] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @dataclass
@@ -505,6 +508,7 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
         summary = _summary(out, model, log, written, scored, prints, as_of, scored_at, seconds,
                            published, state, chunk_size, reasons, reasons_for)
         summary["stage_seconds"] = clock.seconds
+        summary["peak_rss_mb_after_stage"] = clock.peak_rss_mb
         _write_json_atomic(summary, manifest_path(out))
         return summary
     finally:

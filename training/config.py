@@ -61,7 +61,7 @@ class TrainConfig:
     seed: int = 0
     bootstrap_resamples: int = 200
     interval: float = 0.90
-    shap_sample: int = 20_000
+    shap_sample: int = 10_000
     bgnbd_penalizer: float = 0.001
     social_ablation: bool = True
 

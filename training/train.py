@@ -29,6 +29,7 @@ from training.evaluate import Lift, decile_chart, deciles, evaluate_predictions,
 from training.metrics import METRIC_NAMES, norm_gini, value_metrics
 from training.model import CustomerValueModel, FeatureEncoder, make_model
 from training.progress import Steps
+from training.report_inputs import log_report_inputs, report_frames
 
 NEW_CUSTOMER_TENURE_DAYS = 365
 
@@ -159,6 +160,7 @@ class Evaluation:
     decile_table: pd.DataFrame
     importance: pd.DataFrame
     ablation: Ablation | None
+    shap_contributions: pd.DataFrame | None = None  # log-scale TreeSHAP of the attribution sample
     train_sample: pd.DataFrame | None = None  # seeded sample of the training windows (MLflow dataset)
     train_digest: str = ""  # hash of the full training windows (features, cutoff, label)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -287,6 +289,7 @@ def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Step
         final_model=final_model, test_features=test.drop(columns=["cutoff", "label"]), test_label=test_label,
         predictions={"model": predicted, **baselines}, metrics=metrics, bgnbd_status=bg.status,
         bgnbd_params=bg.params, decile_table=table, importance=importance, ablation=ablation,
+        shap_contributions=contributions,
         train_sample=shap_sample(train_all, 10_000, seed=config.seed),
         train_digest=frame_digest(train_all),
         seconds=dict(steps.seconds),
@@ -399,7 +402,16 @@ def load_tables(data, config: TrainConfig):
     from features.source import load_source
 
     result = load_source(data, reject_threshold=config.features.reject_threshold)
-    return result.tables, {"source": str(Path(data).resolve()), **result.fingerprint}, _rejected(result)
+    return result.tables, {"source": describe_source(data), **result.fingerprint}, _rejected(result)
+
+
+def describe_source(data) -> str | None:
+    """Where the data came from, safe to log: a resolved directory or a database URL without its password."""
+    from features.source import describe_source as describe
+
+    if isinstance(data, Tables) or hasattr(data, "tables"):
+        return None
+    return describe(data)
 
 
 def _rejected(result) -> int:
@@ -449,7 +461,7 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
             mlflow.set_tag("evaluation_manifest_hash", ev.manifest.manifest_hash)
             mlflow.set_tag("baseline_bgnbd_status", ev.bgnbd_status)
             mlflow.set_tag("windows", json.dumps(ev.plan.describe()))
-            _log_inputs(ev, None if isinstance(data, Tables) or hasattr(data, "tables") else str(data))
+            _log_inputs(ev, describe_source(data))
             metrics = dict(ev.metrics)
             metrics.update({f"baseline_bgnbd_param_{k}": v for k, v in ev.bgnbd_params.items()})
             if ev.ablation is not None:
@@ -458,6 +470,8 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
             with tempfile.TemporaryDirectory() as tmp:
                 _write_artifacts(Path(tmp), ev, fingerprint, metrics)
                 mlflow.log_artifacts(tmp)
+            # Customer-level test-window predictions and currency SHAP for the stakeholder report.
+            log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
             signature, example = _signature(ev)
             with _pickle_model_code_by_value():
                 eval_info = mlflow.pyfunc.log_model(

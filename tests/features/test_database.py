@@ -19,6 +19,7 @@ from features.contract import ContractError
 from features.database import (
     DatabaseMapping,
     SourceUnavailableError,
+    export_database,
     load_source_to_database,
     mask_url,
     read_database,
@@ -39,7 +40,7 @@ def in_row_order(frame: pd.DataFrame) -> pd.DataFrame:
 def assert_same_tables(left, right) -> None:
     assert [name for name, _ in left.items()] == [name for name, _ in right.items()]
     for (name, a), (_, b) in zip(left.items(), right.items()):
-        pd.testing.assert_frame_equal(in_row_order(a), in_row_order(b), obj=name)
+        pd.testing.assert_frame_equal(in_row_order(a), in_row_order(b), check_exact=True, obj=name)
 
 
 def run_sql(url: str, *statements: str) -> None:
@@ -152,6 +153,14 @@ def test_reading_in_chunks_gives_the_same_frames(world_url):
     assert whole.fingerprint == chunked.fingerprint
 
 
+def test_exporting_chunk_by_chunk_gives_a_source_directory_with_the_same_tables(tmp_path, world_url):
+    prints = export_database(world_url, tmp_path / "export", chunk_rows=1000)
+    assert len(list((tmp_path / "export" / "transactions").glob("part-*.parquet"))) == 4  # 3,730 rows
+    from_db = load_source(world_url)
+    assert_same_tables(load_source(tmp_path / "export").tables, from_db.tables)
+    assert prints == from_db.fingerprint
+
+
 def test_rows_dated_on_or_after_until_are_not_read(world_url):
     raw = read_database(world_url, until=UNTIL).raw
     full = read_database(world_url).raw
@@ -202,6 +211,20 @@ def test_a_mapping_reads_tables_and_columns_under_other_names(postgres_url):
         "timestamp": pd.to_datetime(["2023-04-01 08:00", "2023-04-02 00:30"]).as_unit("ns"),  # UTC
         "amount": [19.90, -5.0],
     }))
+
+
+def test_columns_arrive_typed_by_their_sql_types_even_in_all_null_chunks(postgres_url):
+    run_sql(postgres_url,
+            "CREATE TABLE customers (customer_id INTEGER, signup_date DATE, vip BOOLEAN, score REAL,"
+            " spend NUMERIC(8, 2), tier TEXT, seen TIMESTAMPTZ)",
+            "INSERT INTO customers VALUES (7, '2023-01-05', true, 0.5, 10.25, 'a', '2023-01-05 12:00+02'),"
+            " (8, '2023-01-06', NULL, NULL, NULL, NULL, NULL)",
+            "CREATE TABLE transactions (customer_id INTEGER, timestamp TIMESTAMP, amount FLOAT8)")
+    raw = read_database(postgres_url, chunk_rows=1).raw["customers"]  # the second chunk is all NULL
+    assert raw.dtypes.astype(str).to_dict() == {
+        "customer_id": "Int64", "signup_date": "datetime64[ns]", "vip": "boolean", "score": "float64",
+        "spend": "float64", "tier": "str", "seen": "datetime64[ns, UTC]"}
+    assert raw["spend"].tolist()[0] == 10.25 and pd.isna(raw["spend"].iloc[1])
 
 
 def test_a_missing_mapped_column_names_the_relation_and_its_columns(postgres_url):

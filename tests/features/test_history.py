@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import history as history_module
 from features.config import FeatureConfig
 from features.history import FEATURES, history_features
 from features.tables import Tables
@@ -106,15 +107,16 @@ def test_median_of_an_even_number_of_orders_is_the_midpoint():
     assert history(tx).loc["a", "order_value_median"] == 20.0
 
 
-def test_lines_sharing_an_order_id_are_one_order_dated_by_its_first_line():
+@pytest.mark.parametrize("b_order", ["o1", "o9"], ids=["numbers-per-customer", "global-ids"])
+def test_lines_sharing_an_order_id_are_one_order_dated_by_its_first_line(b_order):
     tx = transactions(
         [("a", "2024-12-01", 10.0), ("a", "2024-12-02", 5.0), ("a", "2024-12-21", 20.0),
          ("a", "2024-12-22", -4.0), ("b", "2024-12-01", 3.0)],
-        order_id=pd.Series(["o1", "o1", None, "o1", "o1"], dtype="str"),
+        order_id=pd.Series(["o1", "o1", None, "o1", b_order], dtype="str"),
     )
     out = history(tx)
     # o1 of a = 10 + 5 (the refund line is not part of the order value); the line without an
-    # order_id is its own order; b's "o1" is a different order from a's.
+    # order_id is its own order; an order number b shares with a is still b's own order.
     pd.testing.assert_frame_equal(
         out[["order_count", "order_value_mean", "order_value_max", "days_since_first_order",
              "purchase_gap_mean_days"]],
@@ -217,6 +219,42 @@ def test_category_mix_counts_categories_and_top_share_of_categorised_spend():
     )
 
 
+@pytest.mark.parametrize("dense_cells", [history_module.DENSE_CATEGORY_CELLS, 0],
+                         ids=["dense", "hashed"])
+def test_category_mix_is_the_same_for_many_customers_or_categories(monkeypatch, dense_cells):
+    monkeypatch.setattr(history_module, "DENSE_CATEGORY_CELLS", dense_cells)
+    tx = transactions([("a", "2024-06-01", 30.0), ("a", "2024-06-02", 70.0),
+                       ("b", "2024-06-03", 5.0)],
+                      category=pd.Series(["toys", "books", "toys"], dtype="str"))
+    pd.testing.assert_frame_equal(
+        history(tx)[["category_count", "top_category_share"]],
+        expected({"category_count": [2.0, 1.0], "top_category_share": [0.7, 1.0]}),
+    )
+
+
+@pytest.mark.parametrize("step_ns", [10**9, 1], ids=["packed-seconds", "nanoseconds-fallback"])
+def test_orders_sort_by_customer_then_time_at_any_time_precision(step_ns):
+    rng = np.random.default_rng(3)
+    n = 2**40  # so large that nanosecond times cannot be packed beside the customer code
+    group = rng.integers(0, 50, 2_000)
+    t = 1_700_000_000 * 10**9 + rng.integers(0, 10**6, 2_000) * step_ns
+    c_sorted, t_sorted = history_module._sorted_by_customer_then_time(group, t, n)
+    reference = np.lexsort((t, group))
+    assert np.array_equal(c_sorted, group[reference])
+    assert np.array_equal(t_sorted, t[reference])
+
+
+def test_customer_order_sorts_like_lexsort_beyond_16_bit_customer_codes():
+    rng = np.random.default_rng(7)
+    n = 200_000
+    group = rng.integers(0, n, 5_000)
+    key = rng.integers(0, 50, 5_000)  # many ties
+    order = history_module._customer_order(group, key, n)
+    reference = np.lexsort((key, group))
+    assert np.array_equal(group[order], group[reference])
+    assert np.array_equal(key[order], key[reference])
+
+
 def test_peak_season_share_uses_configured_months():
     tx = transactions([("a", "2024-11-30", 30.0), ("a", "2024-12-01", 10.0),
                        ("a", "2024-06-01", 60.0)])
@@ -241,3 +279,11 @@ def test_no_transactions_at_all():
     assert out["order_count"].tolist() == [0.0, 0.0]
     assert out["category_count"].tolist() == [0.0, 0.0]
     assert out["days_since_last_order"].isna().all()
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_customer_codes_find_each_id_in_the_population_whatever_the_id_dtype(dtype):
+    population = pd.Index(["a", "b", "c"], dtype="str", name="customer_id")
+    ids = pd.Series(["c", None, "zz", "a", "c"], dtype=dtype)
+    codes = history_module.customer_codes(population, ids)
+    assert codes.tolist() == [2, -1, -1, 0, 2]

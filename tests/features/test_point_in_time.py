@@ -9,7 +9,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.build import FAMILIES, build_features
+from features.build import FAMILIES, build_features, population_features
 from features.config import FeatureConfig
 from features.tables import TABLE_NAMES, Tables
 
@@ -211,3 +211,28 @@ def test_the_random_worlds_exercise_every_family():
             categorical = len(values.columns) > len(numeric.columns) and len(values) > 0
             seen[family.name] |= bool(informative or categorical)
     assert all(seen.values()), seen
+
+
+def chunk_of(tables: Tables, chunk: set) -> Tables:
+    """The tables a batch scorer hands to one chunk: rows of its own customers only."""
+    def own(frame, column):
+        return frame[frame[column].isin(chunk)] if frame is not None else None
+
+    return Tables(customers=own(tables.customers, "customer_id"),
+                  transactions=own(tables.transactions, "customer_id"),
+                  social_profiles=own(tables.social_profiles, "customer_id"),
+                  social_interactions=tables.social_interactions,
+                  referrals=own(tables.referrals, "referrer_id"))
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), chunk_seed=st.integers(0, 2**32 - 1))
+def test_chunked_build_with_precomputed_population_features_equals_the_full_build(seed, chunk_seed):
+    tables, as_of = random_world(seed, optional=True)
+    full = build_features(tables, as_of, CONFIG)
+    everyone = population_features(tables, as_of, CONFIG)
+    rng = np.random.default_rng(chunk_seed)
+    ids = tables.customers["customer_id"].tolist()
+    chunk = {i for i in ids if rng.random() < 0.5}
+    part = build_features(chunk_of(tables, chunk), as_of, CONFIG, precomputed=everyone)
+    pd.testing.assert_frame_equal(part, full[full.index.isin(chunk)])

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,10 @@ def fit(features: pd.DataFrame, label: pd.Series, seed: int = 0):
 
 def log_tiny_run(tracking_uri: str, *, n_train: int = 900, n_test: int = 600, register: bool = True,
                  report_inputs: bool = True, experiment: str = "customer-value") -> TinyRun:
-    """Fit, evaluate and log a small run the way training.train does; returns where it went."""
+    """Fit, evaluate and log a small run the way training.train does; returns where it went.
+
+    Call it with ``tracking_uri`` current (tracking_to).
+    """
     import mlflow
     from mlflow.models import infer_signature
 
@@ -124,8 +128,6 @@ def log_tiny_run(tracking_uri: str, *, n_train: int = 900, n_test: int = 600, re
                     "rows_refit": float(n_train + n_test)})
     config = TrainConfig(features=FeatureConfig(market_topics=("outdoor", "hiking")))
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     experiment_id = tracking.experiment_id(experiment, tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id, run_name="tiny report run") as run:
@@ -163,36 +165,61 @@ def log_tiny_run(tracking_uri: str, *, n_train: int = 900, n_test: int = 600, re
     return TinyRun(tracking_uri, run.info.run_id, MODEL_NAME, version, n_test)
 
 
-@pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory):
-    """A temporary SQLite MLflow store, made current for the session's report tests and then released."""
+@contextmanager
+def tracking_to(uri: str):
+    """MLflow tracks (and registers) to ``uri`` inside the block; the previous settings come back after.
+
+    MLflow keeps the URIs both in module globals and in environment variables (which it sets itself),
+    so both are restored: other tests must not find their runs in this store.
+    """
     import mlflow
 
-    folder = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    yield uri
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
-def tiny_run(mlflow_store) -> TinyRun:
+def store_uri(tmp_path_factory) -> str:
+    """A temporary SQLite MLflow store shared by the session's report tests."""
+    from training.tracking import quiet_mlflow_warnings
+
+    quiet_mlflow_warnings()
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def mlflow_store(store_uri):
+    """The session's store, made current for one test."""
+    with tracking_to(store_uri):
+        yield store_uri
+
+
+@pytest.fixture(scope="session")
+def tiny_run(store_uri) -> TinyRun:
     """The champion of the session's store: a registered model with report inputs."""
-    return log_tiny_run(mlflow_store)
+    with tracking_to(store_uri):
+        return log_tiny_run(store_uri)
 
 
 @pytest.fixture(scope="session")
-def built_report(tiny_run, tmp_path_factory) -> Path:
+def built_report(tiny_run, store_uri, tmp_path_factory) -> Path:
     """report.html built for the tiny run's champion (default model URI)."""
     from serving.report import build_report
 
-    return build_report(out_dir=tmp_path_factory.mktemp("report"))
+    with tracking_to(store_uri):
+        return build_report(out_dir=tmp_path_factory.mktemp("report"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class PipeBrowser:
         to_browser_read = _above_nine(to_browser_read)
         from_browser_write = _above_nine(from_browser_write)
         script = f'exec "$0" "$@" 3<&{to_browser_read} 4>&{from_browser_write}'
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - held for the browser's lifetime, closed in close()
         self.process = subprocess.Popen(
             ["bash", "-c", script, binary, *FLAGS, f"--user-data-dir={profile_dir}", "about:blank"],
             pass_fds=(to_browser_read, from_browser_write), stdin=subprocess.DEVNULL, stdout=self._log,

@@ -81,7 +81,8 @@ def test_run_records_config_lineage_artifacts_and_inputs(runs, client, tiny_worl
                for c in windows["train_cutoffs"] + windows["validation_cutoffs"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"feature_manifest.json", "feature_importance.csv", "deciles.csv", "deciles.png",
-            "feature_importance.png", "metrics_vs_baselines.json", "input_fingerprint.json"} <= artifacts
+            "feature_importance.png", "metrics_vs_baselines.json", "input_fingerprint.json",
+            "report_inputs"} <= artifacts
     names = sorted(d.dataset.name for d in run.inputs.dataset_inputs)
     assert names == ["test_window_2025-01-01", "training_windows"]
     children = client.search_runs([run.info.experiment_id],
