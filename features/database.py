@@ -115,7 +115,8 @@ class DatabaseMapping:
     """Database names of the contract tables and columns where they differ.
 
     tables: contract table -> database table (``{"transactions": "orders"}``);
-    columns: contract table -> {contract column -> database column} (``{"transactions": {"amount": "total"}}``).
+    columns: contract table -> {contract column -> database column}
+        (``{"transactions": {"amount": "total"}}``).
     """
 
     tables: dict[str, str] = field(default_factory=dict)
@@ -252,9 +253,10 @@ def scan_database(url: str, on_chunk: OnChunk, *,
                     on_chunk(name, chunk)
 
                 _read_table(conn, table, reflected, shown, mapping, until, chunk_rows, counted)
-    except sa.exc.OperationalError as err:
+    # Errors come wrapped by SQLAlchemy (reflection) or straight from psycopg (the server-side cursor).
+    except (sa.exc.OperationalError, psycopg.OperationalError) as err:
         raise target.unavailable(err) from None
-    except sa.exc.DBAPIError as err:
+    except (sa.exc.DBAPIError, psycopg.Error) as err:
         raise ContractError(f"cannot read {relation!r} from {target.masked}: {target.cause(err)}") from None
     finally:
         connection.close()
@@ -415,9 +417,10 @@ def load_source_to_database(source_dir: str | os.PathLike, url: str, *, schema: 
                 raise ContractError(f"no schema to load into in {target.masked}: pass a schema")
             existing = [t for t in TABLE_NAMES if _relation_exists(pg, schema, t)]
             if existing and if_exists == "fail":
+                names = ", ".join(f"{schema}.{t}" for t in existing)
                 raise ContractError(
-                    f"{', '.join(f'{schema}.{t}' for t in existing)} already exist{'s' if len(existing) == 1 else ''} "
-                    f"in {target.masked}; replace them (--replace) or load into another schema")
+                    f"{names} already exist{'s' if len(existing) == 1 else ''} in {target.masked}; "
+                    "replace them (--replace) or load into another schema")
             pg.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             for table in existing:
                 pg.execute(sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(schema, table)))
@@ -445,8 +448,8 @@ def _relation_exists(pg: psycopg.Connection, schema: str, table: str) -> bool:
 
 
 def _sql_type(name: str, values: pd.Series) -> str:
-    """PostgreSQL type of a typed contract column: TEXT ids and text, DOUBLE PRECISION numbers,
-    DATE for ``*_date`` columns holding only whole days, TIMESTAMP otherwise (naive UTC, as in the contract)."""
+    """PostgreSQL type of a typed contract column: TEXT ids and text, DOUBLE PRECISION numbers, DATE for
+    ``*_date`` columns holding only whole days, TIMESTAMP otherwise (naive UTC, as in the contract)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         present = values.dropna()
         whole_days = bool((present == present.dt.normalize()).all())

@@ -123,8 +123,8 @@ def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
         raw, prints = read.raw, read.fingerprint
     else:
         if mapping is not None:
-            raise ContractError("a table/column mapping applies to database sources only; "
-                                f"{str(source)!r} is a directory: name its files and columns as the contract does")
+            raise ContractError(f"a table/column mapping applies to database sources only; {str(source)!r} "
+                                "is a directory: name its files and columns as the contract does")
         files = table_files(source)
         raw = {table: read_table(paths[0]) for table, paths in files.items()}
         prints = fingerprint(files)

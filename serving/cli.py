@@ -190,14 +190,16 @@ def score(
 
 
 def print_score_summary(summary: dict) -> None:
-    """rows in / scored / rejected, model, time, throughput and where the outputs went."""
-    rows = summary.get("rows", {})
+    """Customers in / scored / rejected, model, time, throughput and where the outputs went."""
     model = summary.get("model", {})
+    tiers = ", ".join(f"{k}: {v:,}" for k, v in summary.get("tiers", {}).items())
     console.print(
-        f"scored {rows.get('scored', 0):,} of {rows.get('customers_in', 0):,} customers as of {summary.get('as_of')} "
-        f"with {model.get('name')} v{model.get('version')} in {summary.get('seconds', 0):.1f}s "
-        f"({summary.get('throughput_rows_per_s', 0):,.0f} rows/s); rejected: {rows.get('rejected', 0):,}\n"
-        f"  -> {summary.get('output')}\n  -> {summary.get('manifest')}",
+        f"scored {summary['scored']:,} of {summary['customers_in']:,} customers as of {summary['as_of']} "
+        f"with {model.get('name')} v{model.get('version')} in {summary['seconds']:.1f}s "
+        f"({summary['customers_per_second']:,.0f} customers/s); rejected customers: "
+        f"{summary['rejected_customers']:,}, not yet customers: {summary.get('not_yet_customers', 0):,}\n"
+        f"  tiers: {tiers}\n  -> {summary['output']}\n  -> {summary['manifest']}"
+        + (f"\n  rejected rows -> {', '.join(map(str, summary['rejects']))}" if summary.get("rejects") else ""),
         soft_wrap=True,
     )
 

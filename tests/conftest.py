@@ -87,7 +87,7 @@ def _free_port() -> int:
 def _run(cmd: list[str], as_root: bool) -> subprocess.CompletedProcess:
     # initdb refuses to run as root: as root, run the server tools as the `postgres` user.
     full = ["runuser", "-u", "postgres", "--", *cmd] if as_root else cmd
-    return subprocess.run(full, capture_output=True, text=True)
+    return subprocess.run(full, capture_output=True, text=True, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 import psycopg
@@ -257,7 +258,8 @@ def test_dates_stored_as_text_are_cut_after_validation(postgres_url):
             "CREATE TABLE customers (customer_id TEXT, signup_date TEXT)",
             "INSERT INTO customers VALUES ('C1', '2023-01-01')",
             "CREATE TABLE transactions (customer_id TEXT, timestamp TEXT, amount TEXT)",
-            "INSERT INTO transactions VALUES ('C1', '2023-12-31T23:00:00Z', '1.5'), ('C1', '2024-03-01', '2')")
+            "INSERT INTO transactions VALUES ('C1', '2023-12-31T23:00:00Z', '1.5'),"
+            " ('C1', '2024-03-01', '2')")
     tables = load_source(postgres_url, until="2024-01-01").tables
     assert tables.transactions["amount"].tolist() == [1.5]
 
@@ -286,16 +288,17 @@ def test_loading_creates_typed_indexed_tables_with_every_valid_row(tmp_path, pos
     assert summary["rows"] == {"customers": 3, "transactions": 300, "social_profiles": 3,
                                "social_interactions": 3, "referrals": 1}
     assert summary["schema"] == "public" and summary["url"] == mask_url(postgres_url)
-    types = dict(((t, c), d) for t, c, d in query(postgres_url, """
+    types = {(t, c): d for t, c, d in query(postgres_url, """
         SELECT table_name, column_name, data_type FROM information_schema.columns
-        WHERE table_schema = 'public'"""))
+        WHERE table_schema = 'public'""")}
     assert types[("customers", "customer_id")] == "text"
     assert types[("customers", "signup_date")] == "date"
     assert types[("customers", "region")] == "text"
     assert types[("customers", "age")] == "double precision"
     assert types[("transactions", "timestamp")] == "timestamp without time zone"
     assert types[("transactions", "amount")] == "double precision"
-    indexes = {name for (name,) in query(postgres_url, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+    indexes = {name for (name,) in query(postgres_url,
+                                         "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
     assert {"customers_pkey", "transactions_customer_id_idx", "transactions_timestamp_idx",
             "social_profiles_customer_id_idx", "social_profiles_snapshot_date_idx",
             "social_interactions_timestamp_idx", "referrals_timestamp_idx"} <= indexes
@@ -328,7 +331,8 @@ def test_a_wrong_password_is_one_clear_line_with_the_url_masked(postgres_server)
     with pytest.raises(SourceUnavailableError) as caught:
         load_source(url)
     message = str(caught.value)
-    assert message.startswith(f"cannot connect to postgresql://clv:***@127.0.0.1:{postgres_server.port}/postgres: ")
+    masked = f"postgresql://clv:***@127.0.0.1:{postgres_server.port}/postgres"
+    assert message.startswith(f"cannot connect to {masked}: ")
     assert 'password authentication failed for user "clv"' in message
     assert "not-the-password-42" not in message and postgres_server.password not in message
     assert "\n" not in message
@@ -342,9 +346,20 @@ def test_an_unreachable_host_is_a_clear_error(postgres_server):
     assert isinstance(caught.value, ContractError)
 
 
+def test_a_table_the_user_may_not_read_is_a_clear_error(tmp_path, postgres_server, postgres_url):
+    load_source_to_database(write_source(tmp_path, valid_tables()), postgres_url)
+    run_sql(postgres_url,
+            "DROP ROLE IF EXISTS analyst", "CREATE ROLE analyst LOGIN PASSWORD 'analyst-pw'",
+            "GRANT SELECT ON customers TO analyst")
+    url = postgres_url.replace(f"clv:{quote(postgres_server.password, safe='')}", "analyst:analyst-pw")
+    with pytest.raises(ContractError, match=r"cannot read 'transactions' from postgresql://analyst:\*\*\*@.*: "
+                                            "permission denied for table transactions"):
+        load_source(url)
+
+
 def test_the_cli_reports_an_unavailable_database_in_one_line_and_exits_2(postgres_server):
     url = f"postgresql://clv:hunter2-wrong@127.0.0.1:{postgres_server.port}/postgres"
-    proc = subprocess.run([CLV, "validate", "--data", url], capture_output=True, text=True,
+    proc = subprocess.run([CLV, "validate", "--data", url], capture_output=True, text=True, check=False,
                           env={**os.environ, "COLUMNS": "300"})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "hunter2-wrong" not in proc.stderr + proc.stdout

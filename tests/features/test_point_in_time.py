@@ -225,7 +225,7 @@ def chunk_of(tables: Tables, chunk: set) -> Tables:
                   referrals=own(tables.referrals, "referrer_id"))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), chunk_seed=st.integers(0, 2**32 - 1))
 def test_chunked_build_with_precomputed_population_features_equals_the_full_build(seed, chunk_seed):
     tables, as_of = random_world(seed, optional=True)

@@ -1,4 +1,4 @@
-"""The team set-up: a world in PostgreSQL, trained and tracked on an `mlflow server` whose store is PostgreSQL."""
+"""The team set-up: a world in PostgreSQL, trained and tracked on a PostgreSQL-backed `mlflow server`."""
 
 from __future__ import annotations
 
@@ -54,30 +54,30 @@ def mlflow_server(postgres_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("mlflow")
     store = postgres_server.create_database("mlflow").replace("postgresql://", "postgresql+psycopg://")
     port = free_port()
-    log = open(base / "server.log", "w")
     # One worker and no background job runner: the team server can use more, a test cannot.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen(
-        [MLFLOW, "server", "--backend-store-uri", store, "--artifacts-destination", str(base / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        while not healthy(url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(base / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
+    with open(base / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [MLFLOW, "server", "--backend-store-uri", store,
+             "--artifacts-destination", str(base / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + STARTUP_S
+            while not healthy(url):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start:\n{(base / 'server.log').read_text()[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group: uvicorn and its worker
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def test_a_world_in_postgres_trains_and_is_tracked_on_a_postgres_backed_mlflow_server(
