@@ -46,14 +46,22 @@ def world_dir(args) -> Path:
     name = f"world_{args.customers}_{args.seed}{'_off' if args.influence_off else ''}"
     out = root / name
     if not (out / "world.json").exists():
-        knobs = WorldKnobs(influence_on_purchases=0.0, influence_on_referrals=0.0) if args.influence_off else None
+        knobs = (
+            WorldKnobs(influence_on_purchases=0.0, influence_on_referrals=0.0)
+            if args.influence_off
+            else None
+        )
         started = time.perf_counter()
         generate_world(out, n_customers=args.customers, seed=args.seed, knobs=knobs)
-        print(f"generated {args.customers:,} customers in {time.perf_counter() - started:.1f} s -> {out}")
+        print(
+            f"generated {args.customers:,} customers in {time.perf_counter() - started:.1f} s -> {out}"
+        )
     return out
 
 
-def future_window(tables, truth: pd.DataFrame, ev, as_of, horizon: int, config: TrainConfig) -> dict:
+def future_window(
+    tables, truth: pd.DataFrame, ev, as_of, horizon: int, config: TrainConfig
+) -> dict:
     """Refit model at as_of vs the oracle on the year after the data (realised_value_next_year)."""
     features = build_features(tables, as_of, config.features)
     predicted = ev.final_model.predict_value(features)
@@ -61,11 +69,17 @@ def future_window(tables, truth: pd.DataFrame, ev, as_of, horizon: int, config: 
     actual = truth["realised_value_next_year"].to_numpy()
     out = {}
     out.update(value_metrics(actual, predicted.to_numpy(), prefix="future_model_"))
-    out.update(value_metrics(actual, truth["expected_value_next_year"].to_numpy(), prefix="future_oracle_"))
+    out.update(
+        value_metrics(actual, truth["expected_value_next_year"].to_numpy(), prefix="future_oracle_")
+    )
     last_h = last_h_revenue(tables.transactions, features.index, as_of, horizon)
     out.update(value_metrics(actual, last_h.to_numpy(), prefix="future_last_h_"))
-    customers = tables.customers.set_index("customer_id").loc[features.index, ["signup_date"]].reset_index()
-    bg = bgnbd_value(tables.transactions, customers, as_of, horizon, penalizer=config.bgnbd_penalizer)
+    customers = (
+        tables.customers.set_index("customer_id").loc[features.index, ["signup_date"]].reset_index()
+    )
+    bg = bgnbd_value(
+        tables.transactions, customers, as_of, horizon, penalizer=config.bgnbd_penalizer
+    )
     if bg.prediction is not None:
         out.update(value_metrics(actual, bg.prediction.to_numpy(), prefix="future_bgnbd_"))
     return out
@@ -77,12 +91,16 @@ def oracle_on_test_window(truth: pd.DataFrame, ev) -> dict:
     realised = truth["realised_value_last_year"].reindex(ev.test_label.index)
     out = value_metrics(ev.test_label.to_numpy(), expected.to_numpy(), prefix="oracle_test_")
     # The contract tables and the truth must agree on what happened in the test year.
-    out["label_vs_truth_max_abs_diff"] = float(np.nanmax(np.abs(realised.to_numpy() - ev.test_label.to_numpy())))
+    out["label_vs_truth_max_abs_diff"] = float(
+        np.nanmax(np.abs(realised.to_numpy() - ev.test_label.to_numpy()))
+    )
     return out
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--data", help="an existing generated world (skips generation)")
@@ -104,20 +122,33 @@ def main(argv=None) -> dict:
     loaded = load_source(folder)
     tables = loaded.tables
     truth = pd.read_parquet(folder / "ground_truth.parquet").set_index("customer_id")
-    print(f"loaded {len(tables.customers):,} customers, {len(tables.transactions):,} transactions "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"loaded {len(tables.customers):,} customers, {len(tables.transactions):,} transactions "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     as_of = default_as_of(tables)
-    base = TrainConfig(features=FeatureConfig(market_topics=tuple(world["market_topics"])),
-                       model=ModelParams(num_threads=args.threads, learning_rate=args.learning_rate),
-                       social_ablation=not args.no_ablation, n_windows=args.n_windows, step_days=args.step_days,
-                       shap_sample=args.shap_sample)
+    base = TrainConfig(
+        features=FeatureConfig(market_topics=tuple(world["market_topics"])),
+        model=ModelParams(num_threads=args.threads, learning_rate=args.learning_rate),
+        social_ablation=not args.no_ablation,
+        n_windows=args.n_windows,
+        step_days=args.step_days,
+        shap_sample=args.shap_sample,
+    )
     steps = Steps(enabled=True)
     plan = plan_windows(as_of, base.horizon_days, base)
     windows = build_windows(tables, plan, base, steps=steps)
 
-    results = {"world": {"customers": len(tables.customers), "seed": world["seed"],
-                         "knobs": world["knobs"], "as_of": str(as_of.date())},
-               "config": base.flat(), "objectives": {}}
+    results = {
+        "world": {
+            "customers": len(tables.customers),
+            "seed": world["seed"],
+            "knobs": world["knobs"],
+            "as_of": str(as_of.date()),
+        },
+        "config": base.flat(),
+        "objectives": {},
+    }
     for objective in args.objectives.split(","):
         config = replace(base, model=replace(base.model, objective=objective))
         t0 = time.perf_counter()
@@ -127,7 +158,9 @@ def main(argv=None) -> dict:
         figures.update(oracle_on_test_window(truth, ev))
         figures.update(future_window(tables, truth, ev, as_of, config.horizon_days, config))
         figures["seconds_fit_evaluate"] = seconds
-        figures["shap_share_social_families"] = sum(figures.get(f"shap_share_{f}", 0.0) for f in SOCIAL_FAMILIES)
+        figures["shap_share_social_families"] = sum(
+            figures.get(f"shap_share_{f}", 0.0) for f in SOCIAL_FAMILIES
+        )
         results["objectives"][objective] = figures
         report(objective, figures)
     if args.json:
@@ -141,35 +174,81 @@ def report(objective: str, f: dict) -> None:
         return "   -  " if value is None or not np.isfinite(value) else f"{value:6.3f}"
 
     rounds = {k.removeprefix("rounds_"): int(v) for k, v in f.items() if k.startswith("rounds_")}
-    print(f"\n== {objective}: boosting rounds {rounds}, fit + evaluate {f['seconds_fit_evaluate']:.0f} s")
+    print(
+        f"\n== {objective}: boosting rounds {rounds}, fit + evaluate {f['seconds_fit_evaluate']:.0f} s"
+    )
     print(f"{'window':<28}{'model':>8}{'oracle':>8}{'last_h':>8}{'bgnbd':>8}")
     for label, m, o, lh, bg in (
-        ("test norm_gini", "test_norm_gini", "oracle_test_norm_gini", "baseline_last_h_test_norm_gini",
-         "baseline_bgnbd_test_norm_gini"),
-        ("test spearman", "test_spearman", "oracle_test_spearman", "baseline_last_h_test_spearman",
-         "baseline_bgnbd_test_spearman"),
-        ("test top10_capture", "test_top10_capture", "oracle_test_top10_capture",
-         "baseline_last_h_test_top10_capture", "baseline_bgnbd_test_top10_capture"),
-        ("test total_error_pct", "test_total_error_pct", "oracle_test_total_error_pct",
-         "baseline_last_h_test_total_error_pct", "baseline_bgnbd_test_total_error_pct"),
-        ("test rmse", "test_rmse", "oracle_test_rmse", "baseline_last_h_test_rmse", "baseline_bgnbd_test_rmse"),
-        ("next-year norm_gini", "future_model_norm_gini", "future_oracle_norm_gini", "future_last_h_norm_gini",
-         "future_bgnbd_norm_gini"),
-        ("next-year total_error_pct", "future_model_total_error_pct", "future_oracle_total_error_pct",
-         "future_last_h_total_error_pct", "future_bgnbd_total_error_pct"),
+        (
+            "test norm_gini",
+            "test_norm_gini",
+            "oracle_test_norm_gini",
+            "baseline_last_h_test_norm_gini",
+            "baseline_bgnbd_test_norm_gini",
+        ),
+        (
+            "test spearman",
+            "test_spearman",
+            "oracle_test_spearman",
+            "baseline_last_h_test_spearman",
+            "baseline_bgnbd_test_spearman",
+        ),
+        (
+            "test top10_capture",
+            "test_top10_capture",
+            "oracle_test_top10_capture",
+            "baseline_last_h_test_top10_capture",
+            "baseline_bgnbd_test_top10_capture",
+        ),
+        (
+            "test total_error_pct",
+            "test_total_error_pct",
+            "oracle_test_total_error_pct",
+            "baseline_last_h_test_total_error_pct",
+            "baseline_bgnbd_test_total_error_pct",
+        ),
+        (
+            "test rmse",
+            "test_rmse",
+            "oracle_test_rmse",
+            "baseline_last_h_test_rmse",
+            "baseline_bgnbd_test_rmse",
+        ),
+        (
+            "next-year norm_gini",
+            "future_model_norm_gini",
+            "future_oracle_norm_gini",
+            "future_last_h_norm_gini",
+            "future_bgnbd_norm_gini",
+        ),
+        (
+            "next-year total_error_pct",
+            "future_model_total_error_pct",
+            "future_oracle_total_error_pct",
+            "future_last_h_total_error_pct",
+            "future_bgnbd_total_error_pct",
+        ),
     ):
         print(f"{label:<28}{g(m):>8}{g(o):>8}{g(lh):>8}{g(bg):>8}")
     ratio = f["test_norm_gini"] / f["oracle_test_norm_gini"]
     future_ratio = f["future_model_norm_gini"] / f["future_oracle_norm_gini"]
-    print(f"model / oracle norm_gini: test {ratio:.3f}, next year {future_ratio:.3f} (target >= 0.90)")
-    print(f"model - last_h norm_gini: test {f['test_norm_gini'] - f['baseline_last_h_test_norm_gini']:+.3f}, "
-          f"next year {f['future_model_norm_gini'] - f['future_last_h_norm_gini']:+.3f} (target >= +0.05)")
+    print(
+        f"model / oracle norm_gini: test {ratio:.3f}, next year {future_ratio:.3f} (target >= 0.90)"
+    )
+    print(
+        f"model - last_h norm_gini: test {f['test_norm_gini'] - f['baseline_last_h_test_norm_gini']:+.3f}, "
+        f"next year {f['future_model_norm_gini'] - f['future_last_h_norm_gini']:+.3f} (target >= +0.05)"
+    )
     if "social_lift_norm_gini" in f:
-        print(f"social lift {f['social_lift_norm_gini']:+.4f} [{f['social_lift_norm_gini_lo']:+.4f}, "
-              f"{f['social_lift_norm_gini_hi']:+.4f}]; tenure < 1y {f['social_lift_norm_gini_new']:+.4f} "
-              f"[{f['social_lift_norm_gini_new_lo']:+.4f}, {f['social_lift_norm_gini_new_hi']:+.4f}]")
-    print(f"SHAP share of social families {f['shap_share_social_families']:.3f}; "
-          f"label vs truth max |diff| {f['label_vs_truth_max_abs_diff']:.2e}")
+        print(
+            f"social lift {f['social_lift_norm_gini']:+.4f} [{f['social_lift_norm_gini_lo']:+.4f}, "
+            f"{f['social_lift_norm_gini_hi']:+.4f}]; tenure < 1y {f['social_lift_norm_gini_new']:+.4f} "
+            f"[{f['social_lift_norm_gini_new_lo']:+.4f}, {f['social_lift_norm_gini_new_hi']:+.4f}]"
+        )
+    print(
+        f"SHAP share of social families {f['shap_share_social_families']:.3f}; "
+        f"label vs truth max |diff| {f['label_vs_truth_max_abs_diff']:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -189,18 +189,23 @@ def _conform(family: FeatureFamily, frame: pd.DataFrame, rows: pd.Index) -> pd.D
             raise ValueError(
                 f"{family.name} features differ from its FEATURES: missing {missing}, extra {extra}"
             )
-    positions = frame.index.get_indexer(rows)
-    absent = positions < 0
+    # Families usually return exactly the output rows in order: then nothing needs realigning.
+    aligned = frame.index.equals(rows)
+    positions = None if aligned else frame.index.get_indexer(rows)
+    absent = None if aligned else positions < 0
     out = {}
     for column in columns:
         values = _typed(family.name, column, frame[column])
         if isinstance(values.dtype, pd.CategoricalDtype):
-            taken = values.array.take(positions, allow_fill=True)
+            taken = values.array if aligned else values.array.take(positions, allow_fill=True)
         else:
             source = values.to_numpy(dtype="float64", na_value=np.nan)
-            taken = np.where(absent, np.nan, source[positions] if len(source) else np.nan)
-            if column in family.fill:
-                taken[absent] = family.fill[column]
+            if aligned:
+                taken = source
+            else:
+                taken = np.where(absent, np.nan, source[positions] if len(source) else np.nan)
+                if column in family.fill:
+                    taken[absent] = family.fill[column]
         out[column] = taken
     return pd.DataFrame(out, index=rows, columns=columns)
 

@@ -100,8 +100,9 @@ class DatabaseTarget:
     def cause(self, err: BaseException) -> str:
         """The driver's message on one line, with the password scrubbed should the server ever echo it."""
         text = " ".join(str(getattr(err, "orig", None) or err).split())
-        if self.url.password:
-            text = text.replace(str(self.url.password), MASK)
+        for secret in (self.url.password, self.url.query.get("password")):
+            if secret:
+                text = text.replace(str(secret), MASK)
         return text
 
     def unavailable(self, err: BaseException) -> SourceUnavailableError:
@@ -138,6 +139,8 @@ class DatabaseMapping:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatabaseMapping:
+        if not isinstance(data, dict):
+            raise ContractError("mapping: expected an object with the keys 'tables' and 'columns'")
         extra = sorted(set(data) - {"tables", "columns"})
         if extra:
             raise ContractError(f"mapping: unknown key(s) {', '.join(map(repr, extra))}; "

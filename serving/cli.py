@@ -24,6 +24,10 @@ console = Console()
 errors = Console(stderr=True)
 
 
+class CommandError(Exception):
+    """A problem the user can fix (unknown model, uncovered label window): one line, exit code 2."""
+
+
 def friendly_errors(command):
     """Bad input ends with one clear line on stderr and exit code 2, not a traceback."""
 
@@ -31,7 +35,7 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except ContractError as err:
+        except (ContractError, CommandError) as err:
             errors.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
@@ -86,15 +90,17 @@ def generate(
 @app.command()
 @friendly_errors
 def validate(
-    data: str = typer.Option(..., "--data", help="Source: a directory of contract tables."),
+    data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     rejects: Path = typer.Option(Path("rejects"), "--rejects", help="Where rejected rows are written."),
     reject_threshold: float = typer.Option(0.01, help="Largest share of rejected rows per table."),
+    mapping: Optional[Path] = typer.Option(
+        None, "--mapping", help="JSON or TOML file naming database tables/columns that differ from the contract."),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
-    from features.source import load_source, write_rejects
+    from features.source import describe_source, load_source, write_rejects
 
-    result = load_source(data, reject_threshold=reject_threshold)
-    console.print(f"source {data}: contract check in {result.seconds:.1f}s", soft_wrap=True)
+    result = load_source(data, reject_threshold=reject_threshold, mapping=mapping)
+    console.print(f"source {describe_source(data)}: contract check in {result.seconds:.1f}s", soft_wrap=True)
     print_frame(result.summary.rename(columns={"rows_in": "in", "rows_kept": "kept",
                                                "rows_rejected": "rejected"}), "rows per table")
     written = write_rejects(result.rejects, rejects)
@@ -135,7 +141,7 @@ def features(
         try:
             frame = frame.assign(label=label_values(loaded.tables, cutoff, horizon_days, config))
         except ValueError as err:
-            raise ContractError(str(err)) from None
+            raise CommandError(str(err)) from None
     rejects_dir = out.parent / "rejects"
     written = write_rejects(loaded.rejects, rejects_dir)
     write_atomic(frame, out)
@@ -184,8 +190,13 @@ def score(
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from serving.score import score_customers
 
-    summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
-                              reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+                                  reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
+    except MlflowException as err:  # e.g. no such registered model or alias
+        raise CommandError(f"cannot load model {model}: {err.message}") from None
     print_score_summary(summary)
 
 
@@ -217,10 +228,32 @@ def report(
     if model and run:
         raise typer.BadParameter("pass --model or --run, not both")
     start = time.perf_counter()
-    page = build_report(model_uri=model, run_id=run, out_dir=out)
+    try:
+        page = build_report(model_uri=model, run_id=run, out_dir=out)
+    except (LookupError, ValueError) as err:  # unknown model or run, or not a training run
+        raise CommandError(str(err)) from None
     console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
                   f"  figures as PNG in {page.parent}; the same files are logged to the model's run under report/",
                   soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
+def load(
+    data: Path = typer.Option(..., "--data", help="Source directory of contract tables to load (validated first)."),
+    to: str = typer.Option(..., "--to", help="Target database: postgresql://USER@HOST:PORT/DB[?schema=NAME]; "
+                           "give the password in PGPASSWORD or ~/.pgpass."),
+    schema: Optional[str] = typer.Option(None, "--schema", help="Schema for the tables (default: ?schema= of the URL)."),
+    replace: bool = typer.Option(False, "--replace", help="Drop the contract tables already in the schema first."),
+):
+    """Load a source directory (e.g. a generated world) into PostgreSQL: typed, indexed tables, bulk COPY."""
+    from features.database import load_source_to_database
+
+    s = load_source_to_database(data, to, schema=schema, if_exists="replace" if replace else "fail")
+    rejected = {t: n for t, n in s["rows_rejected"].items() if n}
+    console.print(f"loaded into {s['url']} (schema {s['schema']}) in {s['seconds']:.1f}s\n  "
+                  + ", ".join(f"{t}: {n:,}" for t, n in s["rows"].items())
+                  + (f"\n  rejected rows not loaded: {rejected}" if rejected else ""), soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyarrow import ipc
 
 from features.build import FAMILIES, FAMILY_NAMES, as_timestamp, build_features, population_features
 from features.config import FeatureConfig
@@ -58,11 +59,13 @@ from serving.attribute_kinds import AttributeKinds, conform_attributes
 from serving.id_sets import IdSet, hash_ids
 from serving.partition import (
     BucketFiles,
+    BucketWriter,
     bucket_of,
     count_rows,
     iter_batches,
     n_buckets,
     partition_table,
+    read_arrow,
 )
 from serving.reasons import reason_columns, top_reasons
 from serving.tiers import tier_sizes, value_ranks
@@ -626,7 +629,7 @@ def _validate_profiles(state: _State, log: RejectLog, threshold: float, as_of: p
         return
     files = state.files["social_profiles"]
     customers = state.customer_set()
-    writers: dict[int, pq.ParquetWriter] = {}
+    writer = None
     task = bar.task("validate social profiles", state.buckets)
     try:
         for b in range(state.buckets):
@@ -650,31 +653,26 @@ def _validate_profiles(state: _State, log: RejectLog, threshold: float, as_of: p
             owners = latest["customer_id"].dropna()
             owned = before.loc[before["profile_id"].isin(owners.index)]
             if len(owned):
-                _route_rows(owned, owners.reindex(owned["profile_id"]).to_numpy(), state, writers)
+                writer = _route_rows(owned, owners.reindex(owned["profile_id"]).to_numpy(), state, writer)
             bar.advance(task)
     finally:
-        for writer in writers.values():
+        if writer is not None:
             writer.close()
 
 
-def _route_rows(frame: pd.DataFrame, owner: np.ndarray, state: _State, writers: dict) -> None:
-    """Append rows to social-<bucket>.parquet of their owner's customer bucket."""
+def _route_rows(frame: pd.DataFrame, owner: np.ndarray, state: _State, writer: BucketWriter | None
+                ) -> BucketWriter:
+    """Append rows to the social file of their owner's customer bucket."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    if state.social_schema is None:
+    if writer is None:
         state.social_schema = table.schema
-    table = table.cast(state.social_schema)
-    where = bucket_of(owner, state.buckets)
-    order = np.argsort(where, kind="stable")
-    table, where = table.take(pa.array(order)), where[order]
-    bounds = np.searchsorted(where, np.arange(state.buckets + 1))
-    for k in np.unique(where):
-        if k not in writers:
-            writers[k] = pq.ParquetWriter(_social_path(state, int(k)), state.social_schema)
-        writers[k].write_table(table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+        writer = BucketWriter(lambda b: _social_path(state, b), state.social_schema)
+    writer.write(table.cast(state.social_schema), bucket_of(owner, state.buckets), state.buckets)
+    return writer
 
 
 def _social_path(state: _State, bucket: int) -> Path:
-    return state.work / f"social-{bucket:05d}.parquet"
+    return state.work / f"social-{bucket:05d}.arrow"
 
 
 def _population(source: dict[str, Path], state: _State, log: RejectLog, threshold: float,
@@ -799,7 +797,7 @@ def _score_chunks(state: _State, model: ScoringModel, as_of: pd.Timestamp, popul
         social = None
         if "social_profiles" in state.files:
             path = _social_path(state, b)
-            social = pd.read_parquet(path) if path.exists() else state.social_empty
+            social = read_arrow(path).to_pandas() if path.exists() else state.social_empty
         tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
         features = build_features(tables, as_of, model.config, families=model.families, precomputed=population)
         if b == 0:
@@ -815,13 +813,19 @@ def _score_chunks(state: _State, model: ScoringModel, as_of: pd.Timestamp, popul
         scored.values.append(values)
         path = None
         if keep_inputs:
-            path = state.work / f"inputs-{b:05d}.parquet"
-            inputs.reset_index(drop=True).to_parquet(path)
+            path = state.work / f"inputs-{b:05d}.arrow"
+            _write_arrow(inputs.reset_index(drop=True), path)
         scored.inputs.append(path)
         _typed_path(state, b).unlink()
         del typed, tables, social, features, inputs
         bar.advance(task)
     return scored
+
+
+def _write_arrow(frame: pd.DataFrame, path: Path) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
 
 
 def _count_unseen_levels(inputs: pd.DataFrame, encoder, counts: Counter) -> None:
@@ -861,7 +865,7 @@ def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: 
         found = None
         if len(wanted):
             start = time.perf_counter()
-            inputs = pd.read_parquet(scored.inputs[b]).iloc[wanted]
+            inputs = read_arrow(scored.inputs[b]).take(pa.array(wanted)).to_pandas()
             found = top_reasons(model.python_model.contributions(inputs), inputs, reasons)
             reasons_seconds += time.perf_counter() - start
             reasons_rows += len(wanted)

@@ -15,8 +15,12 @@ def shap_sample(frame: pd.DataFrame, max_rows: int, *, seed: int) -> pd.DataFram
     return frame.iloc[keep]
 
 
-def feature_importance(log_contributions: pd.DataFrame, encoded: pd.DataFrame, families: dict[str, str],
-                       categorical: list[str] = ()) -> pd.DataFrame:
+def feature_importance(
+    log_contributions: pd.DataFrame,
+    encoded: pd.DataFrame,
+    families: dict[str, str],
+    categorical: list[str] = (),
+) -> pd.DataFrame:
     """One row per feature: family, mean |SHAP| (model log scale), share of the total, direction.
 
     ``log_contributions``: exact TreeSHAP values per customer and feature (a ``baseline`` column is
@@ -34,14 +38,18 @@ def feature_importance(log_contributions: pd.DataFrame, encoded: pd.DataFrame, f
         ranks_value = encoded[numeric].rank()
         with np.errstate(divide="ignore", invalid="ignore"):
             direction[numeric] = ranks_shap.corrwith(ranks_value).reindex(numeric).to_numpy()
-    table = pd.DataFrame({
-        "feature": shap.columns,
-        "family": [families.get(c, "unknown") for c in shap.columns],
-        "mean_abs_shap": mean_abs.to_numpy(),
-        "share": (mean_abs / total).to_numpy() if total > 0 else np.zeros(len(mean_abs)),
-        "direction": direction.to_numpy(),
-    })
-    return table.sort_values(["mean_abs_shap", "feature"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    table = pd.DataFrame(
+        {
+            "feature": shap.columns,
+            "family": [families.get(c, "unknown") for c in shap.columns],
+            "mean_abs_shap": mean_abs.to_numpy(),
+            "share": (mean_abs / total).to_numpy() if total > 0 else np.zeros(len(mean_abs)),
+            "direction": direction.to_numpy(),
+        }
+    )
+    return table.sort_values(
+        ["mean_abs_shap", "feature"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def family_shares(importance: pd.DataFrame, family_names) -> dict[str, float]:

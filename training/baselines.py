@@ -11,8 +11,9 @@ import pandas as pd
 BASELINES = ("last_h", "bgnbd")
 
 
-def last_h_revenue(transactions: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp,
-                   horizon_days: int) -> pd.Series:
+def last_h_revenue(
+    transactions: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, horizon_days: int
+) -> pd.Series:
     """Net revenue (refunds included) in [cutoff - H, cutoff) per customer, 0 without transactions.
 
     The naive forecast a business already has: "next year looks like last year".
@@ -35,8 +36,14 @@ class BgNbdResult:
     params: dict[str, float]
 
 
-def bgnbd_value(transactions: pd.DataFrame, customers: pd.DataFrame, cutoff: pd.Timestamp,
-                horizon_days: int, *, penalizer: float = 0.001) -> BgNbdResult:
+def bgnbd_value(
+    transactions: pd.DataFrame,
+    customers: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    horizon_days: int,
+    *,
+    penalizer: float = 0.001,
+) -> BgNbdResult:
     """Expected net spend in [cutoff, cutoff + H): BG/NBD purchases x Gamma-Gamma spend, fitted with lifetimes.
 
     Fitted the way an analyst would: positive-amount transactions strictly before the cutoff, daily
@@ -62,27 +69,39 @@ def bgnbd_value(transactions: pd.DataFrame, customers: pd.DataFrame, cutoff: pd.
         ["customer_id", "timestamp", "amount"],
     ]
     if purchases["customer_id"].nunique() < 10:
-        return BgNbdResult(None, "failed: fewer than 10 customers with purchases before the cutoff", {})
+        return BgNbdResult(
+            None, "failed: fewer than 10 customers with purchases before the cutoff", {}
+        )
     try:
         with warnings.catch_warnings():
             # lifetimes' optimiser probes invalid regions (log/sqrt of negatives) on its way to the optimum.
             warnings.simplefilter("ignore", RuntimeWarning)
             rfm = summary_data_from_transaction_data(
-                purchases, "customer_id", "timestamp", monetary_value_col="amount",
-                observation_period_end=end, freq="D",
+                purchases,
+                "customer_id",
+                "timestamp",
+                monetary_value_col="amount",
+                observation_period_end=end,
+                freq="D",
             )
             bgf = BetaGeoFitter(penalizer_coef=penalizer)
             bgf.fit(rfm["frequency"].to_numpy(), rfm["recency"].to_numpy(), rfm["T"].to_numpy())
             repeat = rfm[(rfm["frequency"] > 0) & (rfm["monetary_value"] > 0)]
             if len(repeat) < 10:
-                return BgNbdResult(None, "failed: fewer than 10 repeat customers for Gamma-Gamma", {})
+                return BgNbdResult(
+                    None, "failed: fewer than 10 repeat customers for Gamma-Gamma", {}
+                )
             ggf = GammaGammaFitter(penalizer_coef=penalizer)
             ggf.fit(repeat["frequency"].to_numpy(), repeat["monetary_value"].to_numpy())
 
             ids = pd.Index(customers["customer_id"], name="customer_id")
             table = rfm.reindex(ids)
             never_bought = table["frequency"].isna().to_numpy()
-            age_days = (end - pd.to_datetime(customers["signup_date"])).dt.days.clip(lower=0).to_numpy(np.float64)
+            age_days = (
+                (end - pd.to_datetime(customers["signup_date"]))
+                .dt.days.clip(lower=0)
+                .to_numpy(np.float64)
+            )
             frequency = np.where(never_bought, 0.0, table["frequency"].to_numpy(np.float64))
             recency = np.where(never_bought, 0.0, table["recency"].to_numpy(np.float64))
             age = np.where(never_bought, age_days, table["T"].to_numpy(np.float64))

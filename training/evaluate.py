@@ -10,9 +10,13 @@ import pandas as pd
 from training.metrics import decile_table, norm_gini_weighted, value_metrics
 
 
-def evaluate_predictions(actual: pd.Series, model: pd.Series, baselines: dict[str, pd.Series]) -> dict[str, float]:
+def evaluate_predictions(
+    actual: pd.Series, model: pd.Series, baselines: dict[str, pd.Series]
+) -> dict[str, float]:
     """``test_<metric>`` for the model and ``baseline_<name>_test_<metric>`` for each baseline, aligned on customer_id."""
-    metrics = value_metrics(actual.to_numpy(), model.reindex(actual.index).to_numpy(), prefix="test_")
+    metrics = value_metrics(
+        actual.to_numpy(), model.reindex(actual.index).to_numpy(), prefix="test_"
+    )
     for name, prediction in baselines.items():
         aligned = prediction.reindex(actual.index).to_numpy()
         metrics.update(value_metrics(actual.to_numpy(), aligned, prefix=f"baseline_{name}_test_"))
@@ -29,8 +33,16 @@ class Lift:
     customers: int
 
 
-def paired_bootstrap_lift(actual, pred_a, pred_b, *, resamples: int = 200, interval: float = 0.90,
-                          seed: int = 0, chunk: int = 25) -> Lift:
+def paired_bootstrap_lift(
+    actual,
+    pred_a,
+    pred_b,
+    *,
+    resamples: int = 200,
+    interval: float = 0.90,
+    seed: int = 0,
+    chunk: int = 25,
+) -> Lift:
     """Normalised Gini of ``pred_a`` minus that of ``pred_b``, with a percentile bootstrap interval.
 
     Customers are resampled with replacement (multinomial counts); each resample is applied to both
@@ -42,7 +54,9 @@ def paired_bootstrap_lift(actual, pred_a, pred_b, *, resamples: int = 200, inter
     pred_b = np.asarray(pred_b, dtype=np.float64)
     n = len(actual)
     ones = np.ones(n)
-    estimate = float(norm_gini_weighted(actual, pred_a, ones) - norm_gini_weighted(actual, pred_b, ones))
+    estimate = float(
+        norm_gini_weighted(actual, pred_a, ones) - norm_gini_weighted(actual, pred_b, ones)
+    )
     if n < 2 or resamples < 1:
         return Lift(estimate, np.nan, np.nan, n)
     rng = np.random.default_rng(seed)
@@ -51,7 +65,10 @@ def paired_bootstrap_lift(actual, pred_a, pred_b, *, resamples: int = 200, inter
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
         weights = rng.multinomial(n, uniform, size=size)
-        diffs.append(norm_gini_weighted(actual, pred_a, weights) - norm_gini_weighted(actual, pred_b, weights))
+        diffs.append(
+            norm_gini_weighted(actual, pred_a, weights)
+            - norm_gini_weighted(actual, pred_b, weights)
+        )
     diffs = np.concatenate(diffs)
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
@@ -67,7 +84,9 @@ def deciles(actual: pd.Series, predictions: dict[str, pd.Series]) -> pd.DataFram
     return decile_table(actual.to_numpy(), aligned)
 
 
-def decile_chart(table: pd.DataFrame, path, *, title: str = "Predicted vs realised value by decile") -> None:
+def decile_chart(
+    table: pd.DataFrame, path, *, title: str = "Predicted vs realised value by decile"
+) -> None:
     """PNG: mean realised value per predicted decile for each model (bars) and the model's mean prediction (line)."""
     import matplotlib
 
@@ -75,11 +94,17 @@ def decile_chart(table: pd.DataFrame, path, *, title: str = "Predicted vs realis
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False
+    )
     for ax, model in zip(axes[0], models):
         part = table[table["model"] == model]
-        ax.bar(part["decile"], part["mean_actual"], color="#4C72B0", alpha=0.8, label="mean realised")
-        ax.plot(part["decile"], part["mean_predicted"], "o-", color="#DD8452", label="mean predicted")
+        ax.bar(
+            part["decile"], part["mean_actual"], color="#4C72B0", alpha=0.8, label="mean realised"
+        )
+        ax.plot(
+            part["decile"], part["mean_predicted"], "o-", color="#DD8452", label="mean predicted"
+        )
         ax.set_title(model)
         ax.set_xlabel("predicted decile (10 = highest)")
         ax.set_xticks(range(1, 11))

@@ -27,13 +27,15 @@ class FeatureEncoder:
     levels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, features: list[str] | None = None) -> "FeatureEncoder":
+    def fit(cls, frame: pd.DataFrame, features: list[str] | None = None) -> FeatureEncoder:
         """Levels (sorted) of every non-numeric feature in the frame."""
         features = list(frame.columns if features is None else features)
         levels = {}
         for name in features:
             column = frame[name]
-            if not pd.api.types.is_numeric_dtype(column) or isinstance(column.dtype, pd.CategoricalDtype):
+            if not pd.api.types.is_numeric_dtype(column) or isinstance(
+                column.dtype, pd.CategoricalDtype
+            ):
                 values = column.dropna().astype(str).unique()
                 levels[name] = tuple(sorted(values))
         return cls(tuple(features), levels)
@@ -46,7 +48,9 @@ class FeatureEncoder:
         """The pyfunc's input frame: categorical features as plain strings, every other feature float64."""
         missing = [name for name in self.features if name not in frame.columns]
         if missing:
-            raise KeyError(f"feature frame is missing {len(missing)} model features: {missing[:10]}")
+            raise KeyError(
+                f"feature frame is missing {len(missing)} model features: {missing[:10]}"
+            )
         columns = {}
         for name in self.features:
             column = frame[name]
@@ -60,12 +64,16 @@ class FeatureEncoder:
         """Float64 matrix for LightGBM: numeric features as they are, categories as codes (unknown -> NaN)."""
         missing = [name for name in self.features if name not in frame.columns]
         if missing:
-            raise KeyError(f"feature frame is missing {len(missing)} model features: {missing[:10]}")
+            raise KeyError(
+                f"feature frame is missing {len(missing)} model features: {missing[:10]}"
+            )
         columns = {}
         for name in self.features:
             column = frame[name]
             if name in self.levels:
-                codes = pd.Index(self.levels[name]).get_indexer(column.astype("str")).astype(np.float64)
+                codes = (
+                    pd.Index(self.levels[name]).get_indexer(column.astype("str")).astype(np.float64)
+                )
                 codes[codes < 0] = np.nan
                 columns[name] = codes
             else:
@@ -137,34 +145,66 @@ class ValueModel:
             return {"value": (objective, everyone, clipped)}
         if self.objective == "two_part":
             return {
-                "buy": ({"objective": "binary", "metric": "binary_logloss"}, everyone, (y > 0).astype(np.float64)),
+                "buy": (
+                    {"objective": "binary", "metric": "binary_logloss"},
+                    everyone,
+                    (y > 0).astype(np.float64),
+                ),
                 "spend": ({"objective": "gamma", "metric": "gamma"}, y > 0, y),
             }
         if self.objective == "log_target":
-            return {"log_value": ({"objective": "regression", "metric": "l2"}, everyone, np.log1p(clipped))}
+            return {
+                "log_value": (
+                    {"objective": "regression", "metric": "l2"},
+                    everyone,
+                    np.log1p(clipped),
+                )
+            }
         raise ValueError(f"unknown objective {self.objective!r}")
 
-    def fit(self, X: pd.DataFrame, y, *, X_valid: pd.DataFrame | None = None, y_valid=None,
-            rounds: dict[str, int] | None = None) -> "ValueModel":
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y,
+        *,
+        X_valid: pd.DataFrame | None = None,
+        y_valid=None,
+        rounds: dict[str, int] | None = None,
+    ) -> ValueModel:
         """Fit every booster: early stopping on (X_valid, y_valid), or exactly ``rounds`` per booster."""
         if (X_valid is None) == (rounds is None):
-            raise ValueError("pass either a validation set (early stopping) or fixed rounds, not both")
+            raise ValueError(
+                "pass either a validation set (early stopping) or fixed rounds, not both"
+            )
         parts = self._parts(y)
         valid_parts = self._parts(y_valid) if X_valid is not None else None
         self.boosters, self.rounds = {}, {}
         for part, (objective, mask, label) in parts.items():
             params = {**self.params, **objective}
-            train = lgb.Dataset(X[mask], label[mask], categorical_feature=self.categorical,
-                                free_raw_data=False, params={"verbosity": -1})
+            train = lgb.Dataset(
+                X[mask],
+                label[mask],
+                categorical_feature=self.categorical,
+                free_raw_data=False,
+                params={"verbosity": -1},
+            )
             if rounds is not None:
                 n_rounds = max(1, int(rounds[part]))
                 booster = lgb.train(params, train, num_boost_round=n_rounds)
             else:
                 _, vmask, vlabel = valid_parts[part]
-                valid = lgb.Dataset(X_valid[vmask], vlabel[vmask], reference=train,
-                                    categorical_feature=self.categorical, free_raw_data=False)
+                valid = lgb.Dataset(
+                    X_valid[vmask],
+                    vlabel[vmask],
+                    reference=train,
+                    categorical_feature=self.categorical,
+                    free_raw_data=False,
+                )
                 booster = lgb.train(
-                    params, train, num_boost_round=self.max_rounds, valid_sets=[valid],
+                    params,
+                    train,
+                    num_boost_round=self.max_rounds,
+                    valid_sets=[valid],
                     callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
                 )
                 n_rounds = booster.best_iteration or booster.current_iteration()
@@ -173,7 +213,10 @@ class ValueModel:
         return self
 
     def booster_strings(self) -> dict[str, str]:
-        return {part: b.model_to_string(num_iteration=self.rounds[part]) for part, b in self.boosters.items()}
+        return {
+            part: b.model_to_string(num_iteration=self.rounds[part])
+            for part, b in self.boosters.items()
+        }
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return predict_value(self.objective, self.boosters, self.rounds, X)
@@ -195,7 +238,9 @@ def make_model(model_params, categorical: list[str], *, seed: int) -> ValueModel
 
 
 def _raw(booster, rounds, X, **kwargs):
-    return booster.predict(X, raw_score=True, num_iteration=rounds, validate_features=False, **kwargs)
+    return booster.predict(
+        X, raw_score=True, num_iteration=rounds, validate_features=False, **kwargs
+    )
 
 
 def predict_value(objective: str, boosters: dict, rounds: dict, X: pd.DataFrame) -> np.ndarray:
@@ -229,7 +274,9 @@ def log_contributions(objective: str, boosters: dict, rounds: dict, X: pd.DataFr
         log_p_change = _log_sigmoid(base_logit + logit_total) - _log_sigmoid(base_logit)
         # d log sigmoid(x) / dx = sigmoid(-x): the limit of the ratio when the logit does not move.
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(np.abs(logit_total) > 1e-12, log_p_change / logit_total, _sigmoid(-base_logit))
+            ratio = np.where(
+                np.abs(logit_total) > 1e-12, log_p_change / logit_total, _sigmoid(-base_logit)
+            )
         contrib = buy[:, :-1] * ratio[:, None] + spend[:, :-1]
         return contrib, _log_sigmoid(base_logit) + spend[:, -1]
     raise ValueError(f"unknown objective {objective!r}")
@@ -262,9 +309,15 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
     columns as plain strings (``FeatureEncoder.model_input``); pandas categories are accepted too.
     """
 
-    def __init__(self, objective: str, encoder: FeatureEncoder, booster_strings: dict[str, str],
-                 rounds: dict[str, int], manifest_json: str | None = None,
-                 families: dict[str, str] | None = None):
+    def __init__(
+        self,
+        objective: str,
+        encoder: FeatureEncoder,
+        booster_strings: dict[str, str],
+        rounds: dict[str, int],
+        manifest_json: str | None = None,
+        families: dict[str, str] | None = None,
+    ):
         self.objective = objective
         self.features = list(encoder.features)
         self.levels = {name: list(values) for name, values in encoder.levels.items()}
@@ -275,9 +328,17 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
         self._boosters = None
 
     @classmethod
-    def from_fitted(cls, model: ValueModel, encoder: FeatureEncoder, *, manifest_json: str | None = None,
-                    families: dict[str, str] | None = None) -> "CustomerValueModel":
-        return cls(model.objective, encoder, model.booster_strings(), model.rounds, manifest_json, families)
+    def from_fitted(
+        cls,
+        model: ValueModel,
+        encoder: FeatureEncoder,
+        *,
+        manifest_json: str | None = None,
+        families: dict[str, str] | None = None,
+    ) -> CustomerValueModel:
+        return cls(
+            model.objective, encoder, model.booster_strings(), model.rounds, manifest_json, families
+        )
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -291,7 +352,9 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
     @property
     def boosters(self) -> dict:
         if self._boosters is None:
-            self._boosters = {part: lgb.Booster(model_str=text) for part, text in self.booster_strings.items()}
+            self._boosters = {
+                part: lgb.Booster(model_str=text) for part, text in self.booster_strings.items()
+            }
         return self._boosters
 
     def load_context(self, context):
@@ -333,4 +396,3 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
         import json
 
         return None if self.manifest_json is None else json.loads(self.manifest_json)
-

@@ -56,7 +56,9 @@ def quiet_mlflow_warnings() -> None:
         r".*dataset source can be interpreted in multiple ways.*",  # pandas 4 deprecation inside mlflow.models.utils
     ):
         warnings.filterwarnings("ignore", message=pattern)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|alembic).*")
+    warnings.filterwarnings(
+        "ignore", category=DeprecationWarning, module=r"(mlflow|sqlalchemy|alembic).*"
+    )
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow.*")
     import logging
 
@@ -69,7 +71,7 @@ def quiet_mlflow_warnings() -> None:
 def _sqlite_dir(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):]).parent
+    return Path(uri[len("sqlite:///") :]).parent
 
 
 def experiment_id(name: str, uri: str) -> str:
@@ -89,7 +91,12 @@ def git_commit(path: str | os.PathLike | None = None) -> str:
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -121,7 +128,9 @@ class PromotionDecision:
     champion_norm_gini: float | None = None
 
 
-def decide_promotion(mode: str, candidate_norm_gini: float, champion: ChampionScore | None) -> PromotionDecision:
+def decide_promotion(
+    mode: str, candidate_norm_gini: float, champion: ChampionScore | None
+) -> PromotionDecision:
     """Whether the new version becomes champion.
 
     auto: yes when there is no champion, when the champion cannot be compared on the same test
@@ -135,26 +144,36 @@ def decide_promotion(mode: str, candidate_norm_gini: float, champion: ChampionSc
     if mode == "always":
         return PromotionDecision(True, "promoted", "promote=always", version, score)
     if mode == "never":
-        return PromotionDecision(False, "kept_champion" if champion else "not_promoted", "promote=never", version, score)
+        return PromotionDecision(
+            False, "kept_champion" if champion else "not_promoted", "promote=never", version, score
+        )
     if champion is None:
-        return PromotionDecision(True, "promoted", "no champion yet: the first model becomes champion")
+        return PromotionDecision(
+            True, "promoted", "no champion yet: the first model becomes champion"
+        )
     if score is None or not math.isfinite(score):
         return PromotionDecision(
-            True, "promoted",
+            True,
+            "promoted",
             f"champion v{version} cannot be compared on this test window ({champion.note}): promoted",
-            version, score,
+            version,
+            score,
         )
     note = f" ({champion.note})" if champion.note else ""
     if candidate_norm_gini >= score:
         return PromotionDecision(
-            True, "promoted",
+            True,
+            "promoted",
             f"test_norm_gini {candidate_norm_gini:.4f} >= champion v{version}'s {score:.4f} on the same test window{note}",
-            version, score,
+            version,
+            score,
         )
     return PromotionDecision(
-        False, "kept_champion",
+        False,
+        "kept_champion",
         f"test_norm_gini {candidate_norm_gini:.4f} < champion v{version}'s {score:.4f} on the same test window{note}",
-        version, score,
+        version,
+        score,
     )
 
 

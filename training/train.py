@@ -25,7 +25,13 @@ from features.windows import build_training_set, training_cutoffs
 from training.attribution import family_shares, feature_importance, shap_sample
 from training.baselines import bgnbd_value, last_h_revenue
 from training.config import TrainConfig
-from training.evaluate import Lift, decile_chart, deciles, evaluate_predictions, paired_bootstrap_lift
+from training.evaluate import (
+    Lift,
+    decile_chart,
+    deciles,
+    evaluate_predictions,
+    paired_bootstrap_lift,
+)
 from training.metrics import METRIC_NAMES, norm_gini, value_metrics
 from training.model import CustomerValueModel, FeatureEncoder, make_model
 from training.progress import Steps
@@ -45,12 +51,14 @@ class WindowPlan:
     as_of: pd.Timestamp
     horizon_days: int
     test_cutoff: pd.Timestamp
-    train_cutoffs: tuple[pd.Timestamp, ...]  # evaluation model, oldest first (validation ones excluded)
+    train_cutoffs: tuple[
+        pd.Timestamp, ...
+    ]  # evaluation model, oldest first (validation ones excluded)
     validation_cutoffs: tuple[pd.Timestamp, ...]  # early stopping: the most recent training windows
     refit_cutoffs: tuple[pd.Timestamp, ...]  # registered model, oldest first
 
     def describe(self) -> dict[str, object]:
-        day = lambda ts: str(pd.Timestamp(ts).date())  # noqa: E731
+        day = lambda ts: str(pd.Timestamp(ts).date())
         return {
             "as_of": day(self.as_of),
             "test_cutoff": day(self.test_cutoff),
@@ -64,10 +72,19 @@ def plan_windows(as_of, horizon_days: int, config: TrainConfig) -> WindowPlan:
     """Cutoffs for evaluation and refit; no evaluation label passes the test cutoff as_of - H."""
     as_of = as_timestamp(as_of)
     test_cutoff = as_of - pd.Timedelta(days=horizon_days)
-    evaluation = sorted(training_cutoffs(test_cutoff, horizon_days, config.n_windows, config.step_days))
+    evaluation = sorted(
+        training_cutoffs(test_cutoff, horizon_days, config.n_windows, config.step_days)
+    )
     refit = sorted(training_cutoffs(as_of, horizon_days, config.n_windows, config.step_days))
     k = config.validation_windows
-    return WindowPlan(as_of, horizon_days, test_cutoff, tuple(evaluation[:-k]), tuple(evaluation[-k:]), tuple(refit))
+    return WindowPlan(
+        as_of,
+        horizon_days,
+        test_cutoff,
+        tuple(evaluation[:-k]),
+        tuple(evaluation[-k:]),
+        tuple(refit),
+    )
 
 
 def default_as_of(tables: Tables) -> pd.Timestamp:
@@ -88,30 +105,44 @@ def feature_columns(frame: pd.DataFrame) -> list[str]:
 
 def encoder_for(manifest: FeatureManifest) -> FeatureEncoder:
     """Feature order and category levels (as strings, in the manifest's code order) of a manifest."""
-    levels = {name: tuple(str(v) for v in manifest.categories[name])
-              for name in manifest.features if manifest.dtypes[name] == "category"}
+    levels = {
+        name: tuple(str(v) for v in manifest.categories[name])
+        for name in manifest.features
+        if manifest.dtypes[name] == "category"
+    }
     return FeatureEncoder(tuple(manifest.features), levels)
 
 
-def fit_evaluation_model(train_set: pd.DataFrame, validation: pd.DataFrame, manifest: FeatureManifest,
-                         config: TrainConfig) -> CustomerValueModel:
+def fit_evaluation_model(
+    train_set: pd.DataFrame,
+    validation: pd.DataFrame,
+    manifest: FeatureManifest,
+    config: TrainConfig,
+) -> CustomerValueModel:
     """Booster(s) fitted on the training windows, early-stopped on the validation window(s)."""
     encoder = encoder_for(manifest)
     model = make_model(config.model, encoder.categorical, seed=config.seed)
-    model.fit(encoder.encode(train_set), train_set["label"].to_numpy(),
-              X_valid=encoder.encode(validation), y_valid=validation["label"].to_numpy())
-    return CustomerValueModel.from_fitted(model, encoder, manifest_json=manifest.to_json(),
-                                          families=dict(manifest.families))
+    model.fit(
+        encoder.encode(train_set),
+        train_set["label"].to_numpy(),
+        X_valid=encoder.encode(validation),
+        y_valid=validation["label"].to_numpy(),
+    )
+    return CustomerValueModel.from_fitted(
+        model, encoder, manifest_json=manifest.to_json(), families=dict(manifest.families)
+    )
 
 
-def refit_model(refit_set: pd.DataFrame, manifest: FeatureManifest, config: TrainConfig,
-                rounds: dict[str, int]) -> CustomerValueModel:
+def refit_model(
+    refit_set: pd.DataFrame, manifest: FeatureManifest, config: TrainConfig, rounds: dict[str, int]
+) -> CustomerValueModel:
     """The registered model: same settings, every refit window, the evaluation model's rounds."""
     encoder = encoder_for(manifest)
     model = make_model(config.model, encoder.categorical, seed=config.seed)
     model.fit(encoder.encode(refit_set), refit_set["label"].to_numpy(), rounds=rounds)
-    return CustomerValueModel.from_fitted(model, encoder, manifest_json=manifest.to_json(),
-                                          families=dict(manifest.families))
+    return CustomerValueModel.from_fitted(
+        model, encoder, manifest_json=manifest.to_json(), families=dict(manifest.families)
+    )
 
 
 def _without_social(frame: pd.DataFrame, manifest: FeatureManifest) -> pd.DataFrame:
@@ -161,7 +192,9 @@ class Evaluation:
     importance: pd.DataFrame
     ablation: Ablation | None
     shap_contributions: pd.DataFrame | None = None  # log-scale TreeSHAP of the attribution sample
-    train_sample: pd.DataFrame | None = None  # seeded sample of the training windows (MLflow dataset)
+    train_sample: pd.DataFrame | None = (
+        None  # seeded sample of the training windows (MLflow dataset)
+    )
     train_digest: str = ""  # hash of the full training windows (features, cutoff, label)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -178,7 +211,9 @@ class Windows:
     refit: pd.DataFrame  # windows whose labels end by as_of; the latest one is the test window
 
 
-def build_windows(tables: Tables, plan: WindowPlan, config: TrainConfig, *, steps: Steps | None = None) -> Windows:
+def build_windows(
+    tables: Tables, plan: WindowPlan, config: TrainConfig, *, steps: Steps | None = None
+) -> Windows:
     """Feature windows for evaluation and refit, checked so that no label passes its end."""
     steps = steps or Steps(enabled=False)
     fc = config.features
@@ -187,18 +222,36 @@ def build_windows(tables: Tables, plan: WindowPlan, config: TrainConfig, *, step
         steps.update(f"window {pd.Timestamp(cutoff).date()}: {rows:,} customers ({seconds:.1f} s)")
 
     with steps.step("Training windows (labels end by the test cutoff)"):
-        evaluation = build_training_set(tables, plan.test_cutoff, fc, n_windows=config.n_windows,
-                                        step_days=config.step_days, on_window=on_window)
+        evaluation = build_training_set(
+            tables,
+            plan.test_cutoff,
+            fc,
+            n_windows=config.n_windows,
+            step_days=config.step_days,
+            on_window=on_window,
+        )
     _check_no_label_past(evaluation, plan.test_cutoff, plan.horizon_days)
     with steps.step("Refit windows (labels end by as_of; the latest is the test window)"):
-        refit = build_training_set(tables, plan.as_of, fc, n_windows=config.n_windows,
-                                   step_days=config.step_days, on_window=on_window)
+        refit = build_training_set(
+            tables,
+            plan.as_of,
+            fc,
+            n_windows=config.n_windows,
+            step_days=config.step_days,
+            on_window=on_window,
+        )
     _check_no_label_past(refit, plan.as_of, plan.horizon_days)
     return Windows(evaluation, refit)
 
 
-def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Steps | None = None,
-                      windows: Windows | None = None) -> Evaluation:
+def evaluate_pipeline(
+    tables: Tables,
+    as_of,
+    config: TrainConfig,
+    *,
+    steps: Steps | None = None,
+    windows: Windows | None = None,
+) -> Evaluation:
     """Build windows, fit, evaluate out of time against baselines, ablate social, attribute, refit.
 
     ``windows`` (from build_windows with the same as_of and config windows) skips rebuilding features,
@@ -211,8 +264,9 @@ def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Step
     if windows is None:
         windows = build_windows(tables, plan, config, steps=steps)
     expected = set(plan.train_cutoffs + plan.validation_cutoffs)
-    if not set(windows.evaluation["cutoff"].unique()) <= expected or \
-            not set(windows.refit["cutoff"].unique()) <= set(plan.refit_cutoffs):
+    if not set(windows.evaluation["cutoff"].unique()) <= expected or not set(
+        windows.refit["cutoff"].unique()
+    ) <= set(plan.refit_cutoffs):
         raise ValueError("windows were built for other cutoffs than this as_of and config")
     train_all, refit_set = windows.evaluation, windows.refit
 
@@ -233,17 +287,26 @@ def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Step
     refit_manifest = manifest_for(refit_set, fc, families)
 
     test_label = test["label"].astype(np.float64)
-    with steps.step(f"Fitting {config.model.objective} model ({len(train_set):,} rows, "
-                    f"{len(validation):,} for early stopping)"):
+    with steps.step(
+        f"Fitting {config.model.objective} model ({len(train_set):,} rows, "
+        f"{len(validation):,} for early stopping)"
+    ):
         model = fit_evaluation_model(train_set, validation, manifest, config)
     steps.note(f"boosting rounds: {model.rounds}")
     predicted = model.predict_value(test)
 
     with steps.step("Baselines on the test window (last H days, BG/NBD + Gamma-Gamma)"):
         last_h = last_h_revenue(tables.transactions, test.index, plan.test_cutoff, horizon)
-        customers = tables.customers.set_index("customer_id").loc[test.index, ["signup_date"]].reset_index()
-        bg = bgnbd_value(tables.transactions, customers, plan.test_cutoff, horizon,
-                         penalizer=config.bgnbd_penalizer)
+        customers = (
+            tables.customers.set_index("customer_id").loc[test.index, ["signup_date"]].reset_index()
+        )
+        bg = bgnbd_value(
+            tables.transactions,
+            customers,
+            plan.test_cutoff,
+            horizon,
+            penalizer=config.bgnbd_penalizer,
+        )
     baselines = {"last_h": last_h}
     if bg.prediction is not None:
         baselines["bgnbd"] = bg.prediction
@@ -253,42 +316,81 @@ def evaluate_pipeline(tables: Tables, as_of, config: TrainConfig, *, steps: Step
     table = deciles(test_label, {"model": predicted, **baselines})
 
     ablation = None
-    if config.social_ablation and any(manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features):
+    if config.social_ablation and any(
+        manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features
+    ):
         with steps.step("Social ablation (same pipeline without the social families)"):
-            ablation = _ablate(tables, train_set, validation, test, test_label, predicted, plan, config,
-                               families, manifest)
-        metrics.update({
-            "social_lift_norm_gini": ablation.lift.estimate,
-            "social_lift_norm_gini_lo": ablation.lift.lo,
-            "social_lift_norm_gini_hi": ablation.lift.hi,
-            "social_lift_norm_gini_new": ablation.lift_new.estimate,
-            "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
-            "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
-        })
+            ablation = _ablate(
+                tables,
+                train_set,
+                validation,
+                test,
+                test_label,
+                predicted,
+                plan,
+                config,
+                families,
+                manifest,
+            )
+        metrics.update(
+            {
+                "social_lift_norm_gini": ablation.lift.estimate,
+                "social_lift_norm_gini_lo": ablation.lift.lo,
+                "social_lift_norm_gini_hi": ablation.lift.hi,
+                "social_lift_norm_gini_new": ablation.lift_new.estimate,
+                "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
+                "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
+            }
+        )
 
-    with steps.step(f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"):
+    with steps.step(
+        f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
+    ):
         sample = shap_sample(test, config.shap_sample, seed=config.seed)
         contributions = model.log_contributions(sample)
-        importance = feature_importance(contributions, model.encoder.encode(sample), dict(manifest.families),
-                                        categorical=model.encoder.categorical)
+        importance = feature_importance(
+            contributions,
+            model.encoder.encode(sample),
+            dict(manifest.families),
+            categorical=model.encoder.categorical,
+        )
     metrics.update(family_shares(importance, FAMILY_NAMES))
 
     with steps.step(f"Refit on windows ending by as_of ({len(refit_set):,} rows, same rounds)"):
         final_model = refit_model(refit_set, refit_manifest, config, model.rounds)
 
-    rows = {"train": len(train_set), "validation": len(validation), "test": len(test), "refit": len(refit_set)}
+    rows = {
+        "train": len(train_set),
+        "validation": len(validation),
+        "test": len(test),
+        "refit": len(refit_set),
+    }
     for name, value in rows.items():
         metrics[f"rows_{name}"] = float(value)
     for part, value in model.rounds.items():
         metrics[f"rounds_{part}"] = float(value)
     return Evaluation(
-        plan=replace(plan, validation_cutoffs=tuple(validation_cutoffs),
-                     train_cutoffs=tuple(c for c in present if c not in set(validation_cutoffs)),
-                     refit_cutoffs=tuple(sorted(refit_set["cutoff"].unique()))),
-        config=config, rows=rows, manifest=manifest, refit_manifest=refit_manifest, model=model,
-        final_model=final_model, test_features=test.drop(columns=["cutoff", "label"]), test_label=test_label,
-        predictions={"model": predicted, **baselines}, metrics=metrics, bgnbd_status=bg.status,
-        bgnbd_params=bg.params, decile_table=table, importance=importance, ablation=ablation,
+        plan=replace(
+            plan,
+            validation_cutoffs=tuple(validation_cutoffs),
+            train_cutoffs=tuple(c for c in present if c not in set(validation_cutoffs)),
+            refit_cutoffs=tuple(sorted(refit_set["cutoff"].unique())),
+        ),
+        config=config,
+        rows=rows,
+        manifest=manifest,
+        refit_manifest=refit_manifest,
+        model=model,
+        final_model=final_model,
+        test_features=test.drop(columns=["cutoff", "label"]),
+        test_label=test_label,
+        predictions={"model": predicted, **baselines},
+        metrics=metrics,
+        bgnbd_status=bg.status,
+        bgnbd_params=bg.params,
+        decile_table=table,
+        importance=importance,
+        ablation=ablation,
         shap_contributions=contributions,
         train_sample=shap_sample(train_all, 10_000, seed=config.seed),
         train_digest=frame_digest(train_all),
@@ -312,8 +414,18 @@ def _check_no_label_past(frame: pd.DataFrame, end: pd.Timestamp, horizon_days: i
         raise AssertionError(f"a label window ends on {latest.date()}, after {end.date()}")
 
 
-def _ablate(tables, train_set, validation, test, test_label, predicted, plan, config, families,
-            manifest_full: FeatureManifest) -> Ablation:
+def _ablate(
+    tables,
+    train_set,
+    validation,
+    test,
+    test_label,
+    predicted,
+    plan,
+    config,
+    families,
+    manifest_full: FeatureManifest,
+) -> Ablation:
     kept = tuple(f for f in families if f.name not in SOCIAL_FAMILIES)
     train_ns = _without_social(train_set, manifest_full)
     valid_ns = _without_social(validation, manifest_full)
@@ -323,13 +435,24 @@ def _ablate(tables, train_set, validation, test, test_label, predicted, plan, co
     predicted_ns = model.predict_value(test_ns)
     metrics = value_metrics(test_label.to_numpy(), predicted_ns.to_numpy(), prefix="test_")
     actual = test_label.to_numpy()
-    lift = paired_bootstrap_lift(actual, predicted.to_numpy(), predicted_ns.to_numpy(),
-                                 resamples=config.bootstrap_resamples, interval=config.interval, seed=config.seed)
+    lift = paired_bootstrap_lift(
+        actual,
+        predicted.to_numpy(),
+        predicted_ns.to_numpy(),
+        resamples=config.bootstrap_resamples,
+        interval=config.interval,
+        seed=config.seed,
+    )
     signup = tables.customers.set_index("customer_id")["signup_date"].reindex(test.index)
     new = ((plan.test_cutoff - signup).dt.days < NEW_CUSTOMER_TENURE_DAYS).to_numpy()
-    lift_new = paired_bootstrap_lift(actual[new], predicted.to_numpy()[new], predicted_ns.to_numpy()[new],
-                                     resamples=config.bootstrap_resamples, interval=config.interval,
-                                     seed=config.seed + 1)
+    lift_new = paired_bootstrap_lift(
+        actual[new],
+        predicted.to_numpy()[new],
+        predicted_ns.to_numpy()[new],
+        resamples=config.bootstrap_resamples,
+        interval=config.interval,
+        seed=config.seed + 1,
+    )
     return Ablation(model, manifest, metrics, lift, lift_new, dict(model.rounds))
 
 
@@ -369,17 +492,34 @@ class TrainSummary:
         return out
 
 
-def train(data, *, as_of=None, horizon_days: int = 365, market_topics=(), experiment: str = "customer-value",
-          model_name: str = "customer-value", promote: str = "auto", config: TrainConfig | None = None,
-          progress: bool = True) -> str:
+def train(
+    data,
+    *,
+    as_of=None,
+    horizon_days: int = 365,
+    market_topics=(),
+    experiment: str = "customer-value",
+    model_name: str = "customer-value",
+    promote: str = "auto",
+    config: TrainConfig | None = None,
+    progress: bool = True,
+) -> str:
     """Train, evaluate and register a customer-value model; returns the MLflow run id.
 
     ``data``: a source directory (features.source.load_source), a LoadResult or Tables.
     ``horizon_days`` and a non-empty ``market_topics`` override the config's feature settings.
     """
-    summary = train_run(data, as_of=as_of, horizon_days=horizon_days, market_topics=market_topics,
-                        experiment=experiment, model_name=model_name, promote=promote, config=config,
-                        progress=progress)
+    summary = train_run(
+        data,
+        as_of=as_of,
+        horizon_days=horizon_days,
+        market_topics=market_topics,
+        experiment=experiment,
+        model_name=model_name,
+        promote=promote,
+        config=config,
+        progress=progress,
+    )
     if progress:
         print_summary(summary)
     return summary.run_id
@@ -418,9 +558,18 @@ def _rejected(result) -> int:
     return int(sum(len(frame) for frame in result.rejects.values())) if result.rejects else 0
 
 
-def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), experiment: str = "customer-value",
-              model_name: str = "customer-value", promote: str = "auto", config: TrainConfig | None = None,
-              progress: bool = True) -> TrainSummary:
+def train_run(
+    data,
+    *,
+    as_of=None,
+    horizon_days: int = 365,
+    market_topics=(),
+    experiment: str = "customer-value",
+    model_name: str = "customer-value",
+    promote: str = "auto",
+    config: TrainConfig | None = None,
+    progress: bool = True,
+) -> TrainSummary:
     """train() without the printed summary: returns the TrainSummary."""
     import mlflow
 
@@ -442,17 +591,21 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
     experiment_id = tracking.experiment_id(experiment, uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}") as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}"
+    ) as run:
         run_id = run.info.run_id
-        mlflow.set_tags({
-            "git_commit": tracking.git_commit(),
-            "input_fingerprint": tracking.fingerprint_hash(fingerprint),
-            "as_of": str(as_of.date()),
-            "horizon_days": str(config.horizon_days),
-            "test_cutoff": str((as_of - pd.Timedelta(days=config.horizon_days)).date()),
-            "objective": config.model.objective,
-            "rejected_rows": str(rejected),
-        })
+        mlflow.set_tags(
+            {
+                "git_commit": tracking.git_commit(),
+                "input_fingerprint": tracking.fingerprint_hash(fingerprint),
+                "as_of": str(as_of.date()),
+                "horizon_days": str(config.horizon_days),
+                "test_cutoff": str((as_of - pd.Timedelta(days=config.horizon_days)).date()),
+                "objective": config.model.objective,
+                "rejected_rows": str(rejected),
+            }
+        )
         mlflow.log_params(config.flat())
         ev = evaluate_pipeline(tables, as_of, config, steps=steps)
 
@@ -475,13 +628,19 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
             signature, example = _signature(ev)
             with _pickle_model_code_by_value():
                 eval_info = mlflow.pyfunc.log_model(
-                    name="evaluation_model", python_model=ev.model, signature=signature,
-                    input_example=example, pip_requirements=tracking.PIP_REQUIREMENTS,
+                    name="evaluation_model",
+                    python_model=ev.model,
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=tracking.PIP_REQUIREMENTS,
                 )
                 final_signature, final_example = _signature(ev, final=True)
                 info = mlflow.pyfunc.log_model(
-                    name="model", python_model=ev.final_model, signature=final_signature,
-                    input_example=final_example, pip_requirements=tracking.PIP_REQUIREMENTS,
+                    name="model",
+                    python_model=ev.final_model,
+                    signature=final_signature,
+                    input_example=final_example,
+                    pip_requirements=tracking.PIP_REQUIREMENTS,
                     registered_model_name=model_name,
                 )
             mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
@@ -492,27 +651,43 @@ def train_run(data, *, as_of=None, horizon_days: int = 365, market_topics=(), ex
             client.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
             if decision.promote:
                 client.set_registered_model_alias(model_name, tracking.CHAMPION, version)
-            client.set_model_version_tag(model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}")
+            client.set_model_version_tag(
+                model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"
+            )
             client.set_model_version_tag(model_name, version, "as_of", str(as_of.date()))
             client.set_model_version_tag(model_name, version, "objective", config.model.objective)
-            mlflow.set_tags({
-                "model_name": model_name,
-                "model_version": version,
-                "promotion_mode": promote,
-                "promotion_decision": decision.decision,
-                "promotion_reason": decision.reason,
-                "champion_before": decision.champion_version or "none",
-            })
+            mlflow.set_tags(
+                {
+                    "model_name": model_name,
+                    "model_version": version,
+                    "promotion_mode": promote,
+                    "promotion_decision": decision.decision,
+                    "promotion_reason": decision.reason,
+                    "champion_before": decision.champion_version or "none",
+                }
+            )
             if decision.champion_norm_gini is not None and np.isfinite(decision.champion_norm_gini):
                 metrics["champion_test_norm_gini"] = decision.champion_norm_gini
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+            mlflow.log_metrics(
+                {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+            )
 
     aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if decision.promote else [])
     return TrainSummary(
-        run_id=run_id, experiment=experiment, tracking_uri=uri, model_name=model_name, model_version=version,
-        aliases=aliases, promotion=decision.decision, promotion_reason=decision.reason,
-        windows=ev.plan.describe(), rows=ev.rows, metrics=metrics, bgnbd_status=ev.bgnbd_status,
-        ui_command=tracking.ui_command(uri), seconds=time.perf_counter() - started,
+        run_id=run_id,
+        experiment=experiment,
+        tracking_uri=uri,
+        model_name=model_name,
+        model_version=version,
+        aliases=aliases,
+        promotion=decision.decision,
+        promotion_reason=decision.reason,
+        windows=ev.plan.describe(),
+        rows=ev.rows,
+        metrics=metrics,
+        bgnbd_status=ev.bgnbd_status,
+        ui_command=tracking.ui_command(uri),
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -552,10 +727,13 @@ def _log_inputs(ev: Evaluation, source: str | None) -> None:
     test = encoder.model_input(ev.test_features).assign(label=ev.test_label)
     datasets = []
     if ev.train_sample is not None:
-        sample = encoder.model_input(ev.train_sample).assign(cutoff=ev.train_sample["cutoff"],
-                                                             label=ev.train_sample["label"])
+        sample = encoder.model_input(ev.train_sample).assign(
+            cutoff=ev.train_sample["cutoff"], label=ev.train_sample["label"]
+        )
         datasets.append((sample, "training_windows", ev.train_digest, "training"))
-    datasets.append((test, f"test_window_{ev.plan.test_cutoff.date()}", frame_digest(test), "testing"))
+    datasets.append(
+        (test, f"test_window_{ev.plan.test_cutoff.date()}", frame_digest(test), "testing")
+    )
     for frame, name, digest, context in datasets:
         kwargs = {"name": name, "targets": "label", "digest": digest}
         try:
@@ -572,11 +750,13 @@ def _log_ablation_child(ev: Evaluation, config: TrainConfig) -> None:
     parent = mlflow.active_run().info.experiment_id
     with mlflow.start_run(run_name="without social families", nested=True, experiment_id=parent):
         mlflow.log_params(config.flat())
-        mlflow.set_tags({
-            "ablation": "without " + ", ".join(SOCIAL_FAMILIES),
-            "feature_manifest_hash": ab.manifest.manifest_hash,
-            "test_cutoff": str(ev.plan.test_cutoff.date()),
-        })
+        mlflow.set_tags(
+            {
+                "ablation": "without " + ", ".join(SOCIAL_FAMILIES),
+                "feature_manifest_hash": ab.manifest.manifest_hash,
+                "test_cutoff": str(ev.plan.test_cutoff.date()),
+            }
+        )
         values = dict(ab.metrics)
         values.update({f"rounds_{k}": float(v) for k, v in ab.rounds.items()})
         mlflow.log_metrics({k: float(v) for k, v in values.items() if np.isfinite(v)})
@@ -585,11 +765,16 @@ def _log_ablation_child(ev: Evaluation, config: TrainConfig) -> None:
 def _write_artifacts(folder: Path, ev: Evaluation, fingerprint: dict, metrics: dict) -> None:
     (folder / "feature_manifest.json").write_text(ev.refit_manifest.to_json())
     (folder / "evaluation_feature_manifest.json").write_text(ev.manifest.to_json())
-    (folder / "input_fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True, default=str))
+    (folder / "input_fingerprint.json").write_text(
+        json.dumps(fingerprint, indent=2, sort_keys=True, default=str)
+    )
     ev.importance.to_csv(folder / "feature_importance.csv", index=False)
     ev.decile_table.to_csv(folder / "deciles.csv", index=False)
-    decile_chart(ev.decile_table, folder / "deciles.png",
-                 title=f"Test window {ev.plan.test_cutoff.date()} + {ev.plan.horizon_days} days: predicted vs realised")
+    decile_chart(
+        ev.decile_table,
+        folder / "deciles.png",
+        title=f"Test window {ev.plan.test_cutoff.date()} + {ev.plan.horizon_days} days: predicted vs realised",
+    )
     _importance_chart(ev.importance, folder / "feature_importance.png")
     comparison = {}
     for name in METRIC_NAMES:
@@ -601,9 +786,15 @@ def _write_artifacts(folder: Path, ev: Evaluation, fingerprint: dict, metrics: d
         }
     lifts = {k: v for k, v in metrics.items() if k.startswith("social_lift")}
     shares = {k: v for k, v in metrics.items() if k.startswith("shap_share_")}
-    summary = {"windows": ev.plan.describe(), "rows": ev.rows, "test_metrics": comparison,
-               "social_lift": lifts, "shap_shares": shares, "bgnbd_status": ev.bgnbd_status,
-               "rounds": ev.rounds}
+    summary = {
+        "windows": ev.plan.describe(),
+        "rows": ev.rows,
+        "test_metrics": comparison,
+        "social_lift": lifts,
+        "shap_shares": shares,
+        "bgnbd_status": ev.bgnbd_status,
+        "rounds": ev.rounds,
+    }
     (folder / "metrics_vs_baselines.json").write_text(json.dumps(_finite(summary), indent=2))
 
 
@@ -625,8 +816,9 @@ def _importance_chart(importance: pd.DataFrame, path: Path, top: int = 20) -> No
 
     head = importance.head(top).iloc[::-1]
     families = importance.groupby("family")["share"].sum().sort_values()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.28 * len(head) + 1.8),
-                                      gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, 0.28 * len(head) + 1.8), gridspec_kw={"width_ratios": [3, 2]}
+    )
     left.barh(head["feature"], head["mean_abs_shap"], color="#4C72B0")
     left.set_xlabel("mean |SHAP| (log scale of predicted value)")
     left.set_title(f"Top {len(head)} features")
@@ -657,8 +849,10 @@ def _score_champion(client, model_name: str, ev: Evaluation, *, exclude_version:
         note = "champion has no out-of-time model; its refit model is compared"
     champion_cutoff = run.data.tags.get("test_cutoff") if run else None
     if champion_cutoff and pd.Timestamp(champion_cutoff) > ev.plan.test_cutoff:
-        note = (f"champion's training labels reach {champion_cutoff}, past this test cutoff "
-                f"{ev.plan.test_cutoff.date()}: the comparison favours the champion")
+        note = (
+            f"champion's training labels reach {champion_cutoff}, past this test cutoff "
+            f"{ev.plan.test_cutoff.date()}: the comparison favours the champion"
+        )
     try:
         loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model()
         stored = loaded.manifest_json
@@ -668,9 +862,13 @@ def _score_champion(client, model_name: str, ev: Evaluation, *, exclude_version:
     except FeatureSkewError as exc:
         return tracking.ChampionScore(version, None, f"incompatible features: {exc}"[:400])
     except Exception as exc:  # noqa: BLE001 - an unloadable champion must not block a new model
-        return tracking.ChampionScore(version, None, f"could not load: {type(exc).__name__}: {exc}"[:400])
+        return tracking.ChampionScore(
+            version, None, f"could not load: {type(exc).__name__}: {exc}"[:400]
+        )
     predicted = loaded.predict_value(ev.test_features)
-    return tracking.ChampionScore(version, norm_gini(ev.test_label.to_numpy(), predicted.to_numpy()), note)
+    return tracking.ChampionScore(
+        version, norm_gini(ev.test_label.to_numpy(), predicted.to_numpy()), note
+    )
 
 
 def print_summary(summary: TrainSummary, console=None) -> None:
@@ -680,16 +878,26 @@ def print_summary(summary: TrainSummary, console=None) -> None:
 
     console = console or Console()
     w = summary.windows
-    console.print(f"[bold]Customer-value training[/bold]  as_of {w['as_of']}  test cutoff {w['test_cutoff']}")
-    console.print(f"  training windows {', '.join(w['train_cutoffs'])}; early stopping on "
-                  f"{', '.join(w['validation_cutoffs'])}; refit windows {', '.join(w['refit_cutoffs'])}")
+    console.print(
+        f"[bold]Customer-value training[/bold]  as_of {w['as_of']}  test cutoff {w['test_cutoff']}"
+    )
+    console.print(
+        f"  training windows {', '.join(w['train_cutoffs'])}; early stopping on "
+        f"{', '.join(w['validation_cutoffs'])}; refit windows {', '.join(w['refit_cutoffs'])}"
+    )
     console.print("  rows: " + ", ".join(f"{k} {v:,}" for k, v in summary.rows.items()))
     table = Table(title="Test window: model vs baselines")
     for column in ("metric", "model", "last H days", "BG/NBD", "without social"):
         table.add_column(column, justify="right" if column != "metric" else "left")
-    fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:,.3f}"  # noqa: E731
+    fmt = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:,.3f}"
     for name, row in summary.comparison().items():
-        table.add_row(name, fmt(row["model"]), fmt(row["last_h"]), fmt(row["bgnbd"]), fmt(row["without_social"]))
+        table.add_row(
+            name,
+            fmt(row["model"]),
+            fmt(row["last_h"]),
+            fmt(row["bgnbd"]),
+            fmt(row["without_social"]),
+        )
     console.print(table)
     m = summary.metrics
     if "social_lift_norm_gini" in m:
@@ -703,11 +911,24 @@ def print_summary(summary: TrainSummary, console=None) -> None:
     console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     if not summary.bgnbd_status.startswith("ok"):
         console.print(f"  [yellow]BG/NBD baseline {summary.bgnbd_status}[/yellow]")
-    console.print(f"  run {summary.run_id}  model {summary.model_name} v{summary.model_version} "
-                  f"aliases {', '.join(summary.aliases)}")
+    console.print(
+        f"  run {summary.run_id}  model {summary.model_name} v{summary.model_version} "
+        f"aliases {', '.join(summary.aliases)}"
+    )
     console.print(f"  promotion: {summary.promotion} ({summary.promotion_reason})")
-    console.print(f"  open the MLflow UI: [bold]{summary.ui_command}[/bold]  ({summary.seconds:.0f} s)")
+    console.print(
+        f"  open the MLflow UI: [bold]{summary.ui_command}[/bold]  ({summary.seconds:.0f} s)"
+    )
 
 
-__all__ = ["Evaluation", "TrainSummary", "WindowPlan", "default_as_of", "evaluate_pipeline", "plan_windows",
-           "print_summary", "train", "train_run"]
+__all__ = [
+    "Evaluation",
+    "TrainSummary",
+    "WindowPlan",
+    "default_as_of",
+    "evaluate_pipeline",
+    "plan_windows",
+    "print_summary",
+    "train",
+    "train_run",
+]

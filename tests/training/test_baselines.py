@@ -12,11 +12,15 @@ def ts(*values):
 
 
 def test_last_h_revenue_is_net_spend_of_the_h_days_before_the_cutoff():
-    transactions = pd.DataFrame({
-        "customer_id": ["a", "a", "a", "b", "b", "c"],
-        "timestamp": ts("2022-12-31", "2023-01-01", "2023-06-01", "2023-12-31", "2024-01-01", "2023-03-01"),
-        "amount": [100.0, 10.0, 30.0, 50.0, 999.0, -5.0],
-    })
+    transactions = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a", "b", "b", "c"],
+            "timestamp": ts(
+                "2022-12-31", "2023-01-01", "2023-06-01", "2023-12-31", "2024-01-01", "2023-03-01"
+            ),
+            "amount": [100.0, 10.0, 30.0, 50.0, 999.0, -5.0],
+        }
+    )
     customers = pd.Index(["a", "b", "c", "d"], name="customer_id")
     got = last_h_revenue(transactions, customers, CUTOFF, 365)
     # a: 2023-01-01 and 2023-06-01 (2022-12-31 is 366 days back); b: the cutoff day is excluded;
@@ -36,12 +40,16 @@ def buy_till_you_die_log(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]
     day = np.floor(rng.random(len(who)) * life[who])
     day[np.r_[0, np.cumsum(counts)[:-1]]] = 0.0  # the first purchase on signup day
     ids = np.array([f"C{i:04d}" for i in range(n)])
-    transactions = pd.DataFrame({
-        "customer_id": ids[who],
-        "timestamp": (start + pd.to_timedelta(day, unit="D")).astype("datetime64[ns]"),
-        "amount": rng.gamma(4.0, 20.0, len(who)),
-    })
-    customers = pd.DataFrame({"customer_id": ids, "signup_date": np.full(n, start, dtype="datetime64[ns]")})
+    transactions = pd.DataFrame(
+        {
+            "customer_id": ids[who],
+            "timestamp": (start + pd.to_timedelta(day, unit="D")).astype("datetime64[ns]"),
+            "amount": rng.gamma(4.0, 20.0, len(who)),
+        }
+    )
+    customers = pd.DataFrame(
+        {"customer_id": ids, "signup_date": np.full(n, start, dtype="datetime64[ns]")}
+    )
     return transactions, customers
 
 
@@ -62,12 +70,18 @@ def test_bgnbd_predicts_more_for_frequent_recent_buyers():
 
 def test_bgnbd_uses_only_purchases_before_the_cutoff_and_scores_non_buyers():
     transactions, customers = buy_till_you_die_log(400, seed=1)
-    later = pd.DataFrame({"customer_id": ["C0000"] * 50,
-                          "timestamp": np.full(50, pd.Timestamp("2024-02-01"), dtype="datetime64[ns]"),
-                          "amount": np.full(50, 1e6)})
+    later = pd.DataFrame(
+        {
+            "customer_id": ["C0000"] * 50,
+            "timestamp": np.full(50, pd.Timestamp("2024-02-01"), dtype="datetime64[ns]"),
+            "amount": np.full(50, 1e6),
+        }
+    )
     newcomer = pd.DataFrame({"customer_id": ["NEW"], "signup_date": ts("2023-12-01")})
     before = bgnbd_value(transactions, customers, CUTOFF, 365).prediction
-    after = bgnbd_value(pd.concat([transactions, later]), pd.concat([customers, newcomer]), CUTOFF, 365).prediction
+    after = bgnbd_value(
+        pd.concat([transactions, later]), pd.concat([customers, newcomer]), CUTOFF, 365
+    ).prediction
     pd.testing.assert_series_equal(after.drop("NEW"), before)
     assert np.isfinite(after["NEW"]) and after["NEW"] > 0
 

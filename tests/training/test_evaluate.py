@@ -53,15 +53,20 @@ def test_metrics_are_aligned_on_customer_id_not_position():
     metrics = evaluate_predictions(actual, model, {"last_h": baseline})
     assert metrics["test_mae"] == pytest.approx((5 + 5 + 20) / 3)
     assert metrics["baseline_last_h_test_norm_gini"] == pytest.approx(1.0)
-    assert set(metrics) == {f"{prefix}{m}" for prefix in ("test_", "baseline_last_h_test_")
-                            for m in ("norm_gini", "spearman", "top10_capture", "mae", "rmse", "total_error_pct")}
+    assert set(metrics) == {
+        f"{prefix}{m}"
+        for prefix in ("test_", "baseline_last_h_test_")
+        for m in ("norm_gini", "spearman", "top10_capture", "mae", "rmse", "total_error_pct")
+    }
 
 
 def test_decile_chart_writes_a_png(tmp_path):
     actual, good, bad = noisy_world(200, seed=6)
     index = pd.RangeIndex(200)
-    table = deciles(pd.Series(actual, index=index), {"model": pd.Series(good, index=index),
-                                                     "last_h": pd.Series(bad, index=index)})
+    table = deciles(
+        pd.Series(actual, index=index),
+        {"model": pd.Series(good, index=index), "last_h": pd.Series(bad, index=index)},
+    )
     assert set(table["model"]) == {"model", "last_h"}
     decile_chart(table, tmp_path / "deciles.png")
     assert (tmp_path / "deciles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -32,7 +32,9 @@ def test_norm_gini_is_one_for_the_perfect_order_and_minus_one_for_the_reverse():
 
 
 def test_norm_gini_depends_on_order_only():
-    assert norm_gini(ACTUAL, [10.0, 20.0, 30.0, 40.0]) == norm_gini(ACTUAL, np.log([1.0, 2.0, 3.0, 4.0]))
+    assert norm_gini(ACTUAL, [10.0, 20.0, 30.0, 40.0]) == norm_gini(
+        ACTUAL, np.log([1.0, 2.0, 3.0, 4.0])
+    )
 
 
 def test_tied_predictions_share_the_mean_of_their_actuals():
@@ -86,8 +88,14 @@ def test_spearman_uses_ranks_and_is_nan_for_a_constant_prediction():
 
 def test_value_metrics_named_with_prefix_and_hand_computed_errors():
     metrics = value_metrics([0.0, 10.0, 30.0], [5.0, 5.0, 50.0], prefix="test_")
-    assert list(metrics) == ["test_norm_gini", "test_spearman", "test_top10_capture",
-                             "test_mae", "test_rmse", "test_total_error_pct"]
+    assert list(metrics) == [
+        "test_norm_gini",
+        "test_spearman",
+        "test_top10_capture",
+        "test_mae",
+        "test_rmse",
+        "test_total_error_pct",
+    ]
     assert metrics["test_mae"] == pytest.approx((5 + 5 + 20) / 3)
     assert metrics["test_rmse"] == pytest.approx(math.sqrt((25 + 25 + 400) / 3))
     assert metrics["test_total_error_pct"] == pytest.approx(100 * (60 - 40) / 40)
@@ -102,14 +110,16 @@ def test_value_metrics_refuse_non_finite_predictions():
 def test_decile_table_compares_mean_predicted_and_actual_per_decile():
     actual = np.arange(20.0)
     table = decile_table(actual, {"perfect": actual})
-    expected = pd.DataFrame({
-        "model": ["perfect"] * 10,
-        "decile": np.arange(1, 11, dtype=np.int64),
-        "customers": np.full(10, 2, dtype=np.int64),
-        "mean_predicted": np.arange(0.5, 20.0, 2.0),
-        "mean_actual": np.arange(0.5, 20.0, 2.0),
-        "share_of_actual": np.arange(1.0, 40.0, 4.0) / 190.0,
-    })
+    expected = pd.DataFrame(
+        {
+            "model": ["perfect"] * 10,
+            "decile": np.arange(1, 11, dtype=np.int64),
+            "customers": np.full(10, 2, dtype=np.int64),
+            "mean_predicted": np.arange(0.5, 20.0, 2.0),
+            "mean_actual": np.arange(0.5, 20.0, 2.0),
+            "share_of_actual": np.arange(1.0, 40.0, 4.0) / 190.0,
+        }
+    )
     pd.testing.assert_frame_equal(table, expected)
 
 

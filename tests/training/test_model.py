@@ -29,7 +29,9 @@ PARAMS = ModelParams(max_rounds=40, num_leaves=7, min_child_samples=10, num_thre
 
 
 def fitted(objective: str) -> CustomerValueModel:
-    model = make_model(ModelParams(**{**PARAMS.__dict__, "objective": objective}), ENCODER.categorical, seed=0)
+    model = make_model(
+        ModelParams(**{**PARAMS.__dict__, "objective": objective}), ENCODER.categorical, seed=0
+    )
     model.fit(ENCODER.encode(TRAIN), Y_TRAIN, X_valid=ENCODER.encode(VALID), y_valid=Y_VALID)
     return CustomerValueModel.from_fitted(model, ENCODER)
 
@@ -83,6 +85,9 @@ def test_currency_split_is_proportional_to_log_scale_shap():
     np.testing.assert_allclose(contrib, [[0.5, -0.5]])
 
 
+@pytest.mark.filterwarnings(
+    "ignore:Operation with range is deprecated"
+)  # inside mlflow.models.utils
 def test_pyfunc_round_trip_through_mlflow_predicts_from_plain_strings(tmp_path):
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -90,8 +95,13 @@ def test_pyfunc_round_trip_through_mlflow_predicts_from_plain_strings(tmp_path):
     model = fitted("tweedie")
     frame = ENCODER.model_input(VALID)
     signature = infer_signature(frame, model.predict(None, frame))
-    mlflow.pyfunc.save_model(tmp_path / "model", python_model=model, signature=signature,
-                             input_example=frame.head(3), pip_requirements=["lightgbm", "pandas"])
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=model,
+        signature=signature,
+        input_example=frame.head(3),
+        pip_requirements=["lightgbm", "pandas"],
+    )
     loaded = mlflow.pyfunc.load_model(str(tmp_path / "model"))
     np.testing.assert_allclose(loaded.predict(frame), model.predict(None, frame))
     unseen = frame.head(2).assign(attr_region=["mars", None])
@@ -101,8 +111,12 @@ def test_pyfunc_round_trip_through_mlflow_predicts_from_plain_strings(tmp_path):
 
 
 def test_fixed_rounds_refit_reproduces_the_same_booster():
-    first = make_model(PARAMS, ENCODER.categorical, seed=3).fit(ENCODER.encode(TRAIN), Y_TRAIN, rounds={"value": 15})
-    second = make_model(PARAMS, ENCODER.categorical, seed=3).fit(ENCODER.encode(TRAIN), Y_TRAIN, rounds={"value": 15})
+    first = make_model(PARAMS, ENCODER.categorical, seed=3).fit(
+        ENCODER.encode(TRAIN), Y_TRAIN, rounds={"value": 15}
+    )
+    second = make_model(PARAMS, ENCODER.categorical, seed=3).fit(
+        ENCODER.encode(TRAIN), Y_TRAIN, rounds={"value": 15}
+    )
     assert first.booster_strings() == second.booster_strings()
     assert first.rounds == {"value": 15}
 

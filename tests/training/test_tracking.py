@@ -31,7 +31,9 @@ def test_auto_keeps_a_better_champion_and_says_why():
 
 
 def test_auto_promotes_when_the_champion_cannot_be_compared():
-    decision = decide_promotion("auto", 0.10, ChampionScore("2", None, "incompatible features: extra features: ['x']"))
+    decision = decide_promotion(
+        "auto", 0.10, ChampionScore("2", None, "incompatible features: extra features: ['x']")
+    )
     assert decision.promote
     assert "cannot be compared" in decision.reason and "extra features" in decision.reason
 
@@ -54,7 +56,9 @@ def test_default_tracking_store_is_sqlite_in_the_working_directory(monkeypatch, 
     monkeypatch.chdir(tmp_path)
     uri = tracking_uri()
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    assert ui_command(uri) == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert (
+        ui_command(uri) == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri() == "http://127.0.0.1:5000"
 
@@ -63,7 +67,9 @@ def test_fingerprint_hash_is_stable_and_content_sensitive():
     a = {"customers": {"sha256": "abc", "bytes": 10}, "transactions": {"sha256": "def", "bytes": 5}}
     b = {"transactions": {"bytes": 5, "sha256": "def"}, "customers": {"bytes": 10, "sha256": "abc"}}
     assert fingerprint_hash(a) == fingerprint_hash(b)
-    assert fingerprint_hash(a) != fingerprint_hash({**a, "customers": {"sha256": "abd", "bytes": 10}})
+    assert fingerprint_hash(a) != fingerprint_hash(
+        {**a, "customers": {"sha256": "abd", "bytes": 10}}
+    )
 
 
 def test_config_flattens_to_dotted_params():

@@ -12,8 +12,11 @@ from training.config import ModelParams
 
 MODEL = "clv-test"
 # A deliberately weak model on the same features: one split, two rounds.
-WEAK = replace(SMALL, model=ModelParams(max_rounds=2, num_leaves=2, min_child_samples=20, num_threads=1),
-               social_ablation=False)
+WEAK = replace(
+    SMALL,
+    model=ModelParams(max_rounds=2, num_leaves=2, min_child_samples=20, num_threads=1),
+    social_ablation=False,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,15 @@ def runs(store, tiny_world):
     from training.train import train_run
 
     def go(config, promote):
-        return train_run(tiny_world, market_topics=MARKET_TOPICS, model_name=MODEL, experiment="clv-tests",
-                         promote=promote, config=config, progress=False)
+        return train_run(
+            tiny_world,
+            market_topics=MARKET_TOPICS,
+            model_name=MODEL,
+            experiment="clv-tests",
+            promote=promote,
+            config=config,
+            progress=False,
+        )
 
     return {
         "first": go(SMALL, "auto"),
@@ -56,12 +66,23 @@ def test_run_logs_metrics_against_baselines_with_the_agreed_names(runs, client):
         assert f"test_{metric}" in metrics
         assert f"baseline_last_h_test_{metric}" in metrics
         assert f"baseline_bgnbd_test_{metric}" in metrics
-    for name in ("social_lift_norm_gini", "social_lift_norm_gini_lo", "social_lift_norm_gini_hi",
-                 "social_lift_norm_gini_new", "social_lift_norm_gini_new_lo", "social_lift_norm_gini_new_hi"):
+    for name in (
+        "social_lift_norm_gini",
+        "social_lift_norm_gini_lo",
+        "social_lift_norm_gini_hi",
+        "social_lift_norm_gini_new",
+        "social_lift_norm_gini_new_lo",
+        "social_lift_norm_gini_new_hi",
+    ):
         assert name in metrics
     assert metrics["social_lift_norm_gini_lo"] <= metrics["social_lift_norm_gini_hi"]
     shares = {k: v for k, v in metrics.items() if k.startswith("shap_share_")}
-    assert {"shap_share_history", "shap_share_social", "shap_share_network", "shap_share_topical"} <= set(shares)
+    assert {
+        "shap_share_history",
+        "shap_share_social",
+        "shap_share_network",
+        "shap_share_topical",
+    } <= set(shares)
     assert sum(shares.values()) == pytest.approx(1.0)
     assert metrics["test_norm_gini"] > 0.3
 
@@ -72,21 +93,37 @@ def test_run_records_config_lineage_artifacts_and_inputs(runs, client, tiny_worl
     assert params["model.objective"] == SMALL.model.objective
     assert params["features.market_topics"] == str(list(MARKET_TOPICS))
     assert params["n_windows"] == "3"
-    for tag in ("git_commit", "input_fingerprint", "feature_manifest_hash", "as_of", "horizon_days"):
+    for tag in (
+        "git_commit",
+        "input_fingerprint",
+        "feature_manifest_hash",
+        "as_of",
+        "horizon_days",
+    ):
         assert tags[tag]
     assert tags["as_of"] == "2026-01-01" and tags["horizon_days"] == "365"
     windows = json.loads(tags["windows"])
     assert windows["test_cutoff"] == "2025-01-01"
-    assert all(pd.Timestamp(c) + pd.Timedelta(days=365) <= pd.Timestamp("2025-01-01")
-               for c in windows["train_cutoffs"] + windows["validation_cutoffs"])
+    assert all(
+        pd.Timestamp(c) + pd.Timedelta(days=365) <= pd.Timestamp("2025-01-01")
+        for c in windows["train_cutoffs"] + windows["validation_cutoffs"]
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"feature_manifest.json", "feature_importance.csv", "deciles.csv", "deciles.png",
-            "feature_importance.png", "metrics_vs_baselines.json", "input_fingerprint.json",
-            "report_inputs"} <= artifacts
+    assert {
+        "feature_manifest.json",
+        "feature_importance.csv",
+        "deciles.csv",
+        "deciles.png",
+        "feature_importance.png",
+        "metrics_vs_baselines.json",
+        "input_fingerprint.json",
+        "report_inputs",
+    } <= artifacts
     names = sorted(d.dataset.name for d in run.inputs.dataset_inputs)
     assert names == ["test_window_2025-01-01", "training_windows"]
-    children = client.search_runs([run.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    children = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
     assert len(children) == 1 and "test_norm_gini" in children[0].data.metrics
 
 
@@ -100,7 +137,9 @@ def test_registered_champion_scores_features_given_as_plain_strings(runs, tiny_t
     features = build_features(tiny_tables, "2026-01-01", SMALL.features)
     frame = inner.encoder.model_input(features)
     predicted = model.predict(frame)
-    assert len(predicted) == len(features) and np.isfinite(predicted).all() and (predicted >= 0).all()
+    assert (
+        len(predicted) == len(features) and np.isfinite(predicted).all() and (predicted >= 0).all()
+    )
     reasons = inner.contributions(frame.head(20))
     np.testing.assert_allclose(reasons.sum(axis=1), np.asarray(predicted)[:20], rtol=1e-9)
 
@@ -120,7 +159,9 @@ def test_first_model_becomes_champion(runs):
 def test_auto_promotes_an_equally_good_model_compared_on_the_same_window(runs):
     again = runs["again"]
     assert again.promotion == "promoted", again.promotion_reason
-    assert again.metrics["champion_test_norm_gini"] == pytest.approx(again.metrics["test_norm_gini"])
+    assert again.metrics["champion_test_norm_gini"] == pytest.approx(
+        again.metrics["test_norm_gini"]
+    )
 
 
 def test_auto_keeps_a_better_champion(runs, client):
