@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
 
@@ -191,12 +193,24 @@ def _schema(table: str, known: dict[str, pd.Index]) -> pa.DataFrameSchema:
     }.get(table, {})
     for column, target in refs.items():
         if target in known:
-            keys = known[target]
+            keys = _arrow_strings(known[target])
             noun = "customer" if target == "customers" else "profile"
             columns[column].checks.append(
-                pa.Check(lambda s, keys=keys: s.isin(keys) | s.isna(), name=f"refers to an unknown {noun}")
+                pa.Check(lambda s, keys=keys: _known(s, keys), name=f"refers to an unknown {noun}")
             )
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+def _known(ids: pd.Series, keys: pyarrow.Array) -> pd.Series:
+    """ids found in keys (missing ids pass: the non-null rule reports them); Arrow's hash set is
+    far faster than Series.isin on string columns with millions of rows."""
+    found = pc.is_in(_arrow_strings(ids), value_set=keys)
+    return pd.Series(found.fill_null(True).to_numpy(zero_copy_only=False), index=ids.index)
+
+
+def _arrow_strings(values) -> pyarrow.Array:
+    """Zero-copy Arrow view of a pandas str Series or Index."""
+    return pyarrow.array(values).cast(pyarrow.large_string())
 
 
 def _failures_to_reasons(reasons: _Reasons, failure_cases: pd.DataFrame, skip: set) -> None:
@@ -290,10 +304,9 @@ def _attribute(raw: pd.Series) -> pd.Series:
     """Static customer attribute: numbers stay numeric, text becomes categorical."""
     if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
         return raw.astype("float64")
-    present = _present(raw)
-    numbers = pd.to_numeric(raw.astype("str").str.strip(), errors="coerce")
-    if present.any() and numbers[present].notna().all():
-        return numbers.astype("float64")
+    distinct = _parse_text(pd.Series(raw.dropna().unique())).dropna()
+    if len(distinct) and pd.to_numeric(distinct, errors="coerce").notna().all():  # numbers read as text (CSV)
+        return pd.to_numeric(_parse_text(raw), errors="coerce").astype("float64")
     return _parse_text(raw).astype("category")
 
 

@@ -14,9 +14,9 @@ from features.config import FeatureConfig
 from features.history import (
     DAY_NS,
     customer_codes,
-    factorize_ids,
     customer_index,
     eligible_customers,
+    factorize_ids,
     timestamps_ns,
 )
 from features.tables import Tables

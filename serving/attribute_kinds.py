@@ -29,13 +29,17 @@ class AttributeKinds:
         for name in batch.schema.names:
             if name in KEY_COLUMNS or name.startswith("__clv_"):
                 continue
-            raw = batch.column(name).to_pandas()
+            column = batch.column(name)
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary  # the distinct values decide, not how often they occur
+            raw = column.to_pandas()
             numeric_type = pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw)
             self.typed_numeric[name] = numeric_type
             if numeric_type:
                 continue
+            raw = pd.Series(raw.dropna().unique(), dtype=raw.dtype)
             text = raw.astype("str").str.strip()
-            present = raw.notna() & text.ne("")
+            present = text.ne("")
             numbers = pd.to_numeric(text, errors="coerce")
             self.present[name] = self.present.get(name, False) or bool(present.any())
             self.all_numeric[name] = self.all_numeric.get(name, True) and bool(numbers[present].notna().all())

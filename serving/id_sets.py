@@ -14,6 +14,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+def is_in(values, keys) -> np.ndarray:
+    """Boolean mask of ``values`` (strings) found in ``keys``, by Arrow's hash set.
+
+    pandas' Series.isin on pyarrow-backed strings builds its set one Python object per key (about
+    20 us each in pandas 3.1), which dominates for large key sets; this is the same test in C++.
+    """
+    values = pa.array(pd.Series(values, dtype="str").array, type=pa.string())
+    keys = pa.array(pd.Series(keys, dtype="str").array, type=pa.string())
+    return pc.fill_null(pc.is_in(values, value_set=keys), False).to_numpy(zero_copy_only=False)
+
+
 def hash_ids(ids: pa.Array) -> np.ndarray:
     """Stable uint64 hash of each id (SipHash of its UTF-8 bytes, as in partition.bucket_of)."""
     values = np.asarray(ids.to_pandas(), dtype=object)

@@ -56,7 +56,7 @@ from features.social import profile_snapshots
 from features.source import fingerprint, is_database_url, read_table, table_files
 from features.tables import Tables
 from serving.attribute_kinds import AttributeKinds, conform_attributes
-from serving.id_sets import IdSet, hash_ids
+from serving.id_sets import IdSet, hash_ids, is_in
 from serving.partition import (
     BucketFiles,
     BucketWriter,
@@ -541,8 +541,8 @@ def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
 
 def _parsed_ids(raw: pd.Series) -> pd.Series:
     """The distinct ids of a raw column, parsed as the contract parses ids (missing dropped)."""
-    distinct = pd.Series(raw.dropna().unique(), dtype=raw.dtype) if len(raw) else raw
-    return PARSERS["id"](distinct.reset_index(drop=True)).dropna()
+    distinct = pd.Series(raw.dropna().unique(), dtype=raw.dtype)
+    return PARSERS["id"](distinct).dropna()
 
 
 def _referred_ids(source: dict[str, Path]) -> pd.Index:
@@ -605,8 +605,7 @@ def _validate_customers(state: _State, log: RejectLog, threshold: float, referre
             latest = int(transactions["timestamp"].to_numpy("datetime64[ns]").view("int64").max())
             state.latest_ns = latest if state.latest_ns is None else max(state.latest_ns, latest)
         if len(referred):
-            mine = transactions["customer_id"].isin(referred.intersection(pd.Index(customers["customer_id"])))
-            state.referred_tx.append(transactions.loc[mine])
+            state.referred_tx.append(transactions.loc[is_in(transactions["customer_id"], referred)])
         bar.advance(task)
     if state.n_valid_customers == 0:
         raise ContractError("customers: the table has no valid rows")
@@ -651,7 +650,7 @@ def _validate_profiles(state: _State, log: RejectLog, threshold: float, as_of: p
             latest = profile_snapshots(before, as_of)
             state.profiles.append(latest)
             owners = latest["customer_id"].dropna()
-            owned = before.loc[before["profile_id"].isin(owners.index)]
+            owned = before.loc[is_in(before["profile_id"], owners.index)]
             if len(owned):
                 writer = _route_rows(owned, owners.reindex(owned["profile_id"]).to_numpy(), state, writer)
             bar.advance(task)
@@ -832,7 +831,7 @@ def _count_unseen_levels(inputs: pd.DataFrame, encoder, counts: Counter) -> None
     """Rows whose category the model never saw in training (it treats them as missing)."""
     for name, levels in encoder.levels.items():
         values = inputs[name]
-        unseen = values.notna() & ~values.isin(list(levels))
+        unseen = values.notna().to_numpy() & ~is_in(values, list(levels))
         if unseen.any():
             counts[name] += int(unseen.sum())
 
@@ -847,44 +846,12 @@ class _Written:
 
 def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: Path, as_of: pd.Timestamp,
                   scored_at: pd.Timestamp, reasons: int, reasons_for: str, bar: _Progress) -> _Written:
-    """Rank the whole base, add reasons, write the output sorted by value_rank to ``tmp_out``."""
-    ids = pa.chunked_array(scored.ids, type=pa.string()).combine_chunks()
-    values = np.concatenate(scored.values) if scored.values else np.array([], dtype="float64")
-    n = len(values)
-    ranked = value_ranks(ids, values)
-    rank = ranked["value_rank"].to_numpy()
-    cut = {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for] if reasons else 0
+    """Rank the whole base, add reasons, write the output sorted by value_rank to ``tmp_out``.
 
+    The ranking needs every prediction, so predictions (id, value) are held until here; reasons are
+    computed bucket by bucket for the customers ranked high enough, from the saved model inputs.
+    """
     names = reason_columns(reasons)
-    parts: dict[str, list] = {name: [] for name in names}
-    reasons_rows, reasons_seconds, offset = 0, 0.0, 0
-    task = bar.task("reasons", state.buckets) if cut else None
-    for b, bucket_values in enumerate(scored.values):
-        m = len(bucket_values)
-        wanted = np.flatnonzero(rank[offset: offset + m] <= cut)
-        found = None
-        if len(wanted):
-            start = time.perf_counter()
-            inputs = read_arrow(scored.inputs[b]).take(pa.array(wanted)).to_pandas()
-            found = top_reasons(model.python_model.contributions(inputs), inputs, reasons)
-            reasons_seconds += time.perf_counter() - start
-            reasons_rows += len(wanted)
-        for name in names:
-            full = np.full(m, None, dtype=object)
-            if found is not None:
-                full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
-            parts[name].append(pa.array(full, type=pa.string()))
-        offset += m
-        bar.advance(task)
-
-    columns = {
-        "customer_id": ids,
-        "predicted_value": pa.array(values, type=pa.float64()),
-        "value_rank": pa.array(rank, type=pa.int64()),
-        "value_percentile": pa.array(ranked["value_percentile"].to_numpy(), type=pa.float64()),
-        "value_tier": pa.array(ranked["value_tier"].array, type=pa.string()),
-        **{name: pa.chunked_array(p, type=pa.string()) for name, p in parts.items()},
-    }
     constants = {
         "model_name": pa.scalar(model.name, pa.string()),
         "model_version": pa.scalar(model.version, pa.string()),
@@ -893,10 +860,30 @@ def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: 
         "horizon_days": pa.scalar(model.horizon_days, pa.int64()),
         "scored_at": pa.scalar(scored_at.to_datetime64(), pa.timestamp("ns")),
     }
-    schema = pa.schema([(name, col.type) for name, col in columns.items()]
-                       + [(name, value.type) for name, value in constants.items()])
-    order = np.argsort(rank, kind="stable")
+    schema = pa.schema(
+        [("customer_id", pa.string()), ("predicted_value", pa.float64()), ("value_rank", pa.int64()),
+         ("value_percentile", pa.float64()), ("value_tier", pa.string())]
+        + [(name, pa.string()) for name in names]
+        + [(name, value.type) for name, value in constants.items()]
+    )
     with pq.ParquetWriter(tmp_out, schema) as writer:
+        ids = pa.chunked_array(scored.ids, type=pa.string()).combine_chunks()
+        values = np.concatenate(scored.values) if scored.values else np.array([], dtype="float64")
+        n = len(values)
+        ranked = value_ranks(ids, values)
+        rank = ranked["value_rank"].to_numpy()
+        cut = {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for] if reasons else 0
+        texts, reasons_rows, reasons_seconds = _reasons_by_rank(scored, model, rank, cut, names, state, bar)
+
+        columns = {
+            "customer_id": ids,
+            "predicted_value": pa.array(values, type=pa.float64()),
+            "value_rank": pa.array(rank, type=pa.int64()),
+            "value_percentile": pa.array(ranked["value_percentile"].to_numpy(), type=pa.float64()),
+            "value_tier": pa.array(ranked["value_tier"].array, type=pa.string()),
+            **texts,
+        }
+        order = np.argsort(rank, kind="stable")
         for start in range(0, max(n, 1), OUTPUT_ROW_GROUP):
             take = pa.array(order[start: start + OUTPUT_ROW_GROUP], type=pa.int64())
             arrays = [columns[name].take(take) for name in columns]
@@ -904,6 +891,33 @@ def _write_output(state: _State, model: ScoringModel, scored: _Scored, tmp_out: 
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
     tiers = ranked["value_tier"].value_counts()
     return _Written(n, reasons_rows, reasons_seconds, {str(k): int(v) for k, v in tiers.items()})
+
+
+def _reasons_by_rank(scored: _Scored, model: ScoringModel, rank: np.ndarray, cut: int, names: list[str],
+                     state: _State, bar: _Progress) -> tuple[dict, int, float]:
+    """reason_1..k (null outside the first ``cut`` ranks) aligned with the predictions, bucket by bucket."""
+    parts: dict[str, list] = {name: [] for name in names}
+    rows, seconds, offset = 0, 0.0, 0
+    task = bar.task("reasons", state.buckets) if cut else None
+    for b, bucket_values in enumerate(scored.values):
+        m = len(bucket_values)
+        wanted = np.flatnonzero(rank[offset: offset + m] <= cut)
+        found = None
+        if len(wanted):
+            start = time.perf_counter()
+            inputs = read_arrow(scored.inputs[b]).take(pa.array(wanted)).to_pandas()
+            found = top_reasons(model.python_model.contributions(inputs), inputs, len(names))
+            seconds += time.perf_counter() - start
+            rows += len(wanted)
+        for name in names:
+            full = np.full(m, None, dtype=object)
+            if found is not None:
+                full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
+            parts[name].append(pa.array(full, type=pa.string()))
+        offset += m
+        bar.advance(task)
+    texts = {name: pa.chunked_array(p, type=pa.string()) for name, p in parts.items()}
+    return texts, rows, seconds
 
 
 def _summary(out: Path, model: ScoringModel, log: RejectLog, written: _Written, scored: _Scored, prints: dict,

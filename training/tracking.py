@@ -86,22 +86,29 @@ def experiment_id(name: str, uri: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
+def _git(args: list[str], where: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "--no-optional-locks", *args], cwd=where, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 def git_commit(path: str | os.PathLike | None = None) -> str:
     """The commit of the code doing the training (the repository holding this package), or "unknown"."""
     where = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and len(commit) == 40 else "unknown"
+    commit = (_git(["rev-parse", "HEAD"], where) or "").strip()
+    return commit if len(commit) == 40 else "unknown"
+
+
+def git_dirty(path: str | os.PathLike | None = None) -> str:
+    """"true" when the package's tracked files differ from the commit (the commit alone does not
+    describe the code), "false" when clean, "unknown" outside a repository."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    status = _git(["status", "--porcelain", "--untracked-files=no"], where)
+    return "unknown" if status is None else str(bool(status.strip())).lower()
 
 
 def fingerprint_hash(fingerprint: dict) -> str:

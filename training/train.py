@@ -598,6 +598,7 @@ def train_run(
         mlflow.set_tags(
             {
                 "git_commit": tracking.git_commit(),
+                "git_dirty": tracking.git_dirty(),
                 "input_fingerprint": tracking.fingerprint_hash(fingerprint),
                 "as_of": str(as_of.date()),
                 "horizon_days": str(config.horizon_days),
@@ -901,11 +902,12 @@ def print_summary(summary: TrainSummary, console=None) -> None:
     console.print(table)
     m = summary.metrics
     if "social_lift_norm_gini" in m:
+        lift = lambda v: "-" if v is None or not np.isfinite(v) else f"{v:+.4f}"
         console.print(
-            f"  social lift (norm gini): {fmt(m['social_lift_norm_gini'])} "
-            f"[90% {fmt(m['social_lift_norm_gini_lo'])}, {fmt(m['social_lift_norm_gini_hi'])}]; "
-            f"tenure < 1 year: {fmt(m['social_lift_norm_gini_new'])} "
-            f"[{fmt(m['social_lift_norm_gini_new_lo'])}, {fmt(m['social_lift_norm_gini_new_hi'])}]"
+            f"  social lift (norm gini): {lift(m['social_lift_norm_gini'])} "
+            f"[90% {lift(m['social_lift_norm_gini_lo'])}, {lift(m['social_lift_norm_gini_hi'])}]; "
+            f"tenure < 1 year: {lift(m['social_lift_norm_gini_new'])} "
+            f"[{lift(m['social_lift_norm_gini_new_lo'])}, {lift(m['social_lift_norm_gini_new_hi'])}]"
         )
     shares = {k.removeprefix("shap_share_"): v for k, v in m.items() if k.startswith("shap_share_")}
     console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
