@@ -15,9 +15,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,dask]'
 	touch $@
 
+MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking
+
+# The whole job on a generated world: generate, validate, train (baselines, ablation, promotion), score, report.
 demo: install
-	$(BIN)/clv generate --out $(DEMO_DIR)/world --customers $(DEMO_CUSTOMERS) --seed 42
-	$(BIN)/clv validate --data $(DEMO_DIR)/world --rejects $(DEMO_DIR)/rejects
+	@start=$$(date +%s); \
+	$(BIN)/clv generate --out $(DEMO_DIR)/world --customers $(DEMO_CUSTOMERS) --seed 42 && \
+	$(BIN)/clv validate --data $(DEMO_DIR)/world --rejects $(DEMO_DIR)/rejects && \
+	$(BIN)/clv train --data $(DEMO_DIR)/world $(MARKET_TOPICS) --promote auto && \
+	$(BIN)/clv score --data $(DEMO_DIR)/world --out $(DEMO_DIR)/predictions.parquet && \
+	$(BIN)/clv report --out $(DEMO_DIR)/report && \
+	echo && echo "demo finished in $$(( $$(date +%s) - start ))s" && \
+	echo "  predictions: $(DEMO_DIR)/predictions.parquet (manifest: $(DEMO_DIR)/predictions.manifest.json)" && \
+	echo "  report:      $(DEMO_DIR)/report/report.html" && \
+	echo "  MLflow UI:   $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: install
 	$(BIN)/pytest

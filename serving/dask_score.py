@@ -153,7 +153,7 @@ def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, di
     arrays += [pa.repeat(value, m) for value in constants.values()]
     pq.write_table(pa.Table.from_arrays(arrays, schema=schema), Path(directory) / f"part-{b:05d}.parquet")
     tiers = ranked["value_tier"].value_counts()
-    return {"rows": m, "reasons_rows": int(len(wanted)), "reasons_seconds": seconds,
+    return {"rows": m, "reasons_rows": len(wanted), "reasons_seconds": seconds,
             "tiers": {str(k): int(v) for k, v in tiers.items()}}
 
 

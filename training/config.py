@@ -21,6 +21,7 @@ class ModelParams:
     max_rounds: upper bound on boosting rounds; early stopping on the validation window picks the number.
     """
 
+    # Chosen from the comparison in docs/evaluation.md: ranks like two-part with one booster.
     objective: Objective = "tweedie"
     tweedie_variance_power: float = 1.5
     num_leaves: int = 31

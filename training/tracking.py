@@ -16,7 +16,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROMOTE_MODES = ("auto", "always", "never")
 
-# What the logged model needs to be loaded and served (pinned loosely to what the project supports).
+# What the logged model needs to be loaded and served: the model module is pickled by value, so
+# only these (pinned to the versions that trained it, as MLflow recommends).
+MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "pyarrow", "cloudpickle", "mlflow")
+# Unpinned ranges the project supports, for callers that log models without pinning.
 PIP_REQUIREMENTS = [
     "lightgbm>=4.3,<5",
     "pandas>=2.2,<4",
@@ -24,6 +27,19 @@ PIP_REQUIREMENTS = [
     "mlflow>=3.1,<4",
     "pyarrow>=15,<26",
 ]
+
+
+def pip_requirements() -> list[str]:
+    """``package==installed version`` for every package the logged model needs."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for package in MODEL_PACKAGES:
+        try:
+            out.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            out.append(package)
+    return out
 
 
 def tracking_uri() -> str:

@@ -480,16 +480,8 @@ class TrainSummary:
     seconds: float
 
     def comparison(self) -> dict[str, dict[str, float | None]]:
-        """metric -> {model, last_h, bgnbd} on the test window."""
-        out = {}
-        for name in METRIC_NAMES:
-            out[name] = {
-                "model": self.metrics.get(f"test_{name}"),
-                "last_h": self.metrics.get(f"baseline_last_h_test_{name}"),
-                "bgnbd": self.metrics.get(f"baseline_bgnbd_test_{name}"),
-                "without_social": self.metrics.get(f"ablation_test_{name}"),
-            }
-        return out
+        """metric -> {model, last_h, bgnbd, without_social} on the test window."""
+        return comparison(self.metrics)
 
 
 def train(
@@ -589,12 +581,10 @@ def train_run(
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment_id = tracking.experiment_id(experiment, uri)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}"
     ) as run:
-        run_id = run.info.run_id
         mlflow.set_tags(
             {
                 "git_commit": tracking.git_commit(),
@@ -611,67 +601,99 @@ def train_run(
         ev = evaluate_pipeline(tables, as_of, config, steps=steps)
 
         with steps.step("Logging run, model and registry"):
-            mlflow.set_tag("feature_manifest_hash", ev.refit_manifest.manifest_hash)
-            mlflow.set_tag("evaluation_manifest_hash", ev.manifest.manifest_hash)
-            mlflow.set_tag("baseline_bgnbd_status", ev.bgnbd_status)
-            mlflow.set_tag("windows", json.dumps(ev.plan.describe()))
-            _log_inputs(ev, describe_source(data))
-            metrics = dict(ev.metrics)
-            metrics.update({f"baseline_bgnbd_param_{k}": v for k, v in ev.bgnbd_params.items()})
-            if ev.ablation is not None:
-                metrics.update({f"ablation_{k}": v for k, v in ev.ablation.metrics.items()})
-                _log_ablation_child(ev, config)
-            with tempfile.TemporaryDirectory() as tmp:
-                _write_artifacts(Path(tmp), ev, fingerprint, metrics)
-                mlflow.log_artifacts(tmp)
-            # Customer-level test-window predictions and currency SHAP for the stakeholder report.
-            log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
-            signature, example = _signature(ev)
-            with _pickle_model_code_by_value():
-                eval_info = mlflow.pyfunc.log_model(
-                    name="evaluation_model",
-                    python_model=ev.model,
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=tracking.PIP_REQUIREMENTS,
-                )
-                final_signature, final_example = _signature(ev, final=True)
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=ev.final_model,
-                    signature=final_signature,
-                    input_example=final_example,
-                    pip_requirements=tracking.PIP_REQUIREMENTS,
-                    registered_model_name=model_name,
-                )
-            mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
-            version = str(info.registered_model_version)
+            summary = log_evaluation(
+                ev, run.info.run_id, data, fingerprint, experiment, model_name, promote, uri
+            )
+    return replace(summary, seconds=time.perf_counter() - started)
 
-            champion = _score_champion(client, model_name, ev, exclude_version=version)
-            decision = tracking.decide_promotion(promote, ev.metrics["test_norm_gini"], champion)
-            client.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
-            if decision.promote:
-                client.set_registered_model_alias(model_name, tracking.CHAMPION, version)
-            client.set_model_version_tag(
-                model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"
-            )
-            client.set_model_version_tag(model_name, version, "as_of", str(as_of.date()))
-            client.set_model_version_tag(model_name, version, "objective", config.model.objective)
-            mlflow.set_tags(
-                {
-                    "model_name": model_name,
-                    "model_version": version,
-                    "promotion_mode": promote,
-                    "promotion_decision": decision.decision,
-                    "promotion_reason": decision.reason,
-                    "champion_before": decision.champion_version or "none",
-                }
-            )
-            if decision.champion_norm_gini is not None and np.isfinite(decision.champion_norm_gini):
-                metrics["champion_test_norm_gini"] = decision.champion_norm_gini
-            mlflow.log_metrics(
-                {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
-            )
+
+def log_evaluation(
+    ev: Evaluation,
+    run_id: str,
+    data,
+    fingerprint: dict,
+    experiment: str,
+    model_name: str,
+    promote: str,
+    uri: str,
+) -> TrainSummary:
+    """Log an Evaluation to the ACTIVE MLflow run and register its refit model (any training engine).
+
+    Tags, datasets, metrics, the ablation child run, artifacts, report inputs, both models, the
+    registered version with alias ``challenger``, and the promotion decision. ``seconds`` of the
+    returned summary is 0: the caller knows when its run started.
+    """
+    import mlflow
+
+    from training import tracking
+
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    config = ev.config
+    mlflow.set_tags(
+        {
+            "feature_manifest_hash": ev.refit_manifest.manifest_hash,
+            "evaluation_manifest_hash": ev.manifest.manifest_hash,
+            "baseline_bgnbd_status": ev.bgnbd_status,
+            "windows": json.dumps(ev.plan.describe()),
+        }
+    )
+    _log_inputs(ev, describe_source(data))
+    metrics = dict(ev.metrics)
+    metrics.update({f"baseline_bgnbd_param_{k}": v for k, v in ev.bgnbd_params.items()})
+    if ev.ablation is not None:
+        metrics.update({f"ablation_{k}": v for k, v in ev.ablation.metrics.items()})
+        _log_ablation_child(ev, config)
+    _log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        _write_artifacts(Path(tmp), ev, fingerprint, metrics)
+        mlflow.log_artifacts(tmp)
+    # Customer-level test-window predictions and currency SHAP for the stakeholder report.
+    log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
+    signature, example = _signature(ev)
+    with _pickle_model_code_by_value():
+        eval_info = mlflow.pyfunc.log_model(
+            name="evaluation_model",
+            python_model=ev.model,
+            signature=signature,
+            input_example=example,
+            pip_requirements=tracking.pip_requirements(),
+        )
+        final_signature, final_example = _signature(ev, final=True)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ev.final_model,
+            signature=final_signature,
+            input_example=final_example,
+            pip_requirements=tracking.pip_requirements(),
+            registered_model_name=model_name,
+        )
+    mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
+    version = str(info.registered_model_version)
+
+    champion = _score_champion(client, model_name, ev, exclude_version=version)
+    decision = tracking.decide_promotion(promote, ev.metrics["test_norm_gini"], champion)
+    client.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
+    if decision.promote:
+        client.set_registered_model_alias(model_name, tracking.CHAMPION, version)
+    for key, value in (
+        ("test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"),
+        ("as_of", str(ev.plan.as_of.date())),
+        ("objective", config.model.objective),
+    ):
+        client.set_model_version_tag(model_name, version, key, value)
+    mlflow.set_tags(
+        {
+            "model_name": model_name,
+            "model_version": version,
+            "promotion_mode": promote,
+            "promotion_decision": decision.decision,
+            "promotion_reason": decision.reason,
+            "champion_before": decision.champion_version or "none",
+        }
+    )
+    if decision.champion_norm_gini is not None and np.isfinite(decision.champion_norm_gini):
+        metrics["champion_test_norm_gini"] = decision.champion_norm_gini
+        _log_metrics({"champion_test_norm_gini": decision.champion_norm_gini})
 
     aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if decision.promote else [])
     return TrainSummary(
@@ -688,8 +710,28 @@ def train_run(
         metrics=metrics,
         bgnbd_status=ev.bgnbd_status,
         ui_command=tracking.ui_command(uri),
-        seconds=time.perf_counter() - started,
+        seconds=0.0,
     )
+
+
+def _log_metrics(values: dict) -> None:
+    """Log the finite values; a NaN metric (e.g. Spearman of a constant prediction) is left out."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)})
+
+
+def comparison(metrics: dict) -> dict[str, dict[str, float | None]]:
+    """metric -> {model, last_h, bgnbd, without_social} on the test window (None where absent)."""
+    return {
+        name: {
+            "model": metrics.get(f"test_{name}"),
+            "last_h": metrics.get(f"baseline_last_h_test_{name}"),
+            "bgnbd": metrics.get(f"baseline_bgnbd_test_{name}"),
+            "without_social": metrics.get(f"ablation_test_{name}"),
+        }
+        for name in METRIC_NAMES
+    }
 
 
 class _pickle_model_code_by_value:
@@ -777,20 +819,12 @@ def _write_artifacts(folder: Path, ev: Evaluation, fingerprint: dict, metrics: d
         title=f"Test window {ev.plan.test_cutoff.date()} + {ev.plan.horizon_days} days: predicted vs realised",
     )
     _importance_chart(ev.importance, folder / "feature_importance.png")
-    comparison = {}
-    for name in METRIC_NAMES:
-        comparison[name] = {
-            "model": metrics.get(f"test_{name}"),
-            "last_h": metrics.get(f"baseline_last_h_test_{name}"),
-            "bgnbd": metrics.get(f"baseline_bgnbd_test_{name}"),
-            "without_social": metrics.get(f"ablation_test_{name}"),
-        }
     lifts = {k: v for k, v in metrics.items() if k.startswith("social_lift")}
     shares = {k: v for k, v in metrics.items() if k.startswith("shap_share_")}
     summary = {
         "windows": ev.plan.describe(),
         "rows": ev.rows,
-        "test_metrics": comparison,
+        "test_metrics": comparison(metrics),
         "social_lift": lifts,
         "shap_shares": shares,
         "bgnbd_status": ev.bgnbd_status,
@@ -843,17 +877,19 @@ def _score_champion(client, model_name: str, ev: Evaluation, *, exclude_version:
     version = str(current.version)
     run = client.get_run(current.run_id) if current.run_id else None
     uri = run.data.tags.get("evaluation_model_uri") if run else None
-    note = ""
+    notes = []
+    labels_end = run.data.tags.get("test_cutoff") if run else None
     if uri is None:
-        # Only the refit model exists: it saw labels up to its as_of, possibly inside this test window.
+        # Only the refit model exists: its labels reach the champion's as_of.
         uri = f"models:/{model_name}/{version}"
-        note = "champion has no out-of-time model; its refit model is compared"
-    champion_cutoff = run.data.tags.get("test_cutoff") if run else None
-    if champion_cutoff and pd.Timestamp(champion_cutoff) > ev.plan.test_cutoff:
-        note = (
-            f"champion's training labels reach {champion_cutoff}, past this test cutoff "
+        labels_end = run.data.tags.get("as_of") if run else None
+        notes.append("champion has no out-of-time model; its refit model is compared")
+    if labels_end and pd.Timestamp(labels_end) > ev.plan.test_cutoff:
+        notes.append(
+            f"the champion's training labels reach {labels_end}, past this test cutoff "
             f"{ev.plan.test_cutoff.date()}: the comparison favours the champion"
         )
+    note = "; ".join(notes)
     try:
         loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model()
         stored = loaded.manifest_json
@@ -929,6 +965,7 @@ __all__ = [
     "WindowPlan",
     "default_as_of",
     "evaluate_pipeline",
+    "log_evaluation",
     "plan_windows",
     "print_summary",
     "train",

@@ -1,0 +1,231 @@
+"""The Dask engine on a real LocalCluster (2 worker processes) gives what the pandas engine gives.
+
+The source is a generated world made awkward on purpose: customers as CSV with an attribute that is
+mostly digits (whole-table kind: text), transactions as a directory of Parquet parts, rows the
+contract rejects in three tables, and a social profile re-linked from one customer to another.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.contract import ContractError
+from features.source import load_source
+from serving.partition import bucket_of
+from tests.training.small import MARKET_TOPICS, SMALL
+
+pytestmark = pytest.mark.slow
+
+AS_OF = "2025-03-01"
+CONFIG = FeatureConfig(market_topics=MARKET_TOPICS)
+BUCKETS = 5
+
+
+def awkward_source(world: Path, out: Path) -> Path:
+    """A copy of a generated world that exercises what partitioning could get wrong."""
+    out.mkdir(parents=True)
+    for name in ("social_interactions", "referrals"):
+        shutil.copy(world / f"{name}.parquet", out / f"{name}.parquet")
+
+    customers = pd.read_parquet(world / "customers.parquet")
+    ids = customers["customer_id"]
+    # Digits everywhere but in two rows: the whole column is text, yet most buckets see only digits.
+    postcode = pd.Series([f"{i % 97:05d}" for i in range(len(customers))], dtype="str")
+    postcode.iloc[[3, 1500]] = ["SW1A", "EC2"]
+    customers = customers.assign(postcode=postcode, signup_date=customers["signup_date"].astype("str"))
+    customers.loc[7, "signup_date"] = "not a date"  # rejected; its transactions become unknown-customer rejects
+    customers.to_csv(out / "customers.csv", index=False)
+
+    tx = pd.read_parquet(world / "transactions.parquet")
+    tx.loc[[10, 20], "customer_id"] = "C-NOBODY"
+    tx.loc[30, "amount"] = np.nan
+    (out / "transactions").mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(tx)), 3)):
+        tx.iloc[part].to_parquet(out / "transactions" / f"part-{i:05d}.parquet", index=False)
+
+    snaps = pd.read_parquet(world / "social_profiles.parquet")
+    owned = snaps.loc[snaps["customer_id"].notna()]
+    profile = owned["profile_id"].value_counts().index[0]  # a profile with a long history
+    rows = snaps.index[snaps["profile_id"] == profile]
+    late = rows[len(rows) // 2:]
+    old_owner = snaps.loc[rows[0], "customer_id"]
+    # The new owner lives in another bucket: only routing the whole history to both gets it right.
+    bucket = dict(zip(ids, bucket_of(ids, BUCKETS)))
+    new_owner = next(c for c in ids if bucket[c] != bucket[old_owner] and c != ids[7])
+    snaps.loc[late, "customer_id"] = new_owner  # identity resolution re-linked it half-way
+    snaps.loc[late[-1], "customer_id"] = None  # and lost the link on the latest snapshot
+    snaps.loc[5, "followers"] = -3.0  # rejected: negative
+    snaps.to_parquet(out / "social_profiles.parquet", index=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    from features.synthetic import generate_world
+
+    world = tmp_path_factory.mktemp("dask-world")
+    generate_world(world, n_customers=2000, seed=11, end_date="2025-12-31")
+    return awkward_source(world, tmp_path_factory.mktemp("dask-source") / "source")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    from features.dask_cluster import cluster
+
+    with cluster(None, n_workers=2, threads_per_worker=1) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        yield client
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """MLFLOW_TRACKING_URI at a fresh SQLite file (workers are told it by the scorer)."""
+    folder = tmp_path_factory.mktemp("dask-mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.chdir(folder)
+        yield folder
+
+
+def test_features_equal_the_pandas_engine(source, dask_client):
+    from features.dask_engine import build_features_dask
+
+    expected = build_features(load_source(source).tables, AS_OF, CONFIG)
+    got = build_features_dask(source, AS_OF, CONFIG, scheduler=dask_client, buckets=BUCKETS)
+    assert isinstance(got["attr_postcode"].dtype, pd.CategoricalDtype)
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_client, tmp_path):
+    from features.dask_engine import write_features_dask
+    from features.labels import label_values
+
+    cutoff = "2024-06-01"
+    tables = load_source(source).tables
+    expected = build_features(tables, cutoff, CONFIG)
+    expected = expected.assign(label=label_values(tables, cutoff, 365, CONFIG))
+    out = tmp_path / "features.parquet"
+    summary = write_features_dask(source, cutoff, CONFIG, out, scheduler=dask_client, buckets=BUCKETS,
+                                  horizon_days=365)
+    got = pd.read_parquet(out).sort_index()
+    assert summary["rows"] == len(expected) and len(list(out.glob("part-*.parquet"))) == BUCKETS
+    assert (tmp_path / "features.manifest.json").exists()
+    assert sorted(p.name for p in (tmp_path / "rejects").iterdir()) == [
+        "customers.csv", "social_profiles.csv", "transactions.csv"]
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12)
+
+
+def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
+    from features.dask_engine import load_source_dask
+
+    expected = load_source(source)
+    got = load_source_dask(source, dask_client, buckets=BUCKETS, with_fingerprint=False)
+    pd.testing.assert_frame_equal(got.summary, expected.summary)
+    assert set(got.rejects) == {"customers", "transactions", "social_profiles"}
+    for table, frame in expected.rejects.items():
+        pd.testing.assert_frame_equal(got.rejects[table], frame.reset_index(drop=True))
+    assert got.n_customers == len(expected.tables.customers)
+
+
+def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(source, dask_client, tmp_path):
+    from features.dask_engine import load_source_dask
+
+    copy = tmp_path / "dup"
+    shutil.copytree(source, copy)
+    customers = pd.read_csv(copy / "customers.csv", dtype="str")
+    customers.loc[1900, "customer_id"] = customers.loc[12, "customer_id"]  # far apart in the file
+    customers.to_csv(copy / "customers.csv", index=False)
+    with pytest.raises(ContractError, match="duplicated") as pandas_error:
+        load_source(copy)
+    with pytest.raises(ContractError, match="duplicated") as dask_error:
+        load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
+    assert str(dask_error.value) == str(pandas_error.value)  # same rows named, in source numbering
+
+
+def test_too_many_rejects_in_the_whole_table_stop_the_run(source, dask_client, tmp_path):
+    from features.dask_engine import load_source_dask
+
+    copy = tmp_path / "bad"
+    shutil.copytree(source, copy)
+    snaps = pd.read_parquet(copy / "social_profiles.parquet")
+    snaps.loc[snaps.index[: len(snaps) // 50], "posts"] = -1.0  # 2% of rows, spread over every bucket
+    snaps.to_parquet(copy / "social_profiles.parquet", index=False)
+    with pytest.raises(ContractError, match="social_profiles: .* more than the reject threshold"):
+        load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
+
+
+@pytest.fixture(scope="module")
+def pandas_model(source, store):
+    """A model trained and registered by the single-machine pipeline."""
+    from training.train import train_run
+
+    config = replace(SMALL, social_ablation=False)
+    return train_run(source, market_topics=MARKET_TOPICS, model_name="clv-pandas", experiment="dask",
+                     promote="always", config=config, progress=False)
+
+
+def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
+        source, dask_client, pandas_model, store):
+    from serving.dask_score import score_customers_dask
+    from serving.score import score_customers
+
+    uri = "models:/clv-pandas@champion"
+    single = score_customers(source, out=store / "single.parquet", model_uri=uri, chunk_size=700,
+                             progress=False)
+    summary = score_customers_dask(source, out=store / "dask.parquet", model_uri=uri, chunk_size=700,
+                                   scheduler=dask_client)
+
+    dataset = store / "dask.parquet"
+    assert dataset.is_dir() and len(list(dataset.glob("part-*.parquet"))) == summary["chunks"] >= 2
+    assert not list(store.glob(".dask.parquet.*"))  # the temporary directory was renamed away
+    expected = pd.read_parquet(store / "single.parquet").set_index("customer_id").sort_index()
+    got = pd.read_parquet(dataset).set_index("customer_id").sort_index()
+    pd.testing.assert_frame_equal(got.drop(columns="scored_at"), expected.drop(columns="scored_at"))
+
+    manifest = json.loads((store / "dask.manifest.json").read_text())
+    assert manifest["scored"] == len(got)
+    assert (manifest["scored"] + manifest["not_yet_customers"] + manifest["rejected_customers"]
+            == manifest["customers_in"] == 2000)
+    for key in ("customers_in", "scored", "rejected_customers", "not_yet_customers", "tables", "tiers",
+                "as_of", "feature_manifest_hash", "unseen_category_levels"):
+        assert manifest[key] == single[key], key
+    for key in ("per_customer", "for", "rows"):
+        assert manifest["reasons"][key] == single["reasons"][key], key
+    for table in ("customers", "transactions", "social_profiles"):
+        pd.testing.assert_frame_equal(pd.read_csv(store / "dask.rejects" / f"{table}.csv", dtype="str"),
+                                      pd.read_csv(store / "single.rejects" / f"{table}.csv", dtype="str"))
+
+
+def test_training_on_dask_registers_a_model_like_the_single_machine_one(
+        source, dask_client, pandas_model, store):
+    import mlflow
+
+    from serving.score import load_scoring_model
+    from training.dask_train import train_run_dask
+    from training.model import CustomerValueModel
+
+    config = replace(SMALL, social_ablation=False)
+    summary = train_run_dask(source, market_topics=MARKET_TOPICS, model_name="clv-dask",
+                             experiment="dask", promote="always", config=config, progress=False,
+                             scheduler=dask_client)
+    client = mlflow.MlflowClient()
+    dask_run, pandas_run = client.get_run(summary.run_id).data, client.get_run(pandas_model.run_id).data
+    assert set(dask_run.metrics) == set(pandas_run.metrics)
+    assert dask_run.tags["feature_manifest_hash"] == pandas_run.tags["feature_manifest_hash"]
+    assert dask_run.tags["windows"] == pandas_run.tags["windows"]
+    assert summary.rows == pandas_model.rows
+    assert dask_run.metrics["test_norm_gini"] > dask_run.metrics["baseline_last_h_test_norm_gini"] - 0.05
+
+    model = load_scoring_model("models:/clv-dask@champion")
+    assert isinstance(model.python_model, CustomerValueModel)
+    artifacts = sorted(a.path for a in client.list_artifacts(summary.run_id))
+    assert artifacts == sorted(a.path for a in client.list_artifacts(pandas_model.run_id))
