@@ -142,6 +142,7 @@ def scored(world, registry, tmp_path_factory):
     """The champion scoring the world in 8 chunks of ~50 customers: (summary, output frame)."""
     out = tmp_path_factory.mktemp("scores") / "scores.parquet"
     summary = score_customers(world, out=out, chunk_size=50, progress=False)
+    assert summary["workers"] == 1
     return summary, pd.read_parquet(out)
 
 
@@ -178,6 +179,14 @@ def test_chunk_size_and_file_format_do_not_change_the_output(world, registry, sc
     summary = score_customers(csv_source, out=out, chunk_size=100_000, progress=False)
     assert summary["chunks"] == 1
     pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(chunked))
+
+
+def test_worker_processes_give_the_same_output(world, registry, scored, tmp_path):
+    _, in_process = scored
+    out = tmp_path / "parallel.parquet"
+    summary = score_customers(world, out=out, chunk_size=50, workers=2, progress=False)
+    assert summary["workers"] == 2
+    pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(in_process))
 
 
 def test_the_same_inputs_give_the_same_output_apart_from_scored_at(world, registry, scored, tmp_path):
