@@ -29,14 +29,20 @@ def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 1,
     """A LocalCluster of worker processes: one single-threaded worker per core by default.
 
     Single-threaded processes because the feature code is numpy/pandas that holds the GIL for
-    long stretches; memory_limit "auto" splits the machine's memory evenly between workers.
+    long stretches. memory_limit "auto" splits the machine's memory evenly between the workers
+    (Dask's own "auto" gives each worker its share of the cores' memory, so one worker on a 2-core
+    machine would get half of it and pause at 85% of that).
     """
     from distributed import LocalCluster
+    from distributed.system import MEMORY_LIMIT
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    n_workers = n_workers or machine_cores()
+    if memory_limit == "auto":
+        memory_limit = MEMORY_LIMIT // n_workers
     return LocalCluster(
-        n_workers=n_workers or machine_cores(),
+        n_workers=n_workers,
         threads_per_worker=threads_per_worker,
         processes=True,
         memory_limit=memory_limit,

@@ -354,6 +354,17 @@ class ClusterSource:
     n_customers: int = 0  # valid customers
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def release_population_inputs(self) -> None:
+        """Let the cluster free what only the population families read (runs with a single as_of,
+        once population_dask has been submitted: its tasks keep their own inputs until done)."""
+        self.profiles = self.interactions = self.referrals = None
+        self.referred_tx = self.slims = []
+
+    def release(self) -> None:
+        """Let the cluster free every table of the source (counts and rejects stay)."""
+        self.release_population_inputs()
+        self.customers = self.transactions = self.social = None
+
     def bucket_tables(self, b: int):
         """Futures of bucket b's (customers, transactions, social)."""
         return self.customers[b], self.transactions[b], None if self.social is None else self.social[b]
@@ -680,6 +691,7 @@ def build_features_dask(source, as_of, config: FeatureConfig, *, scheduler=None,
         if horizon_days:
             check_label_window(cs, as_of, horizon_days)
         futures = features_dask(cs, as_of, config, families=families, horizon_days=horizon_days)
+        cs.release_population_inputs()
         frame = gather_frames(client, futures)
     if horizon_days:
         frame = frame.drop(columns=["cutoff"])
@@ -735,6 +747,7 @@ def write_features_dask(source, as_of, config: FeatureConfig, out, *, scheduler=
             if horizon_days:
                 check_label_window(cs, as_of, horizon_days)
             futures = features_dask(cs, as_of, config, families=families, horizon_days=horizon_days)
+            cs.release_population_inputs()
             if horizon_days:
                 futures = [client.submit(_without_cutoff, f) for f in futures]
             meta = client.submit(_empty, futures[0]).result()

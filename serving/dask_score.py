@@ -212,6 +212,7 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
 
             start = time.perf_counter()
             population = population_dask(cs, as_of, model.config, model.families)
+            cs.release_population_inputs()
             keep_inputs = reasons > 0 and reasons_for != "none"
             scored = []
             for b in range(cs.buckets):
@@ -222,6 +223,7 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
             pairs = client.gather([client.submit(_ids_values, s) for s in scored])
             stats = client.gather([client.submit(_stats, s) for s in scored])
             del population
+            cs.release()  # the reasons need only the kept model inputs
             stage["features_predict"] = time.perf_counter() - start
 
             # Ranks need the whole base: two columns per customer meet on the client.

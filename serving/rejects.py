@@ -126,7 +126,7 @@ class RejectLog:
             frame = pd.concat([pd.read_csv(p, dtype="str", keep_default_na=False, na_values=[""])
                                for p in parts], ignore_index=True)
             frame = frame.iloc[np.argsort(frame["row"].astype("int64").to_numpy(), kind="stable")]
-            tmp = directory / f".{table}.csv.{os.getpid()}.tmp"
+            tmp = directory / f".{table}.csv.{os.getpid()}-{os.urandom(4).hex()}.tmp"
             frame.to_csv(tmp, index=False)
             os.replace(tmp, target)
             written.append(target)

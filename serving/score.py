@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from features.build import FAMILIES, as_timestamp, population_features
 from features.contract import ContractError, check_table
 from features.source import fingerprint, is_database_url, read_table, table_files
-from features.tables import Tables
+from features.tables import TABLE_NAMES, Tables
 from serving.attribute_kinds import AttributeKinds
 from serving.chunks import (
     BucketRunner,
@@ -529,17 +529,23 @@ def _temp_name(out: Path, kind: str) -> Path:
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
-    """Delete the hidden temporaries of ``out`` left by runs that were killed (their process is gone)."""
+    """Delete the hidden temporaries left beside ``out`` (and its manifest and rejects) by killed runs.
+
+    A temporary names the process that wrote it; those of a process still running are left alone.
+    """
     removed = []
-    for path in out.parent.glob(f".{out.name}.*.tmp"):
-        match = re.match(rf"\.{re.escape(out.name)}\.(\d+)-", path.name)
-        if match and int(match.group(1)) != os.getpid() and _alive(int(match.group(1))):
-            continue  # another run writing the same output right now
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
+    candidates = [(out.parent, out.name), (out.parent, manifest_path(out).name)]
+    candidates += [(rejects_path(out), f"{table}.csv") for table in TABLE_NAMES]
+    for directory, name in candidates:
+        for path in directory.glob(f".{name}.*.tmp"):
+            match = re.match(rf"\.{re.escape(name)}\.(\d+)", path.name)
+            if match and int(match.group(1)) != os.getpid() and _alive(int(match.group(1))):
+                continue  # another run writing the same output right now
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

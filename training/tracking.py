@@ -8,8 +8,10 @@ import math
 import os
 import subprocess
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 CHAMPION = "champion"
@@ -220,3 +222,18 @@ def local_artifact_dir(uri: str) -> Path | None:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path)
     return None
+
+
+@contextmanager
+def launcher_run() -> Iterator[str | None]:
+    """The run id of a launcher (``mlflow run`` sets MLFLOW_RUN_ID), hidden while training logs its own run.
+
+    Without this, ``mlflow.start_run()`` would resume the launcher's run and the training run's params
+    would collide with the project's parameters; the training run records it as its parent instead.
+    """
+    parent = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        yield parent
+    finally:
+        if parent is not None:
+            os.environ["MLFLOW_RUN_ID"] = parent

@@ -582,8 +582,9 @@ def train_run(
     mlflow.set_registry_uri(uri)
     experiment_id = tracking.experiment_id(experiment, uri)
 
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}"
+    with tracking.launcher_run() as launcher, mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}",
+        tags={"mlflow.parentRunId": launcher} if launcher else None,
     ) as run:
         mlflow.set_tags(
             {

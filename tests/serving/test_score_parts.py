@@ -162,13 +162,16 @@ def test_temporaries_of_dead_runs_are_removed_and_a_live_runs_are_kept(tmp_path)
     stale_dir = tmp_path / f".scores.parquet.{dead}-abce.work.tmp"
     live = tmp_path / f".scores.parquet.{os.getppid()}-abcf.parquet.tmp"
     other = tmp_path / ".other.parquet.1-abcd.parquet.tmp"
-    stale_file.write_text("x")
+    stale_manifest = tmp_path / f".scores.manifest.json.{dead}-abcd.tmp"
+    stale_rejects = tmp_path / "scores.rejects" / f".customers.csv.{dead}-abcd.tmp"
+    stale_rejects.parent.mkdir()
+    for path in (stale_file, live, other, stale_manifest, stale_rejects):
+        path.write_text("x")
     stale_dir.mkdir()
     (stale_dir / "bucket.arrow").write_text("x")
-    live.write_text("x")
-    other.write_text("x")
     removed = remove_stale_temporaries(out)
-    assert sorted(p.name for p in removed) == sorted([stale_file.name, stale_dir.name])
+    assert sorted(p.name for p in removed) == sorted(
+        [stale_file.name, stale_dir.name, stale_manifest.name, stale_rejects.name])
     assert live.exists() and other.exists()
 
 
