@@ -525,15 +525,19 @@ def resolve_config(config: TrainConfig | None, horizon_days: int, market_topics)
     return replace(config, features=features)
 
 
-def load_tables(data, config: TrainConfig):
-    """(tables, fingerprint, rejected row count) from a source directory, a LoadResult or Tables."""
+def load_tables(data, config: TrainConfig, *, until=None):
+    """(tables, fingerprint, rejected row count) from a source directory, a LoadResult or Tables.
+
+    ``until`` (the training as_of, when given): rows dated on or after it are not read; a database
+    source filters them in SQL. Training never uses them: the latest label window ends at as_of.
+    """
     if isinstance(data, Tables):
         return data, {"source": "in-memory tables"}, 0
     if hasattr(data, "tables") and hasattr(data, "fingerprint"):
         return data.tables, data.fingerprint, _rejected(data)
     from features.source import load_source
 
-    result = load_source(data, reject_threshold=config.features.reject_threshold)
+    result = load_source(data, reject_threshold=config.features.reject_threshold, until=until)
     return result.tables, {"source": describe_source(data), **result.fingerprint}, _rejected(result)
 
 
@@ -573,7 +577,8 @@ def train_run(
     config = resolve_config(config, horizon_days, market_topics)
     steps = Steps(enabled=progress)
     with steps.step("Loading source"):
-        tables, fingerprint, rejected = load_tables(data, config)
+        tables, fingerprint, rejected = load_tables(
+            data, config, until=None if as_of is None else as_timestamp(as_of))
     as_of = default_as_of(tables) if as_of is None else as_timestamp(as_of)
 
     tracking.quiet_mlflow_warnings()
