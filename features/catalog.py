@@ -9,8 +9,8 @@ that uses only rows dated strictly before ``as_of``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
 

@@ -6,7 +6,6 @@ import functools
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -59,9 +58,9 @@ def generate(
     customers: int = typer.Option(50_000, "--customers", min=100, help="Number of customers."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical files."),
     end_date: str = typer.Option("2025-12-31", "--end-date", help="Last day of the history."),
-    influence_on_purchases: Optional[float] = typer.Option(
+    influence_on_purchases: float | None = typer.Option(
         None, help="Effect of topical engagement on a customer's own purchase rate (0 = none)."),
-    influence_on_referrals: Optional[float] = typer.Option(
+    influence_on_referrals: float | None = typer.Option(
         None, help="Effect of topical engagement on referrals made (0 = none)."),
     no_influence: bool = typer.Option(False, "--no-influence", help="Set both influence effects to zero."),
 ):
@@ -93,7 +92,7 @@ def validate(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     rejects: Path = typer.Option(Path("rejects"), "--rejects", help="Where rejected rows are written."),
     reject_threshold: float = typer.Option(0.01, help="Largest share of rejected rows per table."),
-    mapping: Optional[Path] = typer.Option(
+    mapping: Path | None = typer.Option(
         None, "--mapping", help="JSON or TOML file naming database tables/columns that differ from the contract."),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
@@ -116,7 +115,7 @@ def features(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date: features use only data strictly before it."),
     out: Path = typer.Option(..., "--out", help="Feature table to write (.parquet); a manifest is written beside it."),
-    horizon_days: Optional[int] = typer.Option(
+    horizon_days: int | None = typer.Option(
         None, "--horizon-days", min=1, help="Add a `label` column: net revenue in [as_of, as_of + H)."),
     market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
     label: str = typer.Option("revenue", "--label", help="Label value: revenue or margin."),
@@ -160,7 +159,7 @@ def features(
 @friendly_errors
 def train(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Training date (default: day after the last transaction)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Training date (default: day after the last transaction)."),
     horizon_days: int = typer.Option(365, "--horizon-days", min=1, help="Value horizon in days."),
     market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
     experiment: str = typer.Option("customer-value", "--experiment", help="MLflow experiment name."),
@@ -181,16 +180,16 @@ def train(
 def score(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     out: Path = typer.Option(..., "--out", help="Predictions file (.parquet); a JSON manifest is written beside it."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Scoring date (default: day after the last transaction)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Scoring date (default: day after the last transaction)."),
     model: str = typer.Option("models:/customer-value@champion", "--model", help="MLflow model URI."),
     reasons: int = typer.Option(3, "--reasons", min=0, help="Reason columns per customer."),
     reasons_for: str = typer.Option("top10", "--reasons-for", help="Who gets reasons: top10, all or none."),
     chunk_size: int = typer.Option(100_000, "--chunk-size", min=100, help="Customers per chunk (bounds memory)."),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
-    from serving.score import score_customers
-
     from mlflow.exceptions import MlflowException
+
+    from serving.score import score_customers
 
     try:
         summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
@@ -219,8 +218,8 @@ def print_score_summary(summary: dict) -> None:
 @friendly_errors
 def report(
     out: Path = typer.Option(..., "--out", help="Directory for report.html and its figures."),
-    model: Optional[str] = typer.Option(None, "--model", help="MLflow model URI (default: models:/customer-value@champion)."),
-    run: Optional[str] = typer.Option(None, "--run", help="Report on this training run instead of a model."),
+    model: str | None = typer.Option(None, "--model", help="MLflow model URI (default: models:/customer-value@champion)."),
+    run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
 ):
     """Write the stakeholder feature-importance report (one self-contained HTML page)."""
     from serving.report import build_report
@@ -243,7 +242,7 @@ def load(
     data: Path = typer.Option(..., "--data", help="Source directory of contract tables to load (validated first)."),
     to: str = typer.Option(..., "--to", help="Target database: postgresql://USER@HOST:PORT/DB[?schema=NAME]; "
                            "give the password in PGPASSWORD or ~/.pgpass."),
-    schema: Optional[str] = typer.Option(None, "--schema", help="Schema for the tables (default: ?schema= of the URL)."),
+    schema: str | None = typer.Option(None, "--schema", help="Schema for the tables (default: ?schema= of the URL)."),
     replace: bool = typer.Option(False, "--replace", help="Drop the contract tables already in the schema first."),
 ):
     """Load a source directory (e.g. a generated world) into PostgreSQL: typed, indexed tables, bulk COPY."""

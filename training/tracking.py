@@ -8,10 +8,10 @@ import math
 import os
 import subprocess
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 CHAMPION = "champion"
