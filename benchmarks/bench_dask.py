@@ -66,27 +66,54 @@ def train_small_model(store: Path, seed: int) -> str:
 
     world = store / "train-world"
     ensure_world(world, 20_000, seed + 1)
-    config = TrainConfig(features=FeatureConfig(market_topics=("outdoor", "hiking")),
-                         model=ModelParams(num_threads=1), social_ablation=False)
+    config = TrainConfig(
+        features=FeatureConfig(market_topics=("outdoor", "hiking")),
+        model=ModelParams(num_threads=1),
+        social_ablation=False,
+    )
     config = replace(config, shap_sample=2_000, bootstrap_resamples=50)
-    summary = train_run(world, model_name="bench-dask", experiment="bench-dask", promote="always",
-                        config=config, progress=False)
+    summary = train_run(
+        world,
+        model_name="bench-dask",
+        experiment="bench-dask",
+        promote="always",
+        config=config,
+        progress=False,
+    )
     return f"models:/bench-dask/{summary.model_version}"
 
 
-def run_case(data: Path, out: Path, model_uri: str, workers: int, chunk_size: int) -> dict:
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) this worker process has used."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(
+    data: Path, out: Path, model_uri: str, workers: int, chunk_size: int, reasons_for: str
+) -> dict:
     from features.dask_cluster import cluster
     from serving.dask_score import score_customers_dask
 
     load_before = os.getloadavg()[0]
     with PeakRSS() as client_rss, cluster(None, n_workers=workers, threads_per_worker=1) as client:
         start = time.perf_counter()
-        summary = score_customers_dask(data, out=out, model_uri=model_uri, chunk_size=chunk_size,
-                                       scheduler=client)
+        summary = score_customers_dask(
+            data,
+            out=out,
+            model_uri=model_uri,
+            chunk_size=chunk_size,
+            reasons_for=reasons_for,
+            scheduler=client,
+        )
         wall = time.perf_counter() - start
+        cpu = client.run(_cpu_seconds)
     peaks = sorted(summary["worker_peak_rss_mb"].values())
     return {
         "engine": "dask",
+        "reasons_for": reasons_for,
         "workers": workers,
         "partitions": summary["chunks"],
         "customers_in": summary["customers_in"],
@@ -96,33 +123,57 @@ def run_case(data: Path, out: Path, model_uri: str, workers: int, chunk_size: in
         "stage_s": summary["stage_seconds"],
         "load_s": summary["load_seconds"],
         "worker_peak_rss_gb": [round(p / 1024, 2) for p in peaks],
+        "worker_cpu_s": sorted(round(c) for c in cpu.values()),
         "client_peak_rss_gb": round(client_rss.peak / GB, 2),
         "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
-def run_pandas(data: Path, out: Path, model_uri: str, chunk_size: int) -> dict:
+def run_pandas(data: Path, out: Path, model_uri: str, chunk_size: int, reasons_for: str) -> dict:
     from serving.score import score_customers
 
     load_before = os.getloadavg()[0]
     with PeakRSS() as rss:
         start = time.perf_counter()
-        summary = score_customers(data, out=out, model_uri=model_uri, chunk_size=chunk_size, progress=False)
+        summary = score_customers(
+            data,
+            out=out,
+            model_uri=model_uri,
+            chunk_size=chunk_size,
+            reasons_for=reasons_for,
+            progress=False,
+        )
         wall = time.perf_counter() - start
-    return {"engine": "pandas", "workers": 1, "partitions": summary["chunks"],
-            "customers_in": summary["customers_in"], "scored": summary["scored"],
-            "wall_s": round(wall, 1), "customers_per_s": round(summary["scored"] / wall),
-            "stage_s": summary.get("stage_seconds"), "peak_rss_gb": round(rss.peak / GB, 2),
-            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
+    return {
+        "engine": "pandas",
+        "reasons_for": reasons_for,
+        "workers": 1,
+        "partitions": summary["chunks"],
+        "customers_in": summary["customers_in"],
+        "scored": summary["scored"],
+        "wall_s": round(wall, 1),
+        "customers_per_s": round(summary["scored"] / wall),
+        "stage_s": summary.get("stage_seconds"),
+        "peak_rss_gb": round(rss.peak / GB, 2),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
-    parser.add_argument("--data", type=Path, required=True, help="world directory (generated if missing)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="world directory (generated if missing)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--chunk-size", type=int, default=100_000, help="customers per partition")
+    parser.add_argument(
+        "--reasons-for",
+        default="top10",
+        choices=("top10", "all", "none"),
+        help="who gets reasons (TreeSHAP is the slowest step: 'none' times scoring alone)",
+    )
     parser.add_argument("--model", default=None, help="model URI (default: train a small model)")
     parser.add_argument("--pandas", action="store_true", help="also run the single-machine scorer")
     parser.add_argument("--json", type=Path, default=None, help="write the results here too")
@@ -138,21 +189,35 @@ def main() -> None:
         print(f"trained {args.model} in {time.perf_counter() - start:.0f} s", flush=True)
     results = []
     for workers in [int(w) for w in args.workers.split(",")]:
-        result = run_case(args.data, work / f"scores-{workers}w.parquet", args.model, workers,
-                          args.chunk_size)
+        result = run_case(
+            args.data,
+            work / f"scores-{workers}w.parquet",
+            args.model,
+            workers,
+            args.chunk_size,
+            args.reasons_for,
+        )
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.pandas:
-        result = run_pandas(args.data, work / "scores-pandas.parquet", args.model, args.chunk_size)
+        result = run_pandas(
+            args.data, work / "scores-pandas.parquet", args.model, args.chunk_size, args.reasons_for
+        )
         print(json.dumps(result), flush=True)
         results.append(result)
     print(f"\n{args.customers:,} customers, {os.cpu_count()} CPUs")
-    print("| engine | workers | partitions | wall s | customers/s | peak RSS per worker GB | client peak GB |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+    print(
+        "| engine | reasons | workers | partitions | wall s | customers/s | CPU s per worker "
+        "| peak RSS per worker GB | client peak GB |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: |")
     for r in results:
         per_worker = ", ".join(map(str, r.get("worker_peak_rss_gb", [r.get("peak_rss_gb")])))
-        print(f"| {r['engine']} | {r['workers']} | {r['partitions']} | {r['wall_s']} | "
-              f"{r['customers_per_s']:,} | {per_worker} | {r.get('client_peak_rss_gb', '-')} |")
+        cpu = ", ".join(map(str, r.get("worker_cpu_s", ["-"])))
+        print(
+            f"| {r['engine']} | {r['reasons_for']} | {r['workers']} | {r['partitions']} | {r['wall_s']} | "
+            f"{r['customers_per_s']:,} | {cpu} | {per_worker} | {r.get('client_peak_rss_gb', '-')} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

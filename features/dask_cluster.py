@@ -24,8 +24,9 @@ def machine_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def local_cluster(n_workers: int | None = None, *, threads_per_worker: int = 1,
-                  memory_limit: str | int = "auto"):
+def local_cluster(
+    n_workers: int | None = None, *, threads_per_worker: int = 1, memory_limit: str | int = "auto"
+):
     """A LocalCluster of worker processes: one single-threaded worker per core by default.
 
     Single-threaded processes because the feature code is numpy/pandas that holds the GIL for

@@ -9,6 +9,7 @@ Results come back in bucket order whatever the number of workers: the output doe
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import ipc
 
-from features.build import build_features
+from features.build import build_features, select_families
 from features.social import profile_snapshots
 from features.tables import Tables
 from serving.attribute_kinds import conform_attributes
@@ -88,9 +89,7 @@ class BucketRunner:
                 if on_result is not None:
                     on_result(b, results[b])
             return results
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers,
-                                            mp_context=multiprocessing.get_context("spawn"))
+        self._start_pool()
         pending = {self.pool.submit(step, b, *args): b for b in range(buckets)}
         try:
             while pending:
@@ -106,12 +105,50 @@ class BucketRunner:
             raise
         return results
 
+    def submit(self, step, buckets: int, *args) -> Pending:
+        """Start step(b, *args) on every bucket; with workers, it runs while this process goes on."""
+        if self.workers == 1 or buckets == 1:
+            return Pending(results=[step(b, *args) for b in range(buckets)])
+        self._start_pool()
+        return Pending(futures=[self.pool.submit(step, b, *args) for b in range(buckets)])
+
+    def _start_pool(self) -> None:
+        # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_one_thread_each,
+                                            mp_context=multiprocessing.get_context("spawn"))
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
         for key in self.keys:
             _SHARED.pop(key, None)
+
+
+def _one_thread_each() -> None:
+    """Worker start-up: the workers already share the cores, so each runs LightGBM (OpenMP) and Arrow
+    on one thread; more threads per worker only make them wait on each other."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
+class Pending:
+    """Results of BucketRunner.submit, in bucket order once ``results`` returns."""
+
+    def __init__(self, results=None, futures=None):
+        self.results_, self.futures = results, futures
+
+    def results(self) -> list:
+        if self.futures is not None:
+            try:
+                self.results_ = [future.result() for future in self.futures]
+            finally:
+                for future in self.futures:
+                    future.cancel()
+            self.futures = None
+        return self.results_
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,6 +167,9 @@ class ChunkContext:
 
     def social_path(self, source_bucket: int, bucket: int) -> Path:
         return self.work / f"social-{source_bucket:05d}-{bucket:05d}.arrow"
+
+    def features_path(self, bucket: int) -> Path:
+        return self.work / f"features-{bucket:05d}.pkl"
 
     def inputs_path(self, bucket: int) -> Path:
         return self.work / f"inputs-{bucket:05d}.arrow"
@@ -248,6 +288,39 @@ def parsed_ids(raw: pd.Series) -> pd.Series:
 
 
 @dataclass
+class LocalFeatures:
+    columns: dict[str, list[str]]  # family -> its columns, for the families computed per chunk
+    seconds: float
+
+
+def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
+                          social_empty: pd.DataFrame | None) -> LocalFeatures:
+    """The families that read only this bucket's customers (history, attributes, social, ...).
+
+    Each family is built by build_features on its own; concatenated in registry order with the
+    population-wide ones (score_bucket), the blocks are exactly what one build_features call makes.
+    With worker processes this runs while the population-wide families are computed.
+    """
+    start = time.perf_counter()
+    model = shared(model_key)
+    typed = pd.read_pickle(ctx.typed_path(b))
+    social = None
+    if social_empty is not None:
+        parts = [read_arrow(p).to_pandas() for p in sorted(ctx.work.glob(f"social-*-{b:05d}.arrow"))]
+        social = pd.concat(parts, ignore_index=True) if parts else social_empty
+    tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
+    blocks = {f.name: build_features(tables, as_of, model.config, families=[f.name])
+              for f in select_families(model.families) if not f.population_wide}
+    rows = build_features(tables, as_of, model.config, families=[])
+    frame = pd.concat([rows, *blocks.values()], axis=1)
+    pd.to_pickle({"features": frame, "customers": typed["customers"][["customer_id", "signup_date"]],
+                  "transactions": typed["transactions"].iloc[:0]}, ctx.features_path(b))
+    ctx.typed_path(b).unlink()
+    return LocalFeatures({name: list(block.columns) for name, block in blocks.items()},
+                         time.perf_counter() - start)
+
+
+@dataclass
 class ScoredBucket:
     ids: pa.Array
     values: np.ndarray
@@ -258,24 +331,27 @@ class ScoredBucket:
 
 
 def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str, population_key: str,
-                 social_empty: pd.DataFrame | None, keep_inputs: bool) -> ScoredBucket:
-    """Features (same build_features and config as training) and pyfunc predictions of one bucket."""
+                 local: LocalFeatures, keep_inputs: bool) -> ScoredBucket:
+    """The bucket's full feature frame (population-wide blocks joined), the manifest check, predictions."""
     start = time.perf_counter()
     model = shared(model_key)
-    typed = pd.read_pickle(ctx.typed_path(b))
-    social = None
-    if social_empty is not None:
-        parts = [read_arrow(p).to_pandas() for p in sorted(ctx.work.glob(f"social-*-{b:05d}.arrow"))]
-        social = pd.concat(parts, ignore_index=True) if parts else social_empty
-    tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
-    features = build_features(tables, as_of, model.config, families=model.families,
-                              precomputed=shared(population_key))
+    saved = pd.read_pickle(ctx.features_path(b))
+    tables = Tables(customers=saved["customers"], transactions=saved["transactions"])
+    population = shared(population_key)
+    blocks = []
+    for family in select_families(model.families):
+        if family.name in local.columns:
+            blocks.append(saved["features"][local.columns[family.name]])
+        else:
+            blocks.append(build_features(tables, as_of, model.config, families=[family.name],
+                                         precomputed=population))
+    features = pd.concat([saved["features"].iloc[:, :0], *blocks], axis=1)
     check_model_features(model, features)
     encoder = model.python_model.encoder
     inputs = encoder.model_input(features)
     out = ScoredBucket(pa.array(features.index.array, type=pa.string()), np.array([], dtype="float64"), None)
-    out.feature_seconds = time.perf_counter() - start
-    del typed, tables, social, features
+    out.feature_seconds = local.seconds + time.perf_counter() - start
+    del saved, tables, features, blocks
 
     for name, levels in encoder.levels.items():
         unseen = inputs[name].notna().to_numpy() & ~is_in(inputs[name], list(levels))
@@ -290,5 +366,5 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
         table = pa.Table.from_pandas(inputs.reset_index(drop=True), preserve_index=False)
         with ipc.new_file(str(out.inputs), table.schema) as writer:
             writer.write_table(table)
-    ctx.typed_path(b).unlink()
+    ctx.features_path(b).unlink()
     return out

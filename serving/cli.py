@@ -41,6 +41,11 @@ def friendly_errors(command):
     return wrapper
 
 
+def check_engine(engine: str) -> None:
+    if engine not in ("pandas", "dask"):
+        raise typer.BadParameter(f"--engine must be pandas or dask, not {engine!r}")
+
+
 def print_frame(frame, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for column in frame.columns:
@@ -120,6 +125,9 @@ def features(
     market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
     label: str = typer.Option("revenue", "--label", help="Label value: revenue or margin."),
     reject_threshold: float = typer.Option(0.01, help="Largest share of rejected rows per table."),
+    engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
 ):
     """Build point-in-time customer features as of a date (and the label, with --horizon-days)."""
     from features.build import as_timestamp, build_features
@@ -132,6 +140,19 @@ def features(
     cutoff = as_timestamp(as_of)
     config = FeatureConfig(market_topics=tuple(market_topic), label=label,
                            horizon_days=horizon_days or FeatureConfig.horizon_days)
+    check_engine(engine)
+    if engine == "dask":
+        from features.dask_engine import write_features_dask
+
+        try:
+            done = write_features_dask(data, cutoff, config, out, scheduler=scheduler,
+                                       reject_threshold=reject_threshold, horizon_days=horizon_days)
+        except ValueError as err:
+            raise CommandError(str(err)) from None
+        console.print(f"features as of {cutoff.date()} on dask: {done['customers_in']:,} customers in, "
+                      f"{done['rows']:,} rows x {done['features']} features out in {done['seconds']:.1f}s\n"
+                      f"  -> {done['output']} ({done['parts']} parts)\n  -> {done['manifest']}", soft_wrap=True)
+        return
     until = None if horizon_days else cutoff  # labels need the rows after as_of
     loaded = load_source(data, reject_threshold=reject_threshold, until=until)
     frame = build_features(loaded.tables, cutoff, config)
@@ -165,12 +186,23 @@ def train(
     experiment: str = typer.Option("customer-value", "--experiment", help="MLflow experiment name."),
     model_name: str = typer.Option("customer-value", "--model-name", help="Registered model name."),
     promote: str = typer.Option("auto", "--promote", help="auto (only if at least as good), always or never."),
+    engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
 ):
     """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
     from training.train import train as train_model
 
     if promote not in ("auto", "always", "never"):
         raise typer.BadParameter("--promote must be auto, always or never")
+    check_engine(engine)
+    if engine == "dask":
+        from training.dask_train import train_dask
+
+        train_dask(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
+                   experiment=experiment, model_name=model_name, promote=promote, progress=True,
+                   scheduler=scheduler)
+        return
     train_model(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
                 experiment=experiment, model_name=model_name, promote=promote, progress=True)
 
@@ -185,6 +217,9 @@ def score(
     reasons: int = typer.Option(3, "--reasons", min=0, help="Reason columns per customer."),
     reasons_for: str = typer.Option("top10", "--reasons-for", help="Who gets reasons: top10, all or none."),
     chunk_size: int = typer.Option(100_000, "--chunk-size", min=100, help="Customers per chunk (bounds memory)."),
+    engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
+    scheduler: str | None = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
@@ -192,8 +227,14 @@ def score(
     from serving.score import score_customers
 
     try:
-        summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
-                                  reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
+        if engine == "dask":
+            from serving.dask_score import score_customers_dask
+
+            summary = score_customers_dask(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+                                           reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler)
+        else:
+            summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+                                      reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
     except MlflowException as err:  # e.g. no such registered model or alias
         raise CommandError(f"cannot load model {model}: {err.message}") from None
     print_score_summary(summary)

@@ -81,14 +81,24 @@ def pinned_uri(model: ScoringModel) -> str:
 # Tasks run on the workers
 
 
-def _score_bucket(customers, transactions, social, social_columns, precomputed, as_of, model_uri,
-                  tracking_uri, keep_inputs: bool) -> dict:
+def _score_bucket(
+    customers,
+    transactions,
+    social,
+    social_columns,
+    precomputed,
+    as_of,
+    model_uri,
+    tracking_uri,
+    keep_inputs: bool,
+) -> dict:
     """One partition: features, skew check, predictions; the model input kept for reasons."""
     model = worker_model(model_uri, tracking_uri)
     start = time.perf_counter()
     tables = bucket_tables(customers, transactions, social, social_columns)
-    features = build_features(tables, as_of, model.config, families=model.families,
-                              precomputed=precomputed)
+    features = build_features(
+        tables, as_of, model.config, families=model.families, precomputed=precomputed
+    )
     check_model_features(model, features)
     encoder = model.python_model.encoder
     inputs = encoder.model_input(features)
@@ -100,9 +110,13 @@ def _score_bucket(customers, transactions, social, social_columns, precomputed, 
         if count:
             unseen[name] += count
     start = time.perf_counter()
-    values = (np.asarray(model.pyfunc.predict(inputs), dtype="float64") if len(inputs)
-              else np.array([], dtype="float64"))
+    values = (
+        np.asarray(model.pyfunc.predict(inputs), dtype="float64")
+        if len(inputs)
+        else np.array([], dtype="float64")
+    )
     return {
+        "not_yet": int((customers["signup_date"] >= as_of).sum()),
         "ids": pa.array(features.index.array, type=pa.string()),
         "values": values,
         "inputs": inputs.reset_index(drop=True) if keep_inputs else None,
@@ -117,11 +131,20 @@ def _ids_values(scored: dict) -> tuple[pa.Array, np.ndarray]:
 
 
 def _stats(scored: dict) -> dict:
-    return {k: scored[k] for k in ("unseen", "feature_seconds", "predict_seconds")}
+    return {k: scored[k] for k in ("not_yet", "unseen", "feature_seconds", "predict_seconds")}
 
 
-def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, directory: str, b: int,
-                  constants: dict, model_uri: str, tracking_uri: str) -> dict:
+def _write_bucket(
+    scored: dict,
+    ranked: pd.DataFrame,
+    cut: int,
+    reasons: int,
+    directory: str,
+    b: int,
+    constants: dict,
+    model_uri: str,
+    tracking_uri: str,
+) -> dict:
     """One Parquet part: the partition's rows sorted by value_rank, with reasons for rank <= cut."""
     ids, values, m = scored["ids"], scored["values"], len(scored["values"])
     rank = ranked["value_rank"].to_numpy()
@@ -146,15 +169,23 @@ def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, di
         if found is not None:
             full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
         columns[name] = pa.array(full, type=pa.string())
-    schema = pa.schema([(name, col.type) for name, col in columns.items()]
-                       + [(name, value.type) for name, value in constants.items()])
+    schema = pa.schema(
+        [(name, col.type) for name, col in columns.items()]
+        + [(name, value.type) for name, value in constants.items()]
+    )
     order = pa.array(np.argsort(rank, kind="stable"), type=pa.int64())
     arrays = [col.take(order) for col in columns.values()]
     arrays += [pa.repeat(value, m) for value in constants.values()]
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), Path(directory) / f"part-{b:05d}.parquet")
+    pq.write_table(
+        pa.Table.from_arrays(arrays, schema=schema), Path(directory) / f"part-{b:05d}.parquet"
+    )
     tiers = ranked["value_tier"].value_counts()
-    return {"rows": m, "reasons_rows": len(wanted), "reasons_seconds": seconds,
-            "tiers": {str(k): int(v) for k, v in tiers.items()}}
+    return {
+        "rows": m,
+        "reasons_rows": len(wanted),
+        "reasons_seconds": seconds,
+        "tiers": {str(k): int(v) for k, v in tiers.items()},
+    }
 
 
 def _peak_rss_mb() -> float:
@@ -165,10 +196,20 @@ def _peak_rss_mb() -> float:
 # The run
 
 
-def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI,
-                         reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
-                         scheduler=None, rejects=None, reject_threshold: float | None = None,
-                         model: ScoringModel | None = None) -> dict:
+def score_customers_dask(
+    data,
+    *,
+    out,
+    as_of=None,
+    model_uri: str = DEFAULT_MODEL_URI,
+    reasons: int = 3,
+    reasons_for: str = "top10",
+    chunk_size: int = 100_000,
+    scheduler=None,
+    rejects=None,
+    reject_threshold: float | None = None,
+    model: ScoringModel | None = None,
+) -> dict:
     """score_customers on a Dask cluster; ``out`` becomes a partitioned Parquet dataset (a directory).
 
     Same arguments and manifest as serving.score.score_customers, plus ``scheduler``
@@ -191,7 +232,9 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     model = model if model is not None else load_scoring_model(model_uri)
-    threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+    threshold = (
+        model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+    )
     worker_uri, tracking_uri = pinned_uri(model), tracking.tracking_uri()
     stage: dict[str, float] = {}
     tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.parquet.tmp"
@@ -206,7 +249,9 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
             stage["load_validate_partition"] = time.perf_counter() - start
             if as_of is None:
                 if cs.last_tx is None:
-                    raise ContractError("transactions: no valid transaction to date the run from; pass as_of")
+                    raise ContractError(
+                        "transactions: no valid transaction to date the run from; pass as_of"
+                    )
                 as_of = cs.last_tx.normalize() + pd.Timedelta(days=1)
             as_of = as_timestamp(as_of)
 
@@ -217,9 +262,20 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
             scored = []
             for b in range(cs.buckets):
                 customers, transactions, social = cs.bucket_tables(b)
-                scored.append(client.submit(_score_bucket, customers, transactions, social,
-                                            cs.social_columns, population[b], as_of, worker_uri,
-                                            tracking_uri, keep_inputs))
+                scored.append(
+                    client.submit(
+                        _score_bucket,
+                        customers,
+                        transactions,
+                        social,
+                        cs.social_columns,
+                        population[b],
+                        as_of,
+                        worker_uri,
+                        tracking_uri,
+                        keep_inputs,
+                    )
+                )
             pairs = client.gather([client.submit(_ids_values, s) for s in scored])
             stats = client.gather([client.submit(_stats, s) for s in scored])
             del population
@@ -230,10 +286,17 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
             start = time.perf_counter()
             sizes = [len(values) for _, values in pairs]
             ids = pa.chunked_array([i for i, _ in pairs], type=pa.string()).combine_chunks()
-            values = np.concatenate([v for _, v in pairs]) if pairs else np.array([], dtype="float64")
-            ranked = value_ranks(ids, values)
+            values = (
+                np.concatenate([v for _, v in pairs]) if pairs else np.array([], dtype="float64")
+            )
             n = len(values)
-            cut = {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for] if reasons else 0
+            check_accounted(cs, n, sum(st["not_yet"] for st in stats))  # before anything is written
+            ranked = value_ranks(ids, values)
+            cut = (
+                {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for]
+                if reasons
+                else 0
+            )
             constants = {
                 "model_name": pa.scalar(model.name, pa.string()),
                 "model_version": pa.scalar(model.version, pa.string()),
@@ -243,10 +306,23 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
                 "scored_at": pa.scalar(scored_at.to_datetime64(), pa.timestamp("ns")),
             }
             offsets = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
-            written = client.gather([
-                client.submit(_write_bucket, s, ranked.iloc[offsets[b]:offsets[b + 1]].reset_index(drop=True),
-                              cut, reasons, str(tmp), b, constants, worker_uri, tracking_uri)
-                for b, s in enumerate(scored)])
+            written = client.gather(
+                [
+                    client.submit(
+                        _write_bucket,
+                        s,
+                        ranked.iloc[offsets[b] : offsets[b + 1]].reset_index(drop=True),
+                        cut,
+                        reasons,
+                        str(tmp),
+                        b,
+                        constants,
+                        worker_uri,
+                        tracking_uri,
+                    )
+                    for b, s in enumerate(scored)
+                ]
+            )
             del pairs
             stage["rank_reasons_write"] = time.perf_counter() - start
             worker_peaks = client.run(_peak_rss_mb)
@@ -255,16 +331,44 @@ def score_customers_dask(data, *, out, as_of=None, model_uri: str = DEFAULT_MODE
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    published = write_rejects(cs.rejects, Path(rejects) if rejects is not None else rejects_path(out))
+    published = write_rejects(
+        cs.rejects, Path(rejects) if rejects is not None else rejects_path(out)
+    )
     seconds = time.perf_counter() - started
-    summary = _summary(out, model, cs, written, stats, as_of, scored_at, seconds, published,
-                       chunk_size, reasons, reasons_for)
+    summary = _summary(
+        out,
+        model,
+        cs,
+        written,
+        stats,
+        as_of,
+        scored_at,
+        seconds,
+        published,
+        chunk_size,
+        reasons,
+        reasons_for,
+    )
     summary["stage_seconds"] = {k: round(v, 3) for k, v in stage.items()}
     summary["load_seconds"] = cs.seconds
     summary["workers"] = len(worker_peaks)
     summary["worker_peak_rss_mb"] = worker_peaks
     _write_json_atomic(summary, manifest_path(out))
     return summary
+
+
+def check_accounted(cs, scored: int, not_yet: int) -> None:
+    """Every customer row of the source is scored, not yet a customer at as_of, or rejected.
+
+    The three counts come from different places (predictions, signup dates, the contract check),
+    so a customer lost or duplicated anywhere between the source and the output stops the run.
+    """
+    customers = cs.summary.set_index("table").loc["customers"]
+    if scored + not_yet + customers["rows_rejected"] != customers["rows_in"]:
+        raise AssertionError(
+            f"customers unaccounted for: {customers['rows_in']} in, {scored} scored, "
+            f"{not_yet} not yet customers, {customers['rows_rejected']} rejected"
+        )
 
 
 def _customer_rows(data) -> int:
@@ -284,20 +388,34 @@ def _write_json_atomic(value: dict, path: Path) -> Path:
     return path
 
 
-def _summary(out: Path, model: ScoringModel, cs, written: list[dict], stats: list[dict],
-             as_of: pd.Timestamp, scored_at: pd.Timestamp, seconds: float, rejects: list[Path],
-             chunk_size: int, reasons: int, reasons_for: str) -> dict:
-    """The run's manifest (the keys of serving.score's); checks that every customer is accounted for."""
-    tables = {row["table"]: {k: row[k] for k in ("rows_in", "rows_kept", "rows_rejected", "top_reason")}
-              for row in cs.summary.to_dict("records")}
-    tables = {t: {k: (int(v) if k != "top_reason" else v) for k, v in d.items()} for t, d in tables.items()}
+def _summary(
+    out: Path,
+    model: ScoringModel,
+    cs,
+    written: list[dict],
+    stats: list[dict],
+    as_of: pd.Timestamp,
+    scored_at: pd.Timestamp,
+    seconds: float,
+    rejects: list[Path],
+    chunk_size: int,
+    reasons: int,
+    reasons_for: str,
+) -> dict:
+    """The run's manifest (the keys of serving.score's, plus the engine's); checks the accounting again."""
+    tables = {
+        row["table"]: {k: row[k] for k in ("rows_in", "rows_kept", "rows_rejected", "top_reason")}
+        for row in cs.summary.to_dict("records")
+    }
+    tables = {
+        t: {k: (int(v) if k != "top_reason" else v) for k, v in d.items()}
+        for t, d in tables.items()
+    }
     customers_in = tables["customers"]["rows_in"]
     rejected = tables["customers"]["rows_rejected"]
     scored = int(sum(w["rows"] for w in written))
-    not_yet = cs.n_customers - scored
-    if scored + not_yet + rejected != customers_in or not_yet < 0:
-        raise AssertionError(f"customers unaccounted for: {customers_in} in, {scored} scored, "
-                             f"{not_yet} not yet customers, {rejected} rejected")
+    not_yet = int(sum(s["not_yet"] for s in stats))
+    check_accounted(cs, scored, not_yet)
     tiers: Counter = Counter()
     unseen: Counter = Counter()
     for w in written:
@@ -315,7 +433,11 @@ def _summary(out: Path, model: ScoringModel, cs, written: list[dict], stats: lis
         "rejected_customers": rejected,
         "not_yet_customers": not_yet,
         "tables": tables,
-        "tiers": {name: tiers[name] for name in ("top_1pct", "top_10pct", "top_50pct", "rest") if name in tiers},
+        "tiers": {
+            name: tiers[name]
+            for name in ("top_1pct", "top_10pct", "top_50pct", "rest")
+            if name in tiers
+        },
         "as_of": str(as_of),
         "horizon_days": model.horizon_days,
         "scored_at": str(scored_at),
@@ -327,9 +449,13 @@ def _summary(out: Path, model: ScoringModel, cs, written: list[dict], stats: lis
         "chunk_size": chunk_size,
         "engine": "dask",
         "reasons": {
-            "per_customer": reasons, "for": reasons_for, "rows": reasons_rows,
+            "per_customer": reasons,
+            "for": reasons_for,
+            "rows": reasons_rows,
             "seconds": round(reasons_seconds, 3),
-            "rows_per_second": round(reasons_rows / reasons_seconds, 1) if reasons_seconds else None,
+            "rows_per_second": round(reasons_rows / reasons_seconds, 1)
+            if reasons_seconds
+            else None,
         },
         "seconds": round(seconds, 3),
         "features_seconds": round(sum(s["feature_seconds"] for s in stats), 3),

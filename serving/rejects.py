@@ -115,14 +115,14 @@ class RejectLog:
 
     def publish(self, directory: Path) -> list[Path]:
         """One ``<table>.csv`` per table with rejects, sorted by source row; stale ones removed."""
-        directory.mkdir(parents=True, exist_ok=True)
         written = []
         for table in self.rows_in:
             target = directory / f"{table}.csv"
             parts = sorted(self.directory.glob(f"rejects-{table}-*.csv"))
             if not parts:
-                target.unlink(missing_ok=True)
+                target.unlink(missing_ok=True)  # a previous run's rejects no longer apply
                 continue
+            directory.mkdir(parents=True, exist_ok=True)
             frame = pd.concat([pd.read_csv(p, dtype="str", keep_default_na=False, na_values=[""])
                                for p in parts], ignore_index=True)
             frame = frame.iloc[np.argsort(frame["row"].astype("int64").to_numpy(), kind="stable")]

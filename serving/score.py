@@ -13,7 +13,8 @@
    transactions, and joined to every chunk.
 4. Score chunk by chunk: build_features (the training code, with the model's FeatureConfig), the
    feature-manifest check, the MLflow pyfunc predict (signature enforced). Chunks may run in
-   worker processes; the output does not depend on how many.
+   worker processes (which build each chunk's own families while step 3 runs); the output does
+   not depend on how many.
 5. Rank the whole base, add reasons (exact TreeSHAP; the top 10% by default), write the output to a
    hidden temporary file beside it, rename it into place, then write the JSON manifest.
 
@@ -53,6 +54,7 @@ from serving.chunks import (
     CustomerBucket,
     ProfileBucket,
     ScoredBucket,
+    local_features_bucket,
     parsed_ids,
     score_bucket,
     validate_customer_bucket,
@@ -101,7 +103,7 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
     The summary is also written as JSON to OUT_STEM.manifest.json. Nothing is written when the
     source breaks the contract or the model's features do not match this code (ScoringSkewError).
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _tree_cpu_seconds()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
     if reasons_for not in REASONS_FOR:
         raise ValueError(f"reasons_for must be one of {REASONS_FOR}, got {reasons_for!r}")
@@ -145,11 +147,18 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
                 as_of = as_timestamp(pd.Timestamp(run.latest_ns).normalize() + pd.Timedelta(days=1))
             with clock("validate_profiles"):
                 run.validate_profiles(runner, as_of)
-            with clock("population_features"):
-                population = run.population(source, as_of, model)
+            model_key = runner.share_model(model)
+            with clock("population_and_chunk_features"):
+                # Each chunk's own families run in the workers while this process computes the
+                # population-wide ones (in turn, without workers).
+                pending = runner.submit(local_features_bucket, run.buckets, run.ctx, as_of, model_key,
+                                        run.profiles[0].empty if run.profiles else None)
+                with clock("population_features"):
+                    population = run.population(source, as_of, model)
+                local = pending.results()
             keep_inputs = reasons > 0 and reasons_for != "none"
             with clock("score_chunks"):
-                scored = run.score(runner, as_of, model, population, keep_inputs)
+                scored = run.score(runner, as_of, model_key, population, local, keep_inputs)
             del population
             runner.close()
             with clock("rank_reasons_write"):
@@ -159,7 +168,7 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
         summary = _summary(out, model, run, written, scored, prints, as_of, scored_at, published,
                            chunk_size, reasons, reasons_for, workers)
         summary["seconds"] = round(time.perf_counter() - started, 3)
-        summary["cpu_seconds"] = round(sum(clock.cpu_seconds.values()), 3)
+        summary["cpu_seconds"] = round(_tree_cpu_seconds() - cpu_started, 3)
         summary["customers_per_second"] = round(written.rows / summary["seconds"], 1)
         summary["stage_seconds"] = clock.seconds
         summary["stage_cpu_seconds"] = clock.cpu_seconds
@@ -260,7 +269,10 @@ class _Run:
         if self.profiles:
             profiles = self._latest_profiles()
             if "social_interactions" in source:
-                ids = IdSet([p.profile_ids for p in self.profiles], [p.hashes for p in self.profiles])
+                # Profile ids are distinct across profile buckets; the contract's membership test is
+                # an Arrow hash set, so the whole index is cheaper here than narrowing it per batch.
+                ids = pd.Index(pa.chunked_array([p.profile_ids for p in self.profiles], type=pa.string())
+                               .to_pandas(), dtype="str")
                 interactions = self._interactions(source["social_interactions"], ids, as_of)
         if "referrals" in source:
             raw = read_table(source["referrals"])
@@ -305,7 +317,7 @@ class _Run:
         frame = pd.concat(parts).reset_index()
         return frame[[c for c in empty.columns if c in frame.columns]]
 
-    def _interactions(self, path: Path, profiles: IdSet, as_of: pd.Timestamp) -> pd.DataFrame:
+    def _interactions(self, path: Path, profiles: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
         """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones)."""
         kept, offset = [], 0
         # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
@@ -316,9 +328,7 @@ class _Run:
             raw = batch.to_pandas()
             rows = np.arange(offset, offset + len(raw), dtype="int64")
             offset += len(raw)
-            mentioned = pd.concat([parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
-                                   if c in raw])
-            res, reject_part = checked_part("social_interactions", raw, {"profiles": profiles.known(mentioned)},
+            res, reject_part = checked_part("social_interactions", raw, {"profiles": profiles},
                                             rows, self.work, f"{part:05d}")
             self.log.record(reject_part)
             if total:
@@ -332,13 +342,17 @@ class _Run:
             return check_table("social_interactions", empty, {"profiles": pd.Index([], dtype="str")}, 1.0).typed
         return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
 
-    def score(self, runner: BucketRunner, as_of: pd.Timestamp, model: ScoringModel, population: dict,
-              keep_inputs: bool) -> list[ScoredBucket]:
+    def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, population: dict,
+              local: list, keep_inputs: bool) -> list[ScoredBucket]:
         task = self.bar.task("score", self.buckets)
-        social_empty = self.profiles[0].empty if self.profiles else None
-        return runner.map(score_bucket, self.buckets, self.ctx, as_of, runner.share_model(model),
-                          runner.share("population", population), social_empty, keep_inputs,
-                          on_result=lambda b, r: self.bar.advance(task))
+        population_key = runner.share("population", population)
+        return runner.map(_score_one, self.buckets, self.ctx, as_of, model_key, population_key, local,
+                          keep_inputs, on_result=lambda b, r: self.bar.advance(task))
+
+
+def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, population_key: str, local: list,
+               keep_inputs: bool) -> ScoredBucket:
+    return score_bucket(b, ctx, as_of, model_key, population_key, local[b], keep_inputs)
 
 
 def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:

@@ -41,8 +41,12 @@ def awkward_source(world: Path, out: Path) -> Path:
     # Digits everywhere but in two rows: the whole column is text, yet most buckets see only digits.
     postcode = pd.Series([f"{i % 97:05d}" for i in range(len(customers))], dtype="str")
     postcode.iloc[[3, 1500]] = ["SW1A", "EC2"]
-    customers = customers.assign(postcode=postcode, signup_date=customers["signup_date"].astype("str"))
-    customers.loc[7, "signup_date"] = "not a date"  # rejected; its transactions become unknown-customer rejects
+    customers = customers.assign(
+        postcode=postcode, signup_date=customers["signup_date"].astype("str")
+    )
+    customers.loc[7, "signup_date"] = (
+        "not a date"  # rejected; its transactions become unknown-customer rejects
+    )
     customers.to_csv(out / "customers.csv", index=False)
 
     tx = pd.read_parquet(world / "transactions.parquet")
@@ -56,7 +60,7 @@ def awkward_source(world: Path, out: Path) -> Path:
     owned = snaps.loc[snaps["customer_id"].notna()]
     profile = owned["profile_id"].value_counts().index[0]  # a profile with a long history
     rows = snaps.index[snaps["profile_id"] == profile]
-    late = rows[len(rows) // 2:]
+    late = rows[len(rows) // 2 :]
     old_owner = snaps.loc[rows[0], "customer_id"]
     # The new owner lives in another bucket: only routing the whole history to both gets it right.
     bucket = dict(zip(ids, bucket_of(ids, BUCKETS)))
@@ -114,13 +118,17 @@ def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_cli
     expected = build_features(tables, cutoff, CONFIG)
     expected = expected.assign(label=label_values(tables, cutoff, 365, CONFIG))
     out = tmp_path / "features.parquet"
-    summary = write_features_dask(source, cutoff, CONFIG, out, scheduler=dask_client, buckets=BUCKETS,
-                                  horizon_days=365)
+    summary = write_features_dask(
+        source, cutoff, CONFIG, out, scheduler=dask_client, buckets=BUCKETS, horizon_days=365
+    )
     got = pd.read_parquet(out).sort_index()
     assert summary["rows"] == len(expected) and len(list(out.glob("part-*.parquet"))) == BUCKETS
     assert (tmp_path / "features.manifest.json").exists()
     assert sorted(p.name for p in (tmp_path / "rejects").iterdir()) == [
-        "customers.csv", "social_profiles.csv", "transactions.csv"]
+        "customers.csv",
+        "social_profiles.csv",
+        "transactions.csv",
+    ]
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=1e-12)
 
 
@@ -136,7 +144,9 @@ def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
     assert got.n_customers == len(expected.tables.customers)
 
 
-def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(source, dask_client, tmp_path):
+def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
+    source, dask_client, tmp_path
+):
     from features.dask_engine import load_source_dask
 
     copy = tmp_path / "dup"
@@ -157,7 +167,9 @@ def test_too_many_rejects_in_the_whole_table_stop_the_run(source, dask_client, t
     copy = tmp_path / "bad"
     shutil.copytree(source, copy)
     snaps = pd.read_parquet(copy / "social_profiles.parquet")
-    snaps.loc[snaps.index[: len(snaps) // 50], "posts"] = -1.0  # 2% of rows, spread over every bucket
+    snaps.loc[
+        snaps.index[: len(snaps) // 50], "posts"
+    ] = -1.0  # 2% of rows, spread over every bucket
     snaps.to_parquet(copy / "social_profiles.parquet", index=False)
     with pytest.raises(ContractError, match="social_profiles: .* more than the reject threshold"):
         load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
@@ -169,20 +181,30 @@ def pandas_model(source, store):
     from training.train import train_run
 
     config = replace(SMALL, social_ablation=False)
-    return train_run(source, market_topics=MARKET_TOPICS, model_name="clv-pandas", experiment="dask",
-                     promote="always", config=config, progress=False)
+    return train_run(
+        source,
+        market_topics=MARKET_TOPICS,
+        model_name="clv-pandas",
+        experiment="dask",
+        promote="always",
+        config=config,
+        progress=False,
+    )
 
 
 def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
-        source, dask_client, pandas_model, store):
+    source, dask_client, pandas_model, store
+):
     from serving.dask_score import score_customers_dask
     from serving.score import score_customers
 
     uri = "models:/clv-pandas@champion"
-    single = score_customers(source, out=store / "single.parquet", model_uri=uri, chunk_size=700,
-                             progress=False)
-    summary = score_customers_dask(source, out=store / "dask.parquet", model_uri=uri, chunk_size=700,
-                                   scheduler=dask_client)
+    single = score_customers(
+        source, out=store / "single.parquet", model_uri=uri, chunk_size=700, progress=False
+    )
+    summary = score_customers_dask(
+        source, out=store / "dask.parquet", model_uri=uri, chunk_size=700, scheduler=dask_client
+    )
 
     dataset = store / "dask.parquet"
     assert dataset.is_dir() and len(list(dataset.glob("part-*.parquet"))) == summary["chunks"] >= 2
@@ -193,20 +215,35 @@ def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
 
     manifest = json.loads((store / "dask.manifest.json").read_text())
     assert manifest["scored"] == len(got)
-    assert (manifest["scored"] + manifest["not_yet_customers"] + manifest["rejected_customers"]
-            == manifest["customers_in"] == 2000)
-    for key in ("customers_in", "scored", "rejected_customers", "not_yet_customers", "tables", "tiers",
-                "as_of", "feature_manifest_hash", "unseen_category_levels"):
+    assert (
+        manifest["scored"] + manifest["not_yet_customers"] + manifest["rejected_customers"]
+        == manifest["customers_in"]
+        == 2000
+    )
+    for key in (
+        "customers_in",
+        "scored",
+        "rejected_customers",
+        "not_yet_customers",
+        "tables",
+        "tiers",
+        "as_of",
+        "feature_manifest_hash",
+        "unseen_category_levels",
+    ):
         assert manifest[key] == single[key], key
     for key in ("per_customer", "for", "rows"):
         assert manifest["reasons"][key] == single["reasons"][key], key
     for table in ("customers", "transactions", "social_profiles"):
-        pd.testing.assert_frame_equal(pd.read_csv(store / "dask.rejects" / f"{table}.csv", dtype="str"),
-                                      pd.read_csv(store / "single.rejects" / f"{table}.csv", dtype="str"))
+        pd.testing.assert_frame_equal(
+            pd.read_csv(store / "dask.rejects" / f"{table}.csv", dtype="str"),
+            pd.read_csv(store / "single.rejects" / f"{table}.csv", dtype="str"),
+        )
 
 
 def test_training_on_dask_registers_a_model_like_the_single_machine_one(
-        source, dask_client, pandas_model, store):
+    source, dask_client, pandas_model, store
+):
     import mlflow
 
     from serving.score import load_scoring_model
@@ -214,16 +251,30 @@ def test_training_on_dask_registers_a_model_like_the_single_machine_one(
     from training.model import CustomerValueModel
 
     config = replace(SMALL, social_ablation=False)
-    summary = train_run_dask(source, market_topics=MARKET_TOPICS, model_name="clv-dask",
-                             experiment="dask", promote="always", config=config, progress=False,
-                             scheduler=dask_client)
+    summary = train_run_dask(
+        source,
+        as_of="2026-01-01",  # the pandas run's default (the day after the last transaction)
+        market_topics=MARKET_TOPICS,
+        model_name="clv-dask",
+        experiment="dask",
+        promote="always",
+        config=config,
+        progress=False,
+        scheduler=dask_client,
+    )
     client = mlflow.MlflowClient()
-    dask_run, pandas_run = client.get_run(summary.run_id).data, client.get_run(pandas_model.run_id).data
+    dask_run, pandas_run = (
+        client.get_run(summary.run_id).data,
+        client.get_run(pandas_model.run_id).data,
+    )
     assert set(dask_run.metrics) == set(pandas_run.metrics)
     assert dask_run.tags["feature_manifest_hash"] == pandas_run.tags["feature_manifest_hash"]
     assert dask_run.tags["windows"] == pandas_run.tags["windows"]
     assert summary.rows == pandas_model.rows
-    assert dask_run.metrics["test_norm_gini"] > dask_run.metrics["baseline_last_h_test_norm_gini"] - 0.05
+    assert (
+        dask_run.metrics["test_norm_gini"]
+        > dask_run.metrics["baseline_last_h_test_norm_gini"] - 0.05
+    )
 
     model = load_scoring_model("models:/clv-dask@champion")
     assert isinstance(model.python_model, CustomerValueModel)

@@ -35,7 +35,13 @@ import pandas as pd
 from features.build import as_timestamp, select_families
 from features.catalog import SOCIAL_FAMILIES
 from features.dask_cluster import cluster
-from features.dask_engine import ClusterSource, check_label_window, features_dask, load_source_dask
+from features.dask_engine import (
+    ClusterSource,
+    check_label_window,
+    features_dask,
+    latest_transaction_before,
+    load_source_dask,
+)
 from features.manifest import FeatureManifest, manifest_for
 from training.attribution import family_shares, feature_importance, shap_sample
 from training.baselines import bgnbd_value, last_h_revenue
@@ -49,6 +55,7 @@ from training.train import (
     Ablation,
     Evaluation,
     TrainSummary,
+    describe_source,
     encoder_for,
     frame_digest,
     plan_windows,
@@ -58,8 +65,13 @@ from training.train import (
 
 LABEL = "__clv_label__"
 # lgb_params names -> the scikit-learn names DaskLGBMRegressor takes (the rest pass through).
-SKLEARN_NAMES = {"feature_fraction": "colsample_bytree", "bagging_fraction": "subsample",
-                 "bagging_freq": "subsample_freq", "lambda_l2": "reg_lambda", "seed": "random_state"}
+SKLEARN_NAMES = {
+    "feature_fraction": "colsample_bytree",
+    "bagging_fraction": "subsample",
+    "bagging_freq": "subsample_freq",
+    "lambda_l2": "reg_lambda",
+    "seed": "random_state",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +144,9 @@ def _sklearn_params(model_params, seed: int, objective: dict) -> dict:
     return params
 
 
-def _curve(booster_text: str, frame: pd.DataFrame, objective: dict, rounds: int) -> tuple[np.ndarray, int]:
+def _curve(
+    booster_text: str, frame: pd.DataFrame, objective: dict, rounds: int
+) -> tuple[np.ndarray, int]:
     """(sum over the rows of the objective's metric after each round 1..rounds, rows) of one partition.
 
     The metrics are LightGBM's, per row: tweedie, binary_logloss, gamma (negative log-likelihood)
@@ -147,8 +161,9 @@ def _curve(booster_text: str, frame: pd.DataFrame, objective: dict, rounds: int)
         return sums, 0
     raw = np.zeros(len(y))
     for i in range(rounds):
-        raw += booster.predict(X, raw_score=True, start_iteration=i, num_iteration=1,
-                               validate_features=False)
+        raw += booster.predict(
+            X, raw_score=True, start_iteration=i, num_iteration=1, validate_features=False
+        )
         sums[i] = _metric(objective, y, raw).sum()
     return sums, len(y)
 
@@ -180,8 +195,15 @@ def early_stopping_rounds(curve: np.ndarray, patience: int) -> int:
     return best + 1
 
 
-def fit_dask(client, frames: list, manifest: FeatureManifest, config: TrainConfig, *,
-             validation: list | None = None, rounds: dict[str, int] | None = None) -> CustomerValueModel:
+def fit_dask(
+    client,
+    frames: list,
+    manifest: FeatureManifest,
+    config: TrainConfig,
+    *,
+    validation: list | None = None,
+    rounds: dict[str, int] | None = None,
+) -> CustomerValueModel:
     """A CustomerValueModel fitted with DaskLGBMRegressor on window futures (features + label).
 
     With ``validation``: max_rounds rounds, then the early-stopping rounds of the whole validation
@@ -196,33 +218,48 @@ def fit_dask(client, frames: list, manifest: FeatureManifest, config: TrainConfi
     value_model = make_model(config.model, encoder.categorical, seed=config.seed)
     objectives = {part: spec[0] for part, spec in value_model._parts(np.zeros(1)).items()}
     for part, objective in objectives.items():
-        encoded = [client.submit(_encoded, f, encoder, config.model, config.seed, part) for f in frames]
+        encoded = [
+            client.submit(_encoded, f, encoder, config.model, config.seed, part) for f in frames
+        ]
         meta = client.submit(_empty, encoded[0]).result()
         # One persisted frame; X and y are its columns, so their partitions always agree.
         xy = dd.from_delayed(encoded, meta=meta, verify_meta=False).persist()
         X, y = xy.drop(columns=[LABEL]), xy[LABEL]
         n_rounds = config.model.max_rounds if rounds is None else max(1, int(rounds[part]))
-        model = DaskLGBMRegressor(client=client, n_estimators=n_rounds,
-                                  **_sklearn_params(config.model, config.seed, objective))
+        model = DaskLGBMRegressor(
+            client=client,
+            n_estimators=n_rounds,
+            **_sklearn_params(config.model, config.seed, objective),
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
             model.fit(X, y, categorical_feature=encoder.categorical)
         booster = model.to_local().booster_
         if validation is not None:
             text = client.scatter(booster.model_to_string(), broadcast=True)
-            valid = [client.submit(_encoded, f, encoder, config.model, config.seed, part) for f in validation]
-            sums = client.gather([client.submit(_curve, text, v, objective, booster.current_iteration())
-                                  for v in valid])
+            valid = [
+                client.submit(_encoded, f, encoder, config.model, config.seed, part)
+                for f in validation
+            ]
+            sums = client.gather(
+                [
+                    client.submit(_curve, text, v, objective, booster.current_iteration())
+                    for v in valid
+                ]
+            )
             total = sum(s for s, _ in sums)
             count = sum(n for _, n in sums)
-            chosen = early_stopping_rounds(total / max(count, 1), config.model.early_stopping_rounds)
+            chosen = early_stopping_rounds(
+                total / max(count, 1), config.model.early_stopping_rounds
+            )
         else:
             chosen = n_rounds
         value_model.boosters[part] = booster
         value_model.rounds[part] = int(chosen)
         del xy, X, y
-    return CustomerValueModel.from_fitted(value_model, encoder, manifest_json=manifest.to_json(),
-                                          families=dict(manifest.families))
+    return CustomerValueModel.from_fitted(
+        value_model, encoder, manifest_json=manifest.to_json(), families=dict(manifest.families)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +267,9 @@ def fit_dask(client, frames: list, manifest: FeatureManifest, config: TrainConfi
 
 
 def _last_h(transactions: pd.DataFrame, customers: pd.DataFrame, cutoff, horizon: int) -> pd.Series:
-    ids = pd.Index(customers.loc[customers["signup_date"] < cutoff, "customer_id"], name="customer_id")
+    ids = pd.Index(
+        customers.loc[customers["signup_date"] < cutoff, "customer_id"], name="customer_id"
+    )
     return last_h_revenue(transactions, ids, cutoff, horizon)
 
 
@@ -240,7 +279,9 @@ def _purchases(transactions: pd.DataFrame, cutoff) -> pd.DataFrame:
     return transactions.loc[keep, ["customer_id", "timestamp", "amount"]]
 
 
-def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps | None = None) -> Evaluation:
+def evaluate_dask(
+    cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps | None = None
+) -> Evaluation:
     """training.train.evaluate_pipeline on a cluster; returns the same Evaluation."""
     client = cs.client
     steps = steps or Steps(enabled=False)
@@ -249,7 +290,9 @@ def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps
     plan = plan_windows(as_of, horizon, config)
     with steps.step("Training windows on the cluster (labels end by the test cutoff)"):
         evaluation = windows_dask(cs, plan.test_cutoff, config)
-    with steps.step("Refit windows on the cluster (labels end by as_of; the latest is the test window)"):
+    with steps.step(
+        "Refit windows on the cluster (labels end by as_of; the latest is the test window)"
+    ):
         refit = windows_dask(cs, plan.as_of, config)
     if plan.test_cutoff not in refit:
         raise ValueError(f"no customers signed up before the test cutoff {plan.test_cutoff.date()}")
@@ -278,22 +321,35 @@ def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps
     }
     test_label = test["label"].astype(np.float64)
 
-    with steps.step(f"Fitting {config.model.objective} model on the cluster ({rows['train']:,} rows, "
-                    f"{rows['validation']:,} for early stopping)"):
+    with steps.step(
+        f"Fitting {config.model.objective} model on the cluster ({rows['train']:,} rows, "
+        f"{rows['validation']:,} for early stopping)"
+    ):
         model = fit_dask(client, train_frames, manifest, config, validation=valid_frames)
     steps.note(f"boosting rounds: {model.rounds}")
     predicted = model.predict_value(test)
 
     with steps.step("Baselines on the test window (last H days, BG/NBD + Gamma-Gamma)"):
-        last_h = pd.concat(client.gather([
-            client.submit(_last_h, t, c, plan.test_cutoff, horizon)
-            for c, t in zip(cs.customers, cs.transactions)])).reindex(test.index, fill_value=0.0)
+        last_h = pd.concat(
+            client.gather(
+                [
+                    client.submit(_last_h, t, c, plan.test_cutoff, horizon)
+                    for c, t in zip(cs.customers, cs.transactions)
+                ]
+            )
+        ).reindex(test.index, fill_value=0.0)
         last_h = last_h.rename("baseline_last_h")
         everyone = pd.concat(client.gather(cs.slims)).set_index("customer_id")
         customers = everyone.loc[test.index, ["signup_date"]].reset_index()
-        purchases = pd.concat(client.gather([client.submit(_purchases, t, plan.test_cutoff)
-                                             for t in cs.transactions]), ignore_index=True)
-        bg = bgnbd_value(purchases, customers, plan.test_cutoff, horizon, penalizer=config.bgnbd_penalizer)
+        purchases = pd.concat(
+            client.gather(
+                [client.submit(_purchases, t, plan.test_cutoff) for t in cs.transactions]
+            ),
+            ignore_index=True,
+        )
+        bg = bgnbd_value(
+            purchases, customers, plan.test_cutoff, horizon, penalizer=config.bgnbd_penalizer
+        )
         del purchases
     baselines = {"last_h": last_h}
     if bg.prediction is not None:
@@ -304,27 +360,52 @@ def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps
     table = deciles(test_label, {"model": predicted, **baselines})
 
     ablation = None
-    if config.social_ablation and any(manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features):
-        with steps.step("Social ablation on the cluster (same pipeline without the social families)"):
-            ablation = _ablate(client, train_frames, valid_frames, test, test_label, predicted,
-                               everyone["signup_date"], plan, config, families, manifest)
-        metrics.update({
-            "social_lift_norm_gini": ablation.lift.estimate,
-            "social_lift_norm_gini_lo": ablation.lift.lo,
-            "social_lift_norm_gini_hi": ablation.lift.hi,
-            "social_lift_norm_gini_new": ablation.lift_new.estimate,
-            "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
-            "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
-        })
+    if config.social_ablation and any(
+        manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features
+    ):
+        with steps.step(
+            "Social ablation on the cluster (same pipeline without the social families)"
+        ):
+            ablation = _ablate(
+                client,
+                train_frames,
+                valid_frames,
+                test,
+                test_label,
+                predicted,
+                everyone["signup_date"],
+                plan,
+                config,
+                families,
+                manifest,
+            )
+        metrics.update(
+            {
+                "social_lift_norm_gini": ablation.lift.estimate,
+                "social_lift_norm_gini_lo": ablation.lift.lo,
+                "social_lift_norm_gini_hi": ablation.lift.hi,
+                "social_lift_norm_gini_new": ablation.lift_new.estimate,
+                "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
+                "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
+            }
+        )
 
-    with steps.step(f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"):
+    with steps.step(
+        f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
+    ):
         sample = shap_sample(test, config.shap_sample, seed=config.seed)
         contributions = model.log_contributions(sample)
-        importance = feature_importance(contributions, model.encoder.encode(sample),
-                                        dict(manifest.families), categorical=model.encoder.categorical)
+        importance = feature_importance(
+            contributions,
+            model.encoder.encode(sample),
+            dict(manifest.families),
+            categorical=model.encoder.categorical,
+        )
     metrics.update(family_shares(importance, tuple(f.name for f in families)))
 
-    with steps.step(f"Refit on the cluster on windows ending by as_of ({rows['refit']:,} rows, same rounds)"):
+    with steps.step(
+        f"Refit on the cluster on windows ending by as_of ({rows['refit']:,} rows, same rounds)"
+    ):
         final_model = fit_dask(client, refit_frames, refit_manifest, config, rounds=model.rounds)
 
     for name, value in rows.items():
@@ -334,12 +415,17 @@ def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps
     train_all = train_frames + valid_frames
     total = rows["train"] + rows["validation"]
     fraction = min(1.0, 1.5 * 10_000 / max(total, 1))
-    drawn = client.gather([client.submit(_sample, f, fraction, config.seed + i) for i, f in enumerate(train_all)])
+    drawn = client.gather(
+        [client.submit(_sample, f, fraction, config.seed + i) for i, f in enumerate(train_all)]
+    )
     digests = client.gather([client.submit(_digest, f) for f in train_all])
     return Evaluation(
-        plan=replace(plan, validation_cutoffs=tuple(validation_cutoffs),
-                     train_cutoffs=tuple(c for c in present if c not in set(validation_cutoffs)),
-                     refit_cutoffs=tuple(sorted(refit))),
+        plan=replace(
+            plan,
+            validation_cutoffs=tuple(validation_cutoffs),
+            train_cutoffs=tuple(c for c in present if c not in set(validation_cutoffs)),
+            refit_cutoffs=tuple(sorted(refit)),
+        ),
         config=config,
         rows=rows,
         manifest=manifest,
@@ -363,8 +449,19 @@ def evaluate_dask(cs: ClusterSource, as_of, config: TrainConfig, *, steps: Steps
     )
 
 
-def _ablate(client, train_frames, valid_frames, test, test_label, predicted, signup, plan, config,
-            families, manifest_full: FeatureManifest) -> Ablation:
+def _ablate(
+    client,
+    train_frames,
+    valid_frames,
+    test,
+    test_label,
+    predicted,
+    signup,
+    plan,
+    config,
+    families,
+    manifest_full: FeatureManifest,
+) -> Ablation:
     """training.train's ablation: the same fit without the social families, lift by paired bootstrap."""
     kept = tuple(f for f in families if f.name not in SOCIAL_FAMILIES)
     social = [f for f in manifest_full.features if manifest_full.families[f] in SOCIAL_FAMILIES]
@@ -375,13 +472,25 @@ def _ablate(client, train_frames, valid_frames, test, test_label, predicted, sig
     predicted_ns = model.predict_value(test.drop(columns=social))
     metrics = value_metrics(test_label.to_numpy(), predicted_ns.to_numpy(), prefix="test_")
     actual = test_label.to_numpy()
-    lift = paired_bootstrap_lift(actual, predicted.to_numpy(), predicted_ns.to_numpy(),
-                                 resamples=config.bootstrap_resamples, interval=config.interval,
-                                 seed=config.seed)
-    new = ((plan.test_cutoff - signup.reindex(test.index)).dt.days < NEW_CUSTOMER_TENURE_DAYS).to_numpy()
-    lift_new = paired_bootstrap_lift(actual[new], predicted.to_numpy()[new], predicted_ns.to_numpy()[new],
-                                     resamples=config.bootstrap_resamples, interval=config.interval,
-                                     seed=config.seed + 1)
+    lift = paired_bootstrap_lift(
+        actual,
+        predicted.to_numpy(),
+        predicted_ns.to_numpy(),
+        resamples=config.bootstrap_resamples,
+        interval=config.interval,
+        seed=config.seed,
+    )
+    new = (
+        (plan.test_cutoff - signup.reindex(test.index)).dt.days < NEW_CUSTOMER_TENURE_DAYS
+    ).to_numpy()
+    lift_new = paired_bootstrap_lift(
+        actual[new],
+        predicted.to_numpy()[new],
+        predicted_ns.to_numpy()[new],
+        resamples=config.bootstrap_resamples,
+        interval=config.interval,
+        seed=config.seed + 1,
+    )
     return Ablation(model, manifest, metrics, lift, lift_new, dict(model.rounds))
 
 
@@ -389,23 +498,53 @@ def _ablate(client, train_frames, valid_frames, test, test_label, predicted, sig
 # Tracked training
 
 
-def train_dask(data, *, as_of=None, horizon_days: int = 365, market_topics=(),
-               experiment: str = "customer-value", model_name: str = "customer-value",
-               promote: str = "auto", config: TrainConfig | None = None, progress: bool = True,
-               scheduler=None, buckets: int | None = None) -> str:
+def train_dask(
+    data,
+    *,
+    as_of=None,
+    horizon_days: int = 365,
+    market_topics=(),
+    experiment: str = "customer-value",
+    model_name: str = "customer-value",
+    promote: str = "auto",
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    scheduler=None,
+    buckets: int | None = None,
+) -> str:
     """training.train.train on a Dask cluster; returns the MLflow run id (prints the summary)."""
-    summary = train_run_dask(data, as_of=as_of, horizon_days=horizon_days, market_topics=market_topics,
-                             experiment=experiment, model_name=model_name, promote=promote,
-                             config=config, progress=progress, scheduler=scheduler, buckets=buckets)
+    summary = train_run_dask(
+        data,
+        as_of=as_of,
+        horizon_days=horizon_days,
+        market_topics=market_topics,
+        experiment=experiment,
+        model_name=model_name,
+        promote=promote,
+        config=config,
+        progress=progress,
+        scheduler=scheduler,
+        buckets=buckets,
+    )
     if progress:
         print_summary(summary)
     return summary.run_id
 
 
-def train_run_dask(data, *, as_of=None, horizon_days: int = 365, market_topics=(),
-                   experiment: str = "customer-value", model_name: str = "customer-value",
-                   promote: str = "auto", config: TrainConfig | None = None, progress: bool = True,
-                   scheduler=None, buckets: int | None = None) -> TrainSummary:
+def train_run_dask(
+    data,
+    *,
+    as_of=None,
+    horizon_days: int = 365,
+    market_topics=(),
+    experiment: str = "customer-value",
+    model_name: str = "customer-value",
+    promote: str = "auto",
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    scheduler=None,
+    buckets: int | None = None,
+) -> TrainSummary:
     """training.train.train_run on a Dask cluster: same run, tags, metrics, artifacts and registry.
 
     data: a source directory the workers can read. scheduler: ``tcp://host:8786``, a
@@ -422,15 +561,19 @@ def train_run_dask(data, *, as_of=None, horizon_days: int = 365, market_topics=(
     steps = Steps(enabled=progress)
     with cluster(scheduler) as client:
         with steps.step("Loading, validating and partitioning the source on the cluster"):
-            cs = load_source_dask(data, client, buckets=buckets,
-                                  reject_threshold=config.features.reject_threshold)
+            cs = load_source_dask(
+                data, client, buckets=buckets, reject_threshold=config.features.reject_threshold
+            )
         if as_of is None:
             if cs.last_tx is None:
                 raise ValueError("transactions table is empty: cannot choose as_of")
             as_of = cs.last_tx.normalize() + pd.Timedelta(days=1)
+        else:
+            # As in train_run, rows dated on or after as_of do not exist for this run: nothing reads
+            # them (the latest label window ends at as_of) except the label coverage check.
+            as_of = as_timestamp(as_of)
+            cs.last_tx = latest_transaction_before(cs, as_of)
         as_of = as_timestamp(as_of)
-        from training.train import describe_source
-
         fingerprint = {"source": describe_source(data), **cs.fingerprint}
         rejected = int(sum(len(frame) for frame in cs.rejects.values()))
 
@@ -439,30 +582,43 @@ def train_run_dask(data, *, as_of=None, horizon_days: int = 365, market_topics=(
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         experiment_id = tracking.experiment_id(experiment, uri)
-        with mlflow.start_run(experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}") as run:
-            mlflow.set_tags({
-                "git_commit": tracking.git_commit(),
-                "git_dirty": tracking.git_dirty(),
-                "input_fingerprint": tracking.fingerprint_hash(fingerprint),
-                "as_of": str(as_of.date()),
-                "horizon_days": str(config.horizon_days),
-                "test_cutoff": str((as_of - pd.Timedelta(days=config.horizon_days)).date()),
-                "objective": config.model.objective,
-                "rejected_rows": str(rejected),
-                "engine": "dask",
-                "dask_workers": str(len(client.scheduler_info()["workers"])),
-                "dask_partitions": str(cs.buckets),
-            })
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}"
+        ) as run:
+            mlflow.set_tags(
+                {
+                    "git_commit": tracking.git_commit(),
+                    "git_dirty": tracking.git_dirty(),
+                    "input_fingerprint": tracking.fingerprint_hash(fingerprint),
+                    "as_of": str(as_of.date()),
+                    "horizon_days": str(config.horizon_days),
+                    "test_cutoff": str((as_of - pd.Timedelta(days=config.horizon_days)).date()),
+                    "objective": config.model.objective,
+                    "rejected_rows": str(rejected),
+                    "engine": "dask",
+                    "dask_workers": str(len(client.scheduler_info()["workers"])),
+                    "dask_partitions": str(cs.buckets),
+                }
+            )
             mlflow.log_params(config.flat())
             ev = evaluate_dask(cs, as_of, config, steps=steps)
             with steps.step("Logging run, model and registry"):
-                summary = log_evaluation(ev, run.info.run_id, data, fingerprint, experiment,
-                                         model_name, promote, uri)
+                summary = log_evaluation(
+                    ev, run.info.run_id, data, fingerprint, experiment, model_name, promote, uri
+                )
     return replace(summary, seconds=time.perf_counter() - started)
 
 
-def log_evaluation(ev: Evaluation, run_id: str, data, fingerprint: dict, experiment: str,
-                   model_name: str, promote: str, uri: str) -> TrainSummary:
+def log_evaluation(
+    ev: Evaluation,
+    run_id: str,
+    data,
+    fingerprint: dict,
+    experiment: str,
+    model_name: str,
+    promote: str,
+    uri: str,
+) -> TrainSummary:
     """Log an Evaluation to the active run and register its refit model, as training.train.train_run does.
 
     DUPLICATED from the body of train_run (same tags, artifacts, datasets, report inputs, models,
@@ -479,7 +635,6 @@ def log_evaluation(ev: Evaluation, run_id: str, data, fingerprint: dict, experim
         _score_champion,
         _signature,
         _write_artifacts,
-        describe_source,
     )
 
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -500,14 +655,22 @@ def log_evaluation(ev: Evaluation, run_id: str, data, fingerprint: dict, experim
     log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
     signature, example = _signature(ev)
     with _pickle_model_code_by_value():
-        eval_info = mlflow.pyfunc.log_model(name="evaluation_model", python_model=ev.model,
-                                            signature=signature, input_example=example,
-                                            pip_requirements=tracking.PIP_REQUIREMENTS)
+        eval_info = mlflow.pyfunc.log_model(
+            name="evaluation_model",
+            python_model=ev.model,
+            signature=signature,
+            input_example=example,
+            pip_requirements=tracking.PIP_REQUIREMENTS,
+        )
         final_signature, final_example = _signature(ev, final=True)
-        info = mlflow.pyfunc.log_model(name="model", python_model=ev.final_model,
-                                       signature=final_signature, input_example=final_example,
-                                       pip_requirements=tracking.PIP_REQUIREMENTS,
-                                       registered_model_name=model_name)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=ev.final_model,
+            signature=final_signature,
+            input_example=final_example,
+            pip_requirements=tracking.PIP_REQUIREMENTS,
+            registered_model_name=model_name,
+        )
     mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
     version = str(info.registered_model_version)
     champion = _score_champion(client, model_name, ev, exclude_version=version)
@@ -515,26 +678,42 @@ def log_evaluation(ev: Evaluation, run_id: str, data, fingerprint: dict, experim
     client.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, tracking.CHAMPION, version)
-    client.set_model_version_tag(model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}")
+    client.set_model_version_tag(
+        model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"
+    )
     client.set_model_version_tag(model_name, version, "as_of", str(ev.plan.as_of.date()))
     client.set_model_version_tag(model_name, version, "objective", config.model.objective)
-    mlflow.set_tags({
-        "model_name": model_name,
-        "model_version": version,
-        "promotion_mode": promote,
-        "promotion_decision": decision.decision,
-        "promotion_reason": decision.reason,
-        "champion_before": decision.champion_version or "none",
-    })
+    mlflow.set_tags(
+        {
+            "model_name": model_name,
+            "model_version": version,
+            "promotion_mode": promote,
+            "promotion_decision": decision.decision,
+            "promotion_reason": decision.reason,
+            "champion_before": decision.champion_version or "none",
+        }
+    )
     if decision.champion_norm_gini is not None and np.isfinite(decision.champion_norm_gini):
         metrics["champion_test_norm_gini"] = decision.champion_norm_gini
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+    mlflow.log_metrics(
+        {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    )
     aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if decision.promote else [])
     return TrainSummary(
-        run_id=run_id, experiment=experiment, tracking_uri=uri, model_name=model_name,
-        model_version=version, aliases=aliases, promotion=decision.decision,
-        promotion_reason=decision.reason, windows=ev.plan.describe(), rows=ev.rows, metrics=metrics,
-        bgnbd_status=ev.bgnbd_status, ui_command=tracking.ui_command(uri), seconds=0.0,
+        run_id=run_id,
+        experiment=experiment,
+        tracking_uri=uri,
+        model_name=model_name,
+        model_version=version,
+        aliases=aliases,
+        promotion=decision.decision,
+        promotion_reason=decision.reason,
+        windows=ev.plan.describe(),
+        rows=ev.rows,
+        metrics=metrics,
+        bgnbd_status=ev.bgnbd_status,
+        ui_command=tracking.ui_command(uri),
+        seconds=0.0,
     )
 
 

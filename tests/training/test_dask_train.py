@@ -22,22 +22,31 @@ def test_early_stopping_keeps_the_first_of_equal_best_rounds():
     assert early_stopping_rounds(np.array([2.0, 1.0, 1.0, 1.0]), patience=10) == 2
 
 
-@pytest.mark.parametrize("objective", [
-    {"objective": "tweedie", "tweedie_variance_power": 1.5, "metric": "tweedie"},
-    {"objective": "binary", "metric": "binary_logloss"},
-    {"objective": "gamma", "metric": "gamma"},
-    {"objective": "regression", "metric": "l2"},
-])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"objective": "tweedie", "tweedie_variance_power": 1.5, "metric": "tweedie"},
+        {"objective": "binary", "metric": "binary_logloss"},
+        {"objective": "gamma", "metric": "gamma"},
+        {"objective": "regression", "metric": "l2"},
+    ],
+)
 def test_validation_curve_matches_lightgbm_own_metric(objective):
     rng = np.random.default_rng(3)
     X = pd.DataFrame(rng.normal(size=(600, 3)), columns=["a", "b", "c"])
     value = np.exp(X["a"].to_numpy()) * (rng.random(600) < 0.6)
-    y = {"binary": (value > 0).astype(float), "gamma": value + 0.5}.get(objective["objective"], value)
+    y = {"binary": (value > 0).astype(float), "gamma": value + 0.5}.get(
+        objective["objective"], value
+    )
     train = lgb.Dataset(X, y, free_raw_data=False)
     recorded: dict = {}
-    booster = lgb.train({**objective, "verbosity": -1, "num_threads": 1, "num_leaves": 7}, train,
-                        num_boost_round=15, valid_sets=[lgb.Dataset(X, y, reference=train)],
-                        callbacks=[lgb.record_evaluation(recorded)])
+    booster = lgb.train(
+        {**objective, "verbosity": -1, "num_threads": 1, "num_leaves": 7},
+        train,
+        num_boost_round=15,
+        valid_sets=[lgb.Dataset(X, y, reference=train)],
+        callbacks=[lgb.record_evaluation(recorded)],
+    )
     sums, rows = _curve(booster.model_to_string(), X.assign(**{LABEL: y}), objective, 15)
     lightgbm_curve = np.asarray(recorded["valid_0"][objective["metric"]])
     np.testing.assert_allclose(sums / rows, lightgbm_curve, rtol=1e-6)
