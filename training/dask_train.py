@@ -22,12 +22,9 @@ SHAP on the attribution sample, and MLflow logging.
 from __future__ import annotations
 
 import hashlib
-import json
-import tempfile
 import time
 import warnings
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,6 +55,7 @@ from training.train import (
     describe_source,
     encoder_for,
     frame_digest,
+    log_evaluation,
     plan_windows,
     print_summary,
     resolve_config,
@@ -607,114 +605,3 @@ def train_run_dask(
                     ev, run.info.run_id, data, fingerprint, experiment, model_name, promote, uri
                 )
     return replace(summary, seconds=time.perf_counter() - started)
-
-
-def log_evaluation(
-    ev: Evaluation,
-    run_id: str,
-    data,
-    fingerprint: dict,
-    experiment: str,
-    model_name: str,
-    promote: str,
-    uri: str,
-) -> TrainSummary:
-    """Log an Evaluation to the active run and register its refit model, as training.train.train_run does.
-
-    DUPLICATED from the body of train_run (same tags, artifacts, datasets, report inputs, models,
-    aliases and metrics), until train.py exposes it as a function both engines call.
-    """
-    import mlflow
-
-    from training import tracking
-    from training.report_inputs import log_report_inputs, report_frames
-    from training.train import (
-        _log_ablation_child,
-        _log_inputs,
-        _pickle_model_code_by_value,
-        _score_champion,
-        _signature,
-        _write_artifacts,
-    )
-
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    config = ev.config
-    mlflow.set_tag("feature_manifest_hash", ev.refit_manifest.manifest_hash)
-    mlflow.set_tag("evaluation_manifest_hash", ev.manifest.manifest_hash)
-    mlflow.set_tag("baseline_bgnbd_status", ev.bgnbd_status)
-    mlflow.set_tag("windows", json.dumps(ev.plan.describe()))
-    _log_inputs(ev, describe_source(data))
-    metrics = dict(ev.metrics)
-    metrics.update({f"baseline_bgnbd_param_{k}": v for k, v in ev.bgnbd_params.items()})
-    if ev.ablation is not None:
-        metrics.update({f"ablation_{k}": v for k, v in ev.ablation.metrics.items()})
-        _log_ablation_child(ev, config)
-    with tempfile.TemporaryDirectory() as tmp:
-        _write_artifacts(Path(tmp), ev, fingerprint, metrics)
-        mlflow.log_artifacts(tmp)
-    log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
-    signature, example = _signature(ev)
-    with _pickle_model_code_by_value():
-        eval_info = mlflow.pyfunc.log_model(
-            name="evaluation_model",
-            python_model=ev.model,
-            signature=signature,
-            input_example=example,
-            pip_requirements=tracking.PIP_REQUIREMENTS,
-        )
-        final_signature, final_example = _signature(ev, final=True)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=ev.final_model,
-            signature=final_signature,
-            input_example=final_example,
-            pip_requirements=tracking.PIP_REQUIREMENTS,
-            registered_model_name=model_name,
-        )
-    mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
-    version = str(info.registered_model_version)
-    champion = _score_champion(client, model_name, ev, exclude_version=version)
-    decision = tracking.decide_promotion(promote, ev.metrics["test_norm_gini"], champion)
-    client.set_registered_model_alias(model_name, tracking.CHALLENGER, version)
-    if decision.promote:
-        client.set_registered_model_alias(model_name, tracking.CHAMPION, version)
-    client.set_model_version_tag(
-        model_name, version, "test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"
-    )
-    client.set_model_version_tag(model_name, version, "as_of", str(ev.plan.as_of.date()))
-    client.set_model_version_tag(model_name, version, "objective", config.model.objective)
-    mlflow.set_tags(
-        {
-            "model_name": model_name,
-            "model_version": version,
-            "promotion_mode": promote,
-            "promotion_decision": decision.decision,
-            "promotion_reason": decision.reason,
-            "champion_before": decision.champion_version or "none",
-        }
-    )
-    if decision.champion_norm_gini is not None and np.isfinite(decision.champion_norm_gini):
-        metrics["champion_test_norm_gini"] = decision.champion_norm_gini
-    mlflow.log_metrics(
-        {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
-    )
-    aliases = [tracking.CHALLENGER] + ([tracking.CHAMPION] if decision.promote else [])
-    return TrainSummary(
-        run_id=run_id,
-        experiment=experiment,
-        tracking_uri=uri,
-        model_name=model_name,
-        model_version=version,
-        aliases=aliases,
-        promotion=decision.decision,
-        promotion_reason=decision.reason,
-        windows=ev.plan.describe(),
-        rows=ev.rows,
-        metrics=metrics,
-        bgnbd_status=ev.bgnbd_status,
-        ui_command=tracking.ui_command(uri),
-        seconds=0.0,
-    )
-
-
-__all__ = ["evaluate_dask", "fit_dask", "train_dask", "train_run_dask", "windows_dask"]
