@@ -215,13 +215,15 @@ def main() -> None:
     start = time.perf_counter()
     config, frames = training_frames(train_world)
     model, gini = fit_model(config, frames, max_depth=7, num_leaves=31)
-    model_path = save_pyfunc(model, model.encoder.model_input(frames[2].head(200)),
-                             Path(tempfile.mkdtemp(prefix="clv-bench-model-")) / "model")
+    scratch = tempfile.TemporaryDirectory(prefix="clv-bench-score-")
+    model_path = save_pyfunc(model, model.encoder.model_input(frames[2].head(200)), Path(scratch.name) / "model")
     print(f"model: tweedie, {ROUNDS} trees, depth 7, 31 leaves; out-of-time norm. Gini {gini:.3f} "
           f"(fitted in {time.perf_counter() - start:.0f} s)", flush=True)
 
-    out = Path(tempfile.mkdtemp(prefix="clv-bench-out-")) / "scores.parquet"
-    e2e = end_to_end(world, model_path, out, args.chunk_size, args.workers)
+    try:
+        e2e = end_to_end(world, model_path, Path(scratch.name) / "scores.parquet", args.chunk_size, args.workers)
+    finally:
+        scratch.cleanup()
     s = e2e["summary"]
     print(f"\nend to end (load average {os.getloadavg()[0]:.1f}), {s['customers_in']:,} customers "
           f"({s['scored']:,} scored), {s['chunks']} chunks, {s['workers']} worker(s), reasons off:")

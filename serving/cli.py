@@ -217,6 +217,12 @@ def score(
     reasons: int = typer.Option(3, "--reasons", min=0, help="Reason columns per customer."),
     reasons_for: str = typer.Option("top10", "--reasons-for", help="Who gets reasons: top10, all or none."),
     chunk_size: int = typer.Option(100_000, "--chunk-size", min=100, help="Customers per chunk (bounds memory)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Processes scoring chunks in parallel (default: 2 for 200k+ customers, else 1)."),
+    rejects: Path | None = typer.Option(
+        None, "--rejects", help="Directory for rejected rows (default: OUT_STEM.rejects/ beside the output)."),
+    reject_threshold: float | None = typer.Option(
+        None, "--reject-threshold", help="Largest share of invalid rows per table (default: the model's, 1%)."),
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
@@ -231,10 +237,12 @@ def score(
             from serving.dask_score import score_customers_dask
 
             summary = score_customers_dask(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
-                                           reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler)
+                                           reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
+                                           rejects=rejects, reject_threshold=reject_threshold)
         else:
             summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
-                                      reasons_for=reasons_for, chunk_size=chunk_size, progress=True)
+                                      reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
+                                      workers=workers, rejects=rejects, reject_threshold=reject_threshold)
     except MlflowException as err:  # e.g. no such registered model or alias
         raise CommandError(f"cannot load model {model}: {err.message}") from None
     print_score_summary(summary)

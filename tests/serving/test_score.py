@@ -109,7 +109,8 @@ def fit_pyfunc(world: Path, *, manifest_edit=None, signature_extra: bool = False
     example = encoder.model_input(features.head(50))
     if signature_extra:
         example = example.assign(not_a_feature=1.0)
-    return wrapped, infer_signature(example, wrapped.predict_value(encoder.model_input(features.head(50))))
+    signature = infer_signature(example, wrapped.predict_value(encoder.model_input(features.head(50))))
+    return wrapped, signature, example.head(3)
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +125,10 @@ def registry(world, tmp_path_factory):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("scoring-tests", artifact_location=(store / "artifacts").as_uri())
-    model, signature = fit_pyfunc(world)
+    model, signature, example = fit_pyfunc(world)
     with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
-                                       registered_model_name="customer-value")
+                                       input_example=example, registered_model_name="customer-value")
     client = mlflow.MlflowClient()
     client.set_registered_model_alias("customer-value", "champion", info.registered_model_version)
     yield {"uri": uri, "run_id": run.info.run_id, "version": str(info.registered_model_version)}
@@ -361,8 +362,8 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 def _saved(model_and_signature, path: Path) -> str:
     import mlflow.pyfunc
 
-    model, signature = model_and_signature
-    mlflow.pyfunc.save_model(path, python_model=model, signature=signature)
+    model, signature, example = model_and_signature
+    mlflow.pyfunc.save_model(path, python_model=model, signature=signature, input_example=example)
     return str(path)
 
 
