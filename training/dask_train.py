@@ -40,7 +40,7 @@ from features.dask_engine import (
     load_source_dask,
 )
 from features.manifest import FeatureManifest, manifest_for
-from training.attribution import family_shares, feature_importance, shap_sample
+from training.attribution import family_shares, shap_sample
 from training.baselines import bgnbd_value, last_h_revenue
 from training.config import TrainConfig
 from training.evaluate import deciles, evaluate_predictions, paired_bootstrap_lift
@@ -52,9 +52,11 @@ from training.train import (
     Ablation,
     Evaluation,
     TrainSummary,
+    attribute,
     describe_source,
     encoder_for,
     frame_digest,
+    lift_metrics,
     log_evaluation,
     plan_windows,
     print_summary,
@@ -377,28 +379,12 @@ def evaluate_dask(
                 families,
                 manifest,
             )
-        metrics.update(
-            {
-                "social_lift_norm_gini": ablation.lift.estimate,
-                "social_lift_norm_gini_lo": ablation.lift.lo,
-                "social_lift_norm_gini_hi": ablation.lift.hi,
-                "social_lift_norm_gini_new": ablation.lift_new.estimate,
-                "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
-                "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
-            }
-        )
+        metrics.update(lift_metrics(ablation))
 
     with steps.step(
         f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
     ):
-        sample = shap_sample(test, config.shap_sample, seed=config.seed)
-        contributions = model.log_contributions(sample)
-        importance = feature_importance(
-            contributions,
-            model.encoder.encode(sample),
-            dict(manifest.families),
-            categorical=model.encoder.categorical,
-        )
+        sample, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, tuple(f.name for f in families)))
 
     with steps.step(

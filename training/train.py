@@ -244,6 +244,31 @@ def build_windows(
     return Windows(evaluation, refit)
 
 
+def lift_metrics(ablation: Ablation) -> dict[str, float]:
+    """The social lift in normalised Gini with its bootstrap interval, overall and for new customers."""
+    return {
+        "social_lift_norm_gini": ablation.lift.estimate,
+        "social_lift_norm_gini_lo": ablation.lift.lo,
+        "social_lift_norm_gini_hi": ablation.lift.hi,
+        "social_lift_norm_gini_new": ablation.lift_new.estimate,
+        "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
+        "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
+    }
+
+
+def attribute(model, test: pd.DataFrame, manifest: FeatureManifest, config: TrainConfig):
+    """(sample, log-scale SHAP contributions, feature importance) on a seeded sample of the test window."""
+    sample = shap_sample(test, config.shap_sample, seed=config.seed)
+    contributions = model.log_contributions(sample)
+    importance = feature_importance(
+        contributions,
+        model.encoder.encode(sample),
+        dict(manifest.families),
+        categorical=model.encoder.categorical,
+    )
+    return sample, contributions, importance
+
+
 def evaluate_pipeline(
     tables: Tables,
     as_of,
@@ -332,28 +357,12 @@ def evaluate_pipeline(
                 families,
                 manifest,
             )
-        metrics.update(
-            {
-                "social_lift_norm_gini": ablation.lift.estimate,
-                "social_lift_norm_gini_lo": ablation.lift.lo,
-                "social_lift_norm_gini_hi": ablation.lift.hi,
-                "social_lift_norm_gini_new": ablation.lift_new.estimate,
-                "social_lift_norm_gini_new_lo": ablation.lift_new.lo,
-                "social_lift_norm_gini_new_hi": ablation.lift_new.hi,
-            }
-        )
+        metrics.update(lift_metrics(ablation))
 
     with steps.step(
         f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
     ):
-        sample = shap_sample(test, config.shap_sample, seed=config.seed)
-        contributions = model.log_contributions(sample)
-        importance = feature_importance(
-            contributions,
-            model.encoder.encode(sample),
-            dict(manifest.families),
-            categorical=model.encoder.categorical,
-        )
+        sample, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, FAMILY_NAMES))
 
     with steps.step(f"Refit on windows ending by as_of ({len(refit_set):,} rows, same rounds)"):
