@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.social import customer_profiles, empty_features
+from features.profiles import customer_profiles, empty_features
 from features.tables import Tables
 
 FAMILY = "coverage"
@@ -21,10 +21,10 @@ POPULATION_WIDE = False
 def coverage_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
     """1.0 for every customer owning a profile with a snapshot before as_of (others get FILL 0).
 
-    Ownership is decided as in features.social.profile_snapshots (newest link wins), so a customer
+    Ownership is decided as in features.profiles.profile_snapshots (newest link wins), so a customer
     has a row here exactly when the social family has one.
     """
-    profiles = customer_profiles(tables.social_profiles, as_of)
+    profiles = customer_profiles(tables, as_of)
     if profiles.empty:
         return empty_features(FEATURES)
     customers = pd.Index(

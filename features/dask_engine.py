@@ -40,7 +40,7 @@ from features.config import FeatureConfig
 from features.contract import PARSERS, ContractError, check_table
 from features.dask_cluster import cluster
 from features.labels import label_values
-from features.social import profile_snapshots
+from features.profiles import profile_snapshots
 from features.source import fingerprint, is_database_url, read_table, table_files, write_rejects
 from features.tables import Tables
 from serving.attribute_kinds import AttributeKinds, conform_attributes

@@ -95,7 +95,7 @@ def eligible_customers(customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataF
     return customers.loc[signed_up].sort_values("customer_id", kind="stable")
 
 
-def _arrow_text(values) -> pa.Array | None:
+def arrow_text(values) -> pa.Array | None:
     """A text Series/Index as one Arrow large_string array; None when it is not plain text."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         return None
@@ -121,7 +121,7 @@ def factorize_ids(ids: pd.Series) -> tuple[np.ndarray, int]:
     """(codes, number of distinct values) of an id/text column; code -1 marks a missing value."""
     if isinstance(ids.dtype, pd.CategoricalDtype):
         return ids.cat.codes.to_numpy(dtype="int64"), len(ids.cat.categories)
-    array = _arrow_text(ids)
+    array = arrow_text(ids)
     if array is not None:
         return _dictionary_codes(array)
     codes, uniques = pd.factorize(ids)
@@ -134,7 +134,7 @@ def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     Population and ids are dictionary-encoded together in one pass: hashing ten million ids once
     is the dominant cost, so no second hash table is built for the lookup.
     """
-    pop, values = _arrow_text(population), _arrow_text(ids)
+    pop, values = arrow_text(population), arrow_text(ids)
     if pop is not None and values is not None:
         codes, n_distinct = _dictionary_codes(pa.concat_arrays([pop, values]))
         pop_codes = codes[: len(pop)]

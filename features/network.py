@@ -11,9 +11,15 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.social import customer_codes, empty_features, profile_snapshots
+from features.profiles import (
+    customer_codes,
+    empty_features,
+    interactions_before,
+    latest_profiles,
+    market_topic_mask,
+    profile_codes,
+)
 from features.tables import Tables
-from features.topical import on_market_topic
 
 FAMILY = "network"
 FEATURES = {
@@ -32,11 +38,26 @@ _DAY = pd.Timedelta(days=1)
 
 
 def interaction_weights(
-    timestamps: pd.Series, as_of: pd.Timestamp, half_life_days: float
+    timestamp_ns: np.ndarray, as_of: pd.Timestamp, half_life_days: float
 ) -> np.ndarray:
     """0.5 ** (age in days / half-life): a recent interaction counts more than an old one."""
-    age_days = ((as_of - timestamps) / _DAY).to_numpy("float64")
+    age_days = (as_of.value - timestamp_ns) / _DAY.value
     return np.power(0.5, age_days / half_life_days)
+
+
+def interaction_graph(n: int, source: np.ndarray, target: np.ndarray) -> igraph.Graph:
+    """A directed igraph graph on n vertices with the given edges, built from int arrays.
+
+    igraph converts edges one Python pair at a time; a numpy array goes through the same loop
+    slower, and a list of all pairs costs ~130 bytes per edge. Pairs are streamed in blocks.
+    """
+    def pairs(block: int = 1 << 16):
+        for start in range(0, len(source), block):
+            yield from zip(
+                source[start : start + block].tolist(), target[start : start + block].tolist()
+            )
+
+    return igraph.Graph(n, pairs(), directed=True)
 
 
 def scaled_pagerank(
@@ -64,55 +85,45 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     configured or none is active.
     A customer's value is the sum over their profiles (their share of the network's attention).
     """
-    interactions, snapshots = tables.social_interactions, tables.social_profiles
-    if interactions is None or snapshots is None:
+    if tables.social_interactions is None or tables.social_profiles is None:
         return empty_features(FEATURES)
-    profiles = profile_snapshots(snapshots, as_of)
+    profiles, profile_code = latest_profiles(tables, as_of)
     owned = profiles["customer_id"].notna().to_numpy()
     if not owned.any():
         return empty_features(FEATURES)
 
-    # Leakage: only interactions strictly before as_of (they also decide which vertices exist).
-    inter = interactions.loc[
-        (interactions["timestamp"] < as_of)
-        & interactions["kind"].isin(GRAPH_KINDS)
-        & interactions["source_profile_id"].notna()
-        & interactions["target_profile_id"].notna()
-    ]
-    m = len(inter)
-    node_codes, nodes = pd.factorize(
-        pd.concat(
-            [inter["source_profile_id"], inter["target_profile_id"], profiles.index.to_series()],
-            ignore_index=True,
-        )
-    )
-    n = len(nodes)
-    source, target = node_codes[:m].astype("int64"), node_codes[m : 2 * m].astype("int64")
-    profile_code = node_codes[2 * m :]
-    weight = interaction_weights(inter["timestamp"], as_of, config.interaction_half_life_days)
-    on_topic = (
-        on_market_topic(inter["topic"], config.market_topics)
-        if config.market_topics and "topic" in inter.columns
-        else None
-    )
+    inter = interactions_before(tables, as_of)
+    kinds = tables.social_interactions["kind"]
+    in_graph = kinds.isin(GRAPH_KINDS).to_numpy()[inter.rows]
     # Self-mentions are self-promotion, not influence.
-    not_self = source != target
-    source, target, weight = source[not_self], target[not_self], weight[not_self]
+    keep = in_graph & (inter.source != inter.target)
+    rows = inter.rows[keep]
+    source, target = inter.source[keep], inter.target[keep]
+    weight = interaction_weights(inter.timestamp_ns[keep], as_of, config.interaction_half_life_days)
+
+    # Vertices: profiles with a snapshot or a graph interaction (self ones included) before as_of,
+    # renumbered 0..n-1 in order of profile code.
+    vocabulary = np.zeros(profile_codes(tables).n, dtype=bool)
+    vocabulary[profile_code] = True
+    vocabulary[inter.source[in_graph]] = True
+    vocabulary[inter.target[in_graph]] = True
+    vertex_of = np.cumsum(vocabulary) - 1
+    n = int(vocabulary.sum())
+    source, target = vertex_of[source], vertex_of[target]
 
     # Parallel interactions become one edge carrying their summed weight.
     edge_keys, edge_of = np.unique(source * n + target, return_inverse=True)
+    graph = interaction_graph(n, edge_keys // n, edge_keys % n)
     edge_weight = np.bincount(edge_of, weights=weight, minlength=len(edge_keys)).tolist()
-    graph = igraph.Graph(
-        n, list(zip((edge_keys // n).tolist(), (edge_keys % n).tolist())), directed=True
-    )
+    del edge_keys, edge_of
 
     per_node = {
         "pagerank": scaled_pagerank(graph, edge_weight, config.pagerank_damping),
         "weighted_in_degree": np.bincount(target, weights=weight, minlength=n),
         "topic_pagerank": np.full(n, np.nan),
     }
-    if on_topic is not None:
-        topic_weight = weight * on_topic[not_self]
+    if config.market_topics and "topic" in tables.social_interactions.columns:
+        topic_weight = weight * market_topic_mask(tables, config.market_topics)[rows]
         activity = np.bincount(source, weights=topic_weight, minlength=n) + np.bincount(
             target, weights=topic_weight, minlength=n
         )
@@ -123,10 +134,10 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     # A customer's centrality is the sum over their profiles: their share of the attention.
     codes, customers = customer_codes(profiles["customer_id"].loc[owned])
-    owned_codes = profile_code[owned]
+    owned_vertices = vertex_of[profile_code[owned]]
     out = pd.DataFrame(
         {
-            name: np.bincount(codes, weights=values[owned_codes], minlength=len(customers))
+            name: np.bincount(codes, weights=values[owned_vertices], minlength=len(customers))
             for name, values in per_node.items()
         },
         index=customers,

@@ -1,7 +1,7 @@
 """Social reach and engagement: what each customer's own profiles say about their audience.
 
-Also home of the profile helpers the other social families share (which profiles a customer
-owns, each profile's latest snapshot), so that every family maps profiles the same way.
+Which profiles a customer owns and each profile's latest snapshot come from features.profiles,
+which every social family shares, so that all of them map profiles the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
+from features.profiles import customer_codes, customer_profiles, empty_features
 from features.tables import Tables
 
 FAMILY = "social"
@@ -35,93 +36,6 @@ GROWTH_WINDOWS_DAYS = (90, 365)
 _DAY = pd.Timedelta(days=1)
 
 
-def empty_features(columns) -> pd.DataFrame:
-    """A zero-row feature frame with the family's float64 columns and a str customer_id index."""
-    index = pd.Index([], dtype="str", name="customer_id")
-    return pd.DataFrame({c: pd.Series([], dtype="float64", index=index) for c in columns})
-
-
-def profile_snapshots(
-    social_profiles: pd.DataFrame, as_of: pd.Timestamp, lookback_days: tuple[int, ...] = ()
-) -> pd.DataFrame:
-    """One row per profile with a snapshot before as_of: its owner and its latest snapshot.
-
-    Index ``profile_id``; columns ``customer_id`` (owner, NaN for non-customer profiles),
-    ``network``, ``snapshot_date`` and the metrics of the latest snapshot (``followers``,
-    ``following``, ``posts``, ``engagements``, ``influence_score`` when supplied), plus
-    ``followers_{d}d_before`` for each d in lookback_days: followers on the latest snapshot dated
-    at least d days before the latest one (NaN when the profile has no such history).
-
-    The owner is the customer_id of the latest snapshot that carries one: identity resolution
-    re-links profiles when it corrects itself, and the newest link known at as_of wins. Among
-    snapshots of one profile on the same date, the later row of the table wins.
-    """
-    # Leakage: only snapshots strictly before as_of exist at scoring time.
-    snaps = social_profiles.loc[
-        (social_profiles["snapshot_date"] < as_of) & social_profiles["profile_id"].notna()
-    ]
-    codes, profile_ids = pd.factorize(snaps["profile_id"])
-    n_profiles = len(profile_ids)
-    dates = snaps["snapshot_date"].to_numpy("datetime64[ns]").view("int64")
-    everything = np.ones(len(snaps), dtype=bool)
-    latest_rows = _latest_rows(codes, dates, everything, n_profiles)
-
-    metrics = ["network", "snapshot_date", "followers", "following", "posts", "engagements"]
-    if "influence_score" in snaps.columns:
-        metrics.append("influence_score")
-    out = snaps[metrics].iloc[latest_rows]
-    out.index = pd.Index(profile_ids, name="profile_id")
-
-    owner_rows = _latest_rows(codes, dates, snaps["customer_id"].notna().to_numpy(), n_profiles)
-    owners = snaps["customer_id"].iloc[np.maximum(owner_rows, 0)].where(owner_rows >= 0)
-    out.insert(0, "customer_id", owners.array)
-
-    followers = snaps["followers"].to_numpy("float64")
-    for d in lookback_days:
-        cutoff = dates[latest_rows] - pd.Timedelta(days=d).value
-        reference_rows = _latest_rows(codes, dates, dates <= cutoff[codes], n_profiles)
-        out[f"followers_{d}d_before"] = np.where(
-            reference_rows >= 0, followers[reference_rows], np.nan
-        )
-    return out
-
-
-def _latest_rows(
-    codes: np.ndarray, dates: np.ndarray, eligible: np.ndarray, n_groups: int
-) -> np.ndarray:
-    """Row position of each group's latest eligible row (-1 if none); the later row wins a date tie.
-
-    Two scatter-max passes instead of a sort: linear in the number of rows.
-    """
-    latest_date = np.full(n_groups, np.iinfo(np.int64).min)
-    np.maximum.at(latest_date, codes[eligible], dates[eligible])
-    is_latest = eligible & (dates == latest_date[codes])
-    rows = np.full(n_groups, -1, dtype=np.int64)
-    np.maximum.at(rows, codes[is_latest], np.flatnonzero(is_latest))
-    return rows
-
-
-def customer_profiles(
-    social_profiles: pd.DataFrame | None, as_of: pd.Timestamp, lookback_days: tuple[int, ...] = ()
-) -> pd.DataFrame:
-    """profile_snapshots of the profiles owned by a customer (empty when there is no table)."""
-    if social_profiles is None:
-        return pd.DataFrame(
-            columns=["customer_id"], index=pd.Index([], dtype="str", name="profile_id")
-        )
-    profiles = profile_snapshots(social_profiles, as_of, lookback_days)
-    return profiles.loc[profiles["customer_id"].notna()]
-
-
-def customer_codes(customer_ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer code of each row's customer and the sorted customer_id index the codes point into.
-
-    Aggregating with np.bincount on these codes hashes the ids once instead of once per groupby.
-    """
-    codes, customers = pd.factorize(customer_ids, sort=True)
-    return codes, pd.Index(customers, dtype="str", name="customer_id")
-
-
 def social_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
     """Per-customer reach, growth and engagement from profile snapshots dated before as_of.
 
@@ -129,7 +43,7 @@ def social_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) 
     are summed (one audience reached through several channels), the vendor score is the max
     (vendors score each network on its own scale of fame), staleness uses the freshest profile.
     """
-    profiles = customer_profiles(tables.social_profiles, as_of, GROWTH_WINDOWS_DAYS)
+    profiles = customer_profiles(tables, as_of, GROWTH_WINDOWS_DAYS)
     if profiles.empty:
         return empty_features(FEATURES)
 

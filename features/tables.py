@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import pandas as pd
 
@@ -31,10 +33,27 @@ class Tables:
     social_profiles: pd.DataFrame | None = None
     social_interactions: pd.DataFrame | None = None
     referrals: pd.DataFrame | None = None
+    _derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def items(self):
         """(name, frame) for every table present."""
         for f in fields(self):
-            frame = getattr(self, f.name)
-            if frame is not None:
+            if f.name in TABLE_NAMES and (frame := getattr(self, f.name)) is not None:
                 yield f.name, frame
+
+    def derived(self, key: Hashable, compute: Callable[[], Any], *, as_of=None) -> Any:
+        """compute() once per key for these tables, for values several feature families share.
+
+        Values that depend on a cutoff pass ``as_of``; only the latest cutoff's are kept, since
+        training windows visit cutoffs one after another. The tables must not be modified after
+        the first call (frames are treated as immutable inputs throughout).
+        """
+        if as_of is not None:
+            if self._derived.get("__as_of__") != as_of:
+                for stale in [k for k in self._derived if isinstance(k, tuple) and k[0] == "__at__"]:
+                    del self._derived[stale]
+                self._derived["__as_of__"] = as_of
+            key = ("__at__", key)
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]

@@ -7,13 +7,18 @@ engagement into context-aware influence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.social import customer_codes, customer_profiles, empty_features
+from features.profiles import (
+    customer_codes,
+    empty_features,
+    interactions_before,
+    latest_profiles,
+    market_topic_mask,
+    profile_codes,
+)
 from features.tables import Tables
 
 FAMILY = "topical"
@@ -28,19 +33,6 @@ POPULATION_WIDE = True
 RECENT_DAYS = 90
 
 
-def on_market_topic(topic: pd.Series, market_topics: Iterable[str]) -> np.ndarray:
-    """Mask of interactions whose topic is a market topic (ignoring case and surrounding spaces).
-
-    Topic labels come from vendors and taggers that disagree on case ("Running" vs "running").
-    Missing topics are never on-topic.
-    """
-    # Normalise the few distinct labels, not every row.
-    codes, labels = pd.factorize(topic)
-    wanted = {t.strip().lower() for t in market_topics}
-    labels_on_topic = pd.Index(labels, dtype="str").str.strip().str.lower().isin(wanted)
-    return np.r_[labels_on_topic, False][codes]  # code -1 (missing topic) picks the False
-
-
 def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
     """Per-customer market-topic share of interactions, and engagement weighted by that share.
 
@@ -52,33 +44,27 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     no market topics are configured, the interactions carry no topic, or a social table is missing.
     """
     interactions = tables.social_interactions
-    if interactions is None or not config.market_topics or "topic" not in interactions.columns:
+    if (
+        interactions is None
+        or tables.social_profiles is None
+        or not config.market_topics
+        or "topic" not in interactions.columns
+    ):
         return empty_features(FEATURES)
-    profiles = customer_profiles(tables.social_profiles, as_of)
-    if profiles.empty:
+    everyone, profile_code = latest_profiles(tables, as_of)
+    owned = everyone["customer_id"].notna().to_numpy()
+    if not owned.any():
         return empty_features(FEATURES)
+    profiles, profile_code = everyone.loc[owned], profile_code[owned]
 
-    owned = profiles.index
-    # Leakage: only interactions strictly before as_of.
-    inter = interactions.loc[
-        (interactions["timestamp"] < as_of)
-        & interactions["source_profile_id"].notna()
-        & interactions["target_profile_id"].notna()
-    ]
-    m = len(inter)
-    node_codes, nodes = pd.factorize(
-        pd.concat(
-            [inter["source_profile_id"], inter["target_profile_id"], owned.to_series()],
-            ignore_index=True,
-        )
-    )
-    n = len(nodes)
-    source, target, profile_code = node_codes[:m], node_codes[m : 2 * m], node_codes[2 * m :]
+    inter = interactions_before(tables, as_of)
+    n = profile_codes(tables).n
+    source, target = inter.source, inter.target
     received = target != source  # a profile interacting with itself counts once
 
-    known = inter["topic"].notna().to_numpy()
-    on_topic = on_market_topic(inter["topic"], config.market_topics)
-    recent = (inter["timestamp"] >= as_of - pd.Timedelta(days=RECENT_DAYS)).to_numpy()
+    known = tables.social_interactions["topic"].notna().to_numpy()[inter.rows]
+    on_topic = market_topic_mask(tables, config.market_topics)[inter.rows]
+    recent = inter.timestamp_ns >= (as_of - pd.Timedelta(days=RECENT_DAYS)).value
 
     def made_or_received(flag: np.ndarray) -> np.ndarray:
         """Per owned profile, the number of its interactions (made or received) with the flag."""

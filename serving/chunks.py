@@ -23,7 +23,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from features.build import build_features, select_families
-from features.social import profile_snapshots
+from features.profiles import profile_snapshots
 from features.tables import Tables
 from serving.attribute_kinds import conform_attributes
 from serving.id_sets import hash_ids, is_in
@@ -246,7 +246,7 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     """Contract check of a profile bucket's snapshots (all of a profile's rows are together here).
 
     The profile's owner (newest link before as_of) and latest snapshot are decided as
-    features.social.profile_snapshots decides them; the rows of owned profiles are routed to the
+    features.profiles.profile_snapshots decides them; the rows of owned profiles are routed to the
     owner's customer bucket (social-<this bucket>-<owner's bucket>.arrow) for the per-customer
     social families, and every profile's latest snapshot is returned for the population-wide ones.
     """

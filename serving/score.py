@@ -305,7 +305,7 @@ class _Run:
     def _latest_profiles(self) -> pd.DataFrame:
         """One row per profile: its latest snapshot before as_of, with customer_id set to its owner.
 
-        The population-wide families read profiles only through features.social.profile_snapshots
+        The population-wide families read profiles only through features.profiles.profile_snapshots
         (latest snapshot and owner, no history), which returns exactly these rows again; so the
         snapshot history is never held whole. (tests/serving/test_score.py compares the chunked
         scores with the whole-table build on a world with re-linked profiles.)
