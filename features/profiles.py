@@ -54,20 +54,27 @@ def _encode(tables: Tables) -> ProfileCodes:
         "source": None if interactions is None else interactions["source_profile_id"],
         "target": None if interactions is None else interactions["target_profile_id"],
     }
-    present = [c for c in columns.values() if c is not None]
-    arrays = [arrow_text(c) for c in present]
+    present = {name: column for name, column in columns.items() if column is not None}
+    # A categorical column is encoded through its categories, each id once.
+    values = [
+        c.cat.categories if isinstance(c.dtype, pd.CategoricalDtype) else c for c in present.values()
+    ]
+    arrays = [arrow_text(v) for v in values]
     if not present:
         codes, n = np.array([], dtype="int64"), 0
     elif all(a is not None for a in arrays):
         # One dictionary over all columns: a chunked array's dictionary_encode shares it.
         codes, n = _chunked_codes(pa.chunked_array(arrays, type=pa.large_string()))
-    else:  # ids that are not plain text (e.g. categorical): let pandas factorize them together
-        codes, n = factorize_ids(pd.concat([pd.Series(c.array) for c in present], ignore_index=True))
-    out, start = {}, 0
-    for name, column in columns.items():
-        length = 0 if column is None else len(column)
-        out[name] = codes[start : start + length]
-        start += length
+    else:  # ids that are not text: let pandas factorize them together
+        codes, n = factorize_ids(pd.Series(np.concatenate([np.asarray(v, dtype=object) for v in values])))
+    out = dict.fromkeys(columns, np.array([], dtype="int64"))
+    start = 0
+    for (name, column), value in zip(present.items(), values, strict=True):
+        part = codes[start : start + len(value)]
+        start += len(value)
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            part = np.append(part, -1)[column.cat.codes.to_numpy()]  # code -1 (missing) stays -1
+        out[name] = part
     return ProfileCodes(out["snapshot"], out["source"], out["target"], n)
 
 

@@ -177,6 +177,9 @@ class ChunkContext:
     def referred_path(self, bucket: int) -> Path:
         return self.work / f"referred-{bucket:05d}.pkl"
 
+    def population_path(self, bucket: int) -> Path:
+        return self.work / f"population-{bucket:05d}.pkl"
+
 
 # ---------------------------------------------------------------------------------------------
 # Step 1: customers and their transactions
@@ -330,14 +333,15 @@ class ScoredBucket:
     predict_seconds: float = 0.0
 
 
-def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str, population_key: str,
-                 local: LocalFeatures, keep_inputs: bool) -> ScoredBucket:
-    """The bucket's full feature frame (population-wide blocks joined), the manifest check, predictions."""
+def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str, local: LocalFeatures,
+                 keep_inputs: bool) -> ScoredBucket:
+    """The bucket's full feature frame (its customers' population-wide rows joined), the manifest
+    check, predictions."""
     start = time.perf_counter()
     model = shared(model_key)
     saved = pd.read_pickle(ctx.features_path(b))
     tables = Tables(customers=saved["customers"], transactions=saved["transactions"])
-    population = shared(population_key)
+    population = pd.read_pickle(ctx.population_path(b))
     blocks = []
     for family in select_families(model.families):
         if family.name in local.columns:
@@ -367,4 +371,5 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
         with ipc.new_file(str(out.inputs), table.schema) as writer:
             writer.write_table(table)
     ctx.features_path(b).unlink()
+    ctx.population_path(b).unlink()
     return out

@@ -42,6 +42,7 @@ import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pandas.api.types import union_categoricals
 
 from features.build import FAMILIES, as_timestamp, population_features
 from features.contract import ContractError, check_table
@@ -61,7 +62,14 @@ from serving.chunks import (
     validate_profile_bucket,
 )
 from serving.id_sets import IdSet
-from serving.partition import count_rows, iter_batches, n_buckets, partition_table, read_arrow
+from serving.partition import (
+    bucket_of,
+    count_rows,
+    iter_batches,
+    n_buckets,
+    partition_table,
+    read_arrow,
+)
 from serving.reasons import reason_columns, top_reasons
 from serving.rejects import RejectLog, checked_part, write_part
 from serving.scoring_model import (
@@ -154,12 +162,11 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
                 pending = runner.submit(local_features_bucket, run.buckets, run.ctx, as_of, model_key,
                                         run.profiles[0].empty if run.profiles else None)
                 with clock("population_features"):
-                    population = run.population(source, as_of, model)
+                    run.population(source, as_of, model)
                 local = pending.results()
             keep_inputs = reasons > 0 and reasons_for != "none"
             with clock("score_chunks"):
-                scored = run.score(runner, as_of, model_key, population, local, keep_inputs)
-            del population
+                scored = run.score(runner, as_of, model_key, local, keep_inputs)
             runner.close()
             with clock("rank_reasons_write"):
                 written = _write_output(run, model, scored, tmp_out, as_of, scored_at, reasons, reasons_for)
@@ -257,12 +264,13 @@ class _Run:
         self.profiles = runner.map(validate_profile_bucket, self.buckets, self.ctx, as_of,
                                    runner.share("customers", self.customer_set()), on_result=on_result)
 
-    def population(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> dict:
-        """The population-wide families, computed once over everyone.
+    def population(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> None:
+        """The population-wide families, computed once over everyone, saved bucket by bucket.
 
         Inputs: every valid customer (id, signup date), the referred customers' transactions, one
         latest snapshot per profile, the interactions and the referrals. Rows equal to what
-        build_features gives a customer without a row are dropped (it rebuilds them exactly).
+        build_features gives a customer without a row are dropped (it rebuilds them exactly). Each
+        bucket's customers' rows go to ctx.population_path(bucket), so a worker holds one chunk's.
         """
         task = self.bar.task("population features", None)
         profiles = interactions = referrals = None
@@ -294,13 +302,17 @@ class _Run:
         tables = Tables(customers=everyone, transactions=referred_tx, social_profiles=profiles,
                         social_interactions=interactions, referrals=referrals)
         frames = population_features(tables, as_of, model.config, families=model.families)
-        out = {name: _compact(name, frame) for name, frame in frames.items()}
         for p in self.profiles:
             p.latest = None
-        del tables, everyone, referred_tx, profiles, interactions, referrals, frames
+        del tables, everyone, referred_tx, profiles, interactions, referrals
         gc.collect()
+        compact = {name: _compact(name, frame) for name, frame in frames.items()}
+        del frames
+        where = {name: bucket_of(frame.index.to_series(), self.buckets) for name, frame in compact.items()}
+        for b in range(self.buckets):
+            pd.to_pickle({name: _same_attrs(frame.iloc[np.flatnonzero(where[name] == b)], frame)
+                          for name, frame in compact.items()}, self.ctx.population_path(b))
         self.bar.done(task)
-        return out
 
     def _latest_profiles(self) -> pd.DataFrame:
         """One row per profile: its latest snapshot before as_of, with customer_id set to its owner.
@@ -333,26 +345,30 @@ class _Run:
             self.log.record(reject_part)
             if total:
                 self.log.check_threshold("social_interactions", total, self.threshold, final=False)
-            kept.append(res.typed.loc[res.typed["timestamp"] < as_of])
+            kept.append(_text_as_categories(res.typed.loc[res.typed["timestamp"] < as_of]))
             del raw, res
         self.log.check_threshold("social_interactions", offset, self.threshold, final=True)
         if not kept:
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                   ("source_profile_id", "target_profile_id", "timestamp", "kind")})
             return check_table("social_interactions", empty, {"profiles": pd.Index([], dtype="str")}, 1.0).typed
-        return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+        return _concat_categorical(kept)
 
-    def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, population: dict,
-              local: list, keep_inputs: bool) -> list[ScoredBucket]:
+    def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, local: list,
+              keep_inputs: bool) -> list[ScoredBucket]:
         task = self.bar.task("score", self.buckets)
-        population_key = runner.share("population", population)
-        return runner.map(_score_one, self.buckets, self.ctx, as_of, model_key, population_key, local,
+        return runner.map(_score_one, self.buckets, self.ctx, as_of, model_key, local,
                           keep_inputs, on_result=lambda b, r: self.bar.advance(task))
 
 
-def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, population_key: str, local: list,
+def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,
                keep_inputs: bool) -> ScoredBucket:
-    return score_bucket(b, ctx, as_of, model_key, population_key, local[b], keep_inputs)
+    return score_bucket(b, ctx, as_of, model_key, local[b], keep_inputs)
+
+
+def _same_attrs(part: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    part.attrs = dict(frame.attrs)  # as_of stamp: build_features checks it against the chunk's
+    return part
 
 
 def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
@@ -382,6 +398,26 @@ def _referred_ids(source: dict[str, Path]) -> pd.Index:
              for batch in iter_batches(source["referrals"], table="referrals")
              if "referred_id" in batch.schema.names]
     return pd.Index(pd.concat(parts).unique() if parts else [], dtype="str")
+
+
+def _text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as categoricals: the interaction graph holds a few distinct ids, kinds and topics
+    per million rows, and the features read them as codes (features.profiles) or by category."""
+    return frame.assign(**{c: frame[c].astype("category") for c in frame.columns
+                           if pd.api.types.is_string_dtype(frame[c]) and not isinstance(frame[c].dtype,
+                                                                                        pd.CategoricalDtype)})
+
+
+def _concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """pd.concat that keeps categorical columns categorical (their categories united in order)."""
+    if len(frames) == 1:
+        return frames[0]
+    return pd.DataFrame({
+        c: pd.Series(union_categoricals([f[c] for f in frames]))
+        if isinstance(frames[0][c].dtype, pd.CategoricalDtype)
+        else pd.concat([f[c] for f in frames], ignore_index=True)
+        for c in frames[0].columns
+    })
 
 
 def _compact(family: str, frame: pd.DataFrame) -> pd.DataFrame:

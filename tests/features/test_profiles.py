@@ -115,3 +115,16 @@ def test_the_memo_is_not_a_table(tables):
     profile_codes(tables)
     assert [name for name, _ in tables.items()] == [n for n in TABLE_NAMES
                                                     if getattr(tables, n) is not None]
+
+
+def test_categorical_ids_give_the_same_features_as_text(tables):
+    """A source may hold ids as categoricals (the scorer does, for the interaction graph)."""
+    as_of = pd.Timestamp("2025-06-01")
+    expected = build_features(tables, as_of, CONFIG)
+    inter = tables.social_interactions
+    categorical = inter.assign(**{c: inter[c].astype("category") for c in
+                                  ("source_profile_id", "target_profile_id", "kind", "topic")})
+    snaps = tables.social_profiles.assign(profile_id=tables.social_profiles["profile_id"].astype("category"))
+    for social_profiles in (tables.social_profiles, snaps):
+        other = Tables(tables.customers, tables.transactions, social_profiles, categorical, tables.referrals)
+        tm.assert_frame_equal(build_features(other, as_of, CONFIG), expected, rtol=1e-12)
