@@ -42,7 +42,6 @@ import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pandas.api.types import union_categoricals
 
 from features.build import FAMILIES, as_timestamp, population_features
 from features.contract import ContractError, check_table
@@ -210,6 +209,9 @@ class _Run:
     def customer_set(self) -> IdSet:
         return IdSet([c.ids for c in self.customers], [c.hashes for c in self.customers])
 
+    def profile_set(self) -> IdSet:
+        return IdSet([p.profile_ids for p in self.profiles], [p.hashes for p in self.profiles])
+
     def _record(self, parts, totals, final: bool) -> None:
         for part in parts:
             self.log.record(part)
@@ -277,11 +279,7 @@ class _Run:
         if self.profiles:
             profiles = self._latest_profiles()
             if "social_interactions" in source:
-                # Profile ids are distinct across profile buckets; the contract's membership test is
-                # an Arrow hash set, so the whole index is cheaper here than narrowing it per batch.
-                ids = pd.Index(pa.chunked_array([p.profile_ids for p in self.profiles], type=pa.string())
-                               .to_pandas(), dtype="str")
-                interactions = self._interactions(source["social_interactions"], ids, as_of)
+                interactions = self._interactions(source["social_interactions"], self.profile_set(), as_of)
         if "referrals" in source:
             raw = read_table(source["referrals"])
             mentioned = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
@@ -329,8 +327,12 @@ class _Run:
         frame = pd.concat(parts).reset_index()
         return frame[[c for c in empty.columns if c in frame.columns]]
 
-    def _interactions(self, path: Path, profiles: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones)."""
+    def _interactions(self, path: Path, profiles: IdSet, as_of: pd.Timestamp) -> pd.DataFrame:
+        """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones).
+
+        Each batch is checked against the known profiles it mentions, so a batch costs time in
+        proportion to its own rows, not to the number of profiles (which grows with the base).
+        """
         kept, offset = [], 0
         # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
         total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
@@ -340,19 +342,21 @@ class _Run:
             raw = batch.to_pandas()
             rows = np.arange(offset, offset + len(raw), dtype="int64")
             offset += len(raw)
-            res, reject_part = checked_part("social_interactions", raw, {"profiles": profiles},
+            mentioned = pd.concat([parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
+                                   if c in raw])
+            res, reject_part = checked_part("social_interactions", raw, {"profiles": profiles.known(mentioned)},
                                             rows, self.work, f"{part:05d}")
             self.log.record(reject_part)
             if total:
                 self.log.check_threshold("social_interactions", total, self.threshold, final=False)
-            kept.append(_text_as_categories(res.typed.loc[res.typed["timestamp"] < as_of]))
+            kept.append(res.typed.loc[res.typed["timestamp"] < as_of])
             del raw, res
         self.log.check_threshold("social_interactions", offset, self.threshold, final=True)
         if not kept:
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                   ("source_profile_id", "target_profile_id", "timestamp", "kind")})
             return check_table("social_interactions", empty, {"profiles": pd.Index([], dtype="str")}, 1.0).typed
-        return _concat_categorical(kept)
+        return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
 
     def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, local: list,
               keep_inputs: bool) -> list[ScoredBucket]:
@@ -398,26 +402,6 @@ def _referred_ids(source: dict[str, Path]) -> pd.Index:
              for batch in iter_batches(source["referrals"], table="referrals")
              if "referred_id" in batch.schema.names]
     return pd.Index(pd.concat(parts).unique() if parts else [], dtype="str")
-
-
-def _text_as_categories(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text columns as categoricals: the interaction graph holds a few distinct ids, kinds and topics
-    per million rows, and the features read them as codes (features.profiles) or by category."""
-    return frame.assign(**{c: frame[c].astype("category") for c in frame.columns
-                           if pd.api.types.is_string_dtype(frame[c]) and not isinstance(frame[c].dtype,
-                                                                                        pd.CategoricalDtype)})
-
-
-def _concat_categorical(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """pd.concat that keeps categorical columns categorical (their categories united in order)."""
-    if len(frames) == 1:
-        return frames[0]
-    return pd.DataFrame({
-        c: pd.Series(union_categoricals([f[c] for f in frames]))
-        if isinstance(frames[0][c].dtype, pd.CategoricalDtype)
-        else pd.concat([f[c] for f in frames], ignore_index=True)
-        for c in frames[0].columns
-    })
 
 
 def _compact(family: str, frame: pd.DataFrame) -> pd.DataFrame:
