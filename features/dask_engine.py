@@ -35,17 +35,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.attribute_kinds import AttributeKinds, conform_attributes
 from features.build import as_timestamp, build_features, population_features, select_families
 from features.config import FeatureConfig
 from features.contract import PARSERS, ContractError, check_table
 from features.dask_cluster import cluster
+from features.id_sets import IdSet
 from features.labels import label_values
+from features.partition import ROW, bucket_of
 from features.profiles import profile_snapshots
 from features.source import fingerprint, is_database_url, read_table, table_files, write_rejects
 from features.tables import Tables
-from serving.attribute_kinds import AttributeKinds, conform_attributes
-from serving.id_sets import IdSet
-from serving.partition import ROW, bucket_of
 
 BUCKET = "__clv_bucket__"  # customer bucket of a row (its partition)
 TARGET = "__clv_target__"  # customer bucket a profile snapshot is routed to

@@ -22,12 +22,12 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import ipc
 
+from features.attribute_kinds import conform_attributes
 from features.build import build_features, select_families
+from features.id_sets import hash_ids, is_in
+from features.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from features.profiles import profile_snapshots
 from features.tables import Tables
-from serving.attribute_kinds import conform_attributes
-from serving.id_sets import hash_ids, is_in
-from serving.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from serving.rejects import RejectPart, checked_part
 from serving.scoring_model import check_model_features
 

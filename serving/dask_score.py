@@ -41,8 +41,8 @@ from features.dask_engine import (
     population_dask,
     replace_path,
 )
+from features.partition import n_buckets
 from features.source import write_rejects
-from serving.partition import n_buckets
 from serving.reasons import reason_columns, top_reasons
 from serving.score import (
     DEFAULT_MODEL_URI,
@@ -374,7 +374,7 @@ def check_accounted(cs, scored: int, not_yet: int) -> None:
 def _customer_rows(data) -> int:
     """Rows of the source's customers table (Parquet footers or one pass over a CSV)."""
     from features.dask_engine import source_files
-    from serving.partition import count_rows
+    from features.partition import count_rows
 
     return count_rows(source_files(data)["customers"])
 

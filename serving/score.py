@@ -43,11 +43,20 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.attribute_kinds import AttributeKinds
 from features.build import FAMILIES, as_timestamp, population_features
 from features.contract import ContractError, check_table
+from features.id_sets import IdSet
+from features.partition import (
+    bucket_of,
+    count_rows,
+    iter_batches,
+    n_buckets,
+    partition_table,
+    read_arrow,
+)
 from features.source import fingerprint, is_database_url, read_table, table_files
 from features.tables import TABLE_NAMES, Tables
-from serving.attribute_kinds import AttributeKinds
 from serving.chunks import (
     BucketRunner,
     ChunkContext,
@@ -59,15 +68,6 @@ from serving.chunks import (
     score_bucket,
     validate_customer_bucket,
     validate_profile_bucket,
-)
-from serving.id_sets import IdSet
-from serving.partition import (
-    bucket_of,
-    count_rows,
-    iter_batches,
-    n_buckets,
-    partition_table,
-    read_arrow,
 )
 from serving.reasons import reason_columns, top_reasons
 from serving.rejects import RejectLog, checked_part, write_part

@@ -19,8 +19,8 @@ import pytest
 from features.build import build_features
 from features.config import FeatureConfig
 from features.contract import ContractError
+from features.partition import bucket_of
 from features.source import load_source
-from serving.partition import bucket_of
 from tests.training.small import MARKET_TOPICS, SMALL
 
 pytestmark = pytest.mark.slow
