@@ -8,7 +8,7 @@ rejected, always. The column rules are declared once in ``TABLE_SPECS`` and chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -233,15 +233,32 @@ def _failures_to_reasons(reasons: _Reasons, failure_cases: pd.DataFrame, skip: s
 # ---------------------------------------------------------------- tables
 
 @dataclass
+class ColumnParse:
+    """How many present values of a column a part of a table had, and how many failed to parse."""
+
+    kind: str
+    present: int
+    failed: int
+    rows: list[int] = field(default_factory=list)  # a few failed rows (positions in the part)
+    examples: list = field(default_factory=list)  # their raw values
+
+
+@dataclass
 class TableResult:
     typed: pd.DataFrame
     rejects: pd.DataFrame
     rows_in: int
+    parsing: dict[str, ColumnParse] = field(default_factory=dict)
 
 
 def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
-                reject_threshold: float) -> TableResult:
-    """Parse one raw table, reject bad rows with a reason, and stop on structural problems."""
+                reject_threshold: float, *, part: bool = False) -> TableResult:
+    """Parse one raw table, reject bad rows with a reason, and stop on structural problems.
+
+    ``part=True`` checks one part of a table (a bucket or batch of a chunked run): a column none of
+    whose values parse is then not an error here, since other parts may parse; its rows are
+    rejected and ``parsing`` carries the counts to judge the whole table (unparsable_column_error).
+    """
     raw = raw.reset_index(drop=True)
     n = len(raw)
     specs = TABLE_SPECS[table]
@@ -254,19 +271,20 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
     typed = pd.DataFrame(index=raw.index)
     reasons = _Reasons(n)
     unparsable: set = set()
+    parsing: dict[str, ColumnParse] = {}
     for spec in specs:
         if spec.name not in raw.columns:
             continue
         column = raw[spec.name]
         parsed = PARSERS[spec.kind](column)
-        failed = (_present(column) & parsed.isna()).to_numpy()
+        present = _present(column)
+        failed = (present & parsed.isna()).to_numpy()
+        pos = np.flatnonzero(failed)
+        parsing[spec.name] = ColumnParse(spec.kind, int(present.sum()), len(pos), pos[: EXAMPLES + 1].tolist(),
+                                         column.iloc[pos[:EXAMPLES]].tolist())
         if failed.any():
-            if failed.sum() == _present(column).sum():
-                pos = np.flatnonzero(failed)
-                raise ContractError(
-                    f"{table}: column '{spec.name}' cannot be parsed as {spec.kind} at all "
-                    f"(rows {_rows(pos)}; e.g. {_examples(column.iloc[pos[:EXAMPLES]].tolist())})"
-                )
+            if not part and failed.sum() == present.sum():
+                raise unparsable_column_error(table, spec.name, parsing[spec.name])
             reasons.add(failed, "unparsable " + spec.name + " " + column.astype("str").map(repr))
             unparsable.update((spec.name, int(i)) for i in np.flatnonzero(failed))
         typed[spec.name] = parsed
@@ -297,7 +315,43 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
     rejects = raw.loc[bad].astype("str").assign(reason=why.to_numpy())
     rejects.insert(0, "row", np.flatnonzero(bad))
     kept = typed.loc[~bad].reset_index(drop=True)
-    return TableResult(kept, rejects.reset_index(drop=True), n)
+    return TableResult(kept, rejects.reset_index(drop=True), n, parsing)
+
+
+def unparsable_column_error(table: str, column: str, parse: ColumnParse) -> ContractError:
+    """The structural error for a column of which no present value parses."""
+    return ContractError(
+        f"{table}: column '{column}' cannot be parsed as {parse.kind} at all "
+        f"(rows {_rows(np.asarray(parse.rows))}; e.g. {_examples(parse.examples)})"
+    )
+
+
+def part_parsing(result: TableResult, source_rows: np.ndarray | None) -> dict[str, ColumnParse]:
+    """A part's parse counts with its failed rows numbered as in the source table."""
+    if source_rows is None:
+        return dict(result.parsing)
+    return {
+        column: ColumnParse(p.kind, p.present, p.failed, [int(source_rows[r]) for r in p.rows], p.examples)
+        for column, p in result.parsing.items()
+    }
+
+
+def add_parsing(total: dict[str, ColumnParse], part: dict[str, ColumnParse]) -> None:
+    """Add a part's parse counts to its table's totals (keeping the first few failed rows)."""
+    for column, parse in part.items():
+        seen = total.setdefault(column, ColumnParse(parse.kind, 0, 0))
+        seen.present += parse.present
+        seen.failed += parse.failed
+        room = max(0, EXAMPLES + 1 - len(seen.rows))
+        seen.rows += parse.rows[:room]
+        seen.examples += parse.examples[: max(0, EXAMPLES - len(seen.examples))]
+
+
+def check_parsing(table: str, total: dict[str, ColumnParse]) -> None:
+    """Stop, as check_table on the whole table does, on a column none of whose values parse."""
+    for column, parse in total.items():
+        if parse.present and parse.failed == parse.present:
+            raise unparsable_column_error(table, column, parse)
 
 
 def _attribute(raw: pd.Series) -> pd.Series:

@@ -38,7 +38,14 @@ import pyarrow as pa
 from features.attribute_kinds import AttributeKinds, conform_attributes
 from features.build import as_timestamp, build_features, population_features, select_families
 from features.config import FeatureConfig
-from features.contract import PARSERS, ContractError, check_table
+from features.contract import (
+    PARSERS,
+    ContractError,
+    add_parsing,
+    check_parsing,
+    check_table,
+    part_parsing,
+)
 from features.dask_cluster import cluster
 from features.id_sets import IdSet
 from features.labels import label_values
@@ -214,17 +221,19 @@ def _source_rows_error(err: ContractError, rows: np.ndarray) -> ContractError:
 
 
 def _checked(table: str, raw: pd.DataFrame, rows: np.ndarray, known: dict):
-    """check_table on one bucket, never stopping on the share of rejects (judged on the totals).
+    """check_table on one bucket, never stopping on the share of rejects or on a column that
+    parses nowhere in the bucket (both judged on the totals, _check_totals).
 
-    Returns (result, rejects with ``row`` = source row).
+    Returns (result, rejects with ``row`` = source row); result.parsing's rows are the source's.
     """
     try:
-        res = check_table(table, raw, known, reject_threshold=1.0)
+        res = check_table(table, raw, known, reject_threshold=1.0, part=True)
     except ContractError as err:
         raise _source_rows_error(err, rows) from None
     rejects = res.rejects
     if len(rejects):
         rejects = rejects.assign(row=rows[rejects["row"].to_numpy(dtype="int64")])
+    res.parsing = part_parsing(res, rows)
     return res, rejects
 
 
@@ -246,6 +255,7 @@ def _validate_bucket(
         "customers": customers,
         "rows_in": {"customers": len(raw)},
         "rejects": {"customers": rejects_c},
+        "parsing": {"customers": res.parsing},
     }
     known = {"customers": pd.Index(customers["customer_id"])}
 
@@ -255,6 +265,7 @@ def _validate_bucket(
     out.update(transactions=transactions)
     out["rows_in"]["transactions"] = len(raw)
     out["rejects"]["transactions"] = rejects_t
+    out["parsing"]["transactions"] = res.parsing
     t = transactions["timestamp"]
     out["first_tx"] = None if t.empty else pd.Timestamp(t.min())
     out["last_tx"] = None if t.empty else pd.Timestamp(t.max())
@@ -269,6 +280,7 @@ def _validate_bucket(
         out["social"] = res.typed.assign(**{ROW: rows[kept]})
         out["rows_in"]["social_profiles"] = len(raw)
         out["rejects"]["social_profiles"] = rejects_s
+        out["parsing"]["social_profiles"] = res.parsing
     return out
 
 
@@ -277,6 +289,7 @@ def _bucket_stats(validated: dict) -> dict:
     return {
         "rows_in": validated["rows_in"],
         "rejects": validated["rejects"],
+        "parsing": validated["parsing"],
         "customers": len(validated["customers"]),
         "first_tx": validated["first_tx"],
         "last_tx": validated["last_tx"],
@@ -315,7 +328,8 @@ def _validate_interactions(raw_part: pd.DataFrame, profiles: IdSet) -> dict:
         "social_interactions", raw, rows, {"profiles": profiles.known(mentioned)}
     )
     kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
-    return {"typed": res.typed.assign(**{ROW: rows[kept]}), "rejects": rejects, "rows_in": len(raw)}
+    return {"typed": res.typed.assign(**{ROW: rows[kept]}), "rejects": rejects, "rows_in": len(raw),
+            "parsing": res.parsing}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,15 +518,21 @@ def load_source_dask(
     out.slims = [client.submit(_slim, f) for f in out.customers]
     rows_in: dict[str, int] = {}
     rejects: dict[str, list] = {}
+    parsing: dict[str, dict] = {}
 
-    def count(table: str, n: int, rejected: pd.DataFrame) -> None:
+    def count(table: str, n: int, rejected: pd.DataFrame, parsed: dict | None = None) -> None:
         rows_in[table] = rows_in.get(table, 0) + n
         if len(rejected):
             rejects.setdefault(table, []).append(rejected)
+        add_parsing(parsing.setdefault(table, {}), parsed or {})
+
+    def check_totals(table: str) -> None:
+        check_parsing(table, parsing.get(table, {}))
+        _check_totals(table, rows_in, rejects, reject_threshold)
 
     for st in stats:
         for table, n in st["rows_in"].items():
-            count(table, n, st["rejects"][table])
+            count(table, n, st["rejects"][table], st["parsing"][table])
     # Nothing lost in the shuffle: every row read reached exactly one bucket.
     changed = {
         t: (n, rows_in.get(t, 0))
@@ -526,14 +546,14 @@ def load_source_dask(
     lasts = [st["last_tx"] for st in stats if st["last_tx"] is not None]
     out.first_tx = min(firsts) if firsts else None
     out.last_tx = max(lasts) if lasts else None
-    _check_totals("customers", rows_in, rejects, reject_threshold)
+    check_totals("customers")
     if out.n_customers == 0:
         raise ContractError("customers: the table has no valid rows")
-    _check_totals("transactions", rows_in, rejects, reject_threshold)
+    check_totals("transactions")
 
     if "social_profiles" in raw:
         start = time.perf_counter()
-        _check_totals("social_profiles", rows_in, rejects, reject_threshold)
+        check_totals("social_profiles")
         kept = part("social")
         meta = client.submit(_empty, kept[0]).result()
         out.social_columns = [col for col in meta.columns if col != ROW]
@@ -559,9 +579,9 @@ def load_source_dask(
             ]
             out.interactions = [client.submit(operator.getitem, f, "typed") for f in checked]
             for st in client.gather([client.submit(_without_typed, f) for f in checked]):
-                count("social_interactions", st["rows_in"], st["rejects"])
+                count("social_interactions", st["rows_in"], st["rejects"], st["parsing"])
             rows_in.setdefault("social_interactions", 0)
-            _check_totals("social_interactions", rows_in, rejects, reject_threshold)
+            check_totals("social_interactions")
             del checked
         seconds["profiles_interactions"] = time.perf_counter() - start
 
@@ -570,7 +590,7 @@ def load_source_dask(
         out.referrals = client.submit(operator.getitem, checked, "typed")
         st = client.submit(_without_typed, checked).result()
         count("referrals", st["rows_in"], st["rejects"])
-        _check_totals("referrals", rows_in, rejects, reject_threshold)
+        check_totals("referrals")
 
     out.rejects = {
         table: pd.concat(found, ignore_index=True)

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.contract import ContractError, check_table
+from features.contract import (
+    ColumnParse,
+    ContractError,
+    add_parsing,
+    check_parsing,
+    check_table,
+    part_parsing,
+)
 
 _QUOTED = re.compile(r" '.*?'")
 _ROWS_IN_MESSAGE = re.compile(r"\(rows ([\d, ]+)(, \.\.\.)?;")
@@ -29,20 +36,24 @@ class RejectPart:
     rows_in: int
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)  # reason without quoted values -> rows
+    parsing: dict[str, ColumnParse] = field(default_factory=dict)  # rows are the source's
 
 
 def checked_part(table: str, raw: pd.DataFrame, known: dict, source_rows: np.ndarray | None,
                  directory: Path, part: str):
     """check_table on a part of a table; its rejects go to ``rejects-<table>-<part>.csv`` in directory.
 
-    The share of rejected rows is never judged here (threshold 1.0): only the whole table can be.
-    Returns (TableResult, RejectPart). Row numbers, in the rejects and in any error, are the source's.
+    The share of rejected rows and whether a column parses at all are never judged here: only the
+    whole table can be (RejectLog.check_table). Returns (TableResult, RejectPart). Row numbers, in
+    the rejects and in any error, are the source's.
     """
     try:
-        result = check_table(table, raw, known, reject_threshold=1.0)
+        result = check_table(table, raw, known, reject_threshold=1.0, part=True)
     except ContractError as err:
         raise _source_rows_message(err, source_rows) if source_rows is not None else err from None
-    return result, write_part(directory, table, part, result.rows_in, result.rejects, source_rows)
+    out = write_part(directory, table, part, result.rows_in, result.rejects, source_rows)
+    out.parsing = part_parsing(result, source_rows)
+    return result, out
 
 
 def write_part(directory: Path, table: str, part: str, rows_in: int, rejects: pd.DataFrame,
@@ -77,11 +88,20 @@ class RejectLog:
         self.rows_in: Counter = Counter()
         self.rejected: Counter = Counter()
         self.reasons: dict[str, Counter] = {}
+        self.parsing: dict[str, dict[str, ColumnParse]] = {}
 
     def record(self, part: RejectPart) -> None:
         self.rows_in[part.table] += part.rows_in
         self.rejected[part.table] += part.rejected
         self.reasons.setdefault(part.table, Counter()).update(part.reasons)
+        add_parsing(self.parsing.setdefault(part.table, {}), part.parsing)
+
+    def check_table(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
+        """Stop as the whole-table loader does: on a column none of whose values parse (known only
+        once every part is in, ``final=True``), or when too many rows of the table are invalid."""
+        if final:
+            check_parsing(table, self.parsing.get(table, {}))
+        self.check_threshold(table, total_rows, threshold, final=final)
 
     def check_threshold(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
         """Stop, as the whole-table loader does, when too many rows of a table are invalid.

@@ -215,7 +215,7 @@ class _Run:
     def _record(self, parts, totals, final: bool) -> None:
         for part in parts:
             self.log.record(part)
-            self.log.check_threshold(part.table, totals[part.table], self.threshold, final=final)
+            self.log.check_table(part.table, totals[part.table], self.threshold, final=final)
 
     def partition(self, source: dict[str, Path]) -> None:
         """Customers and transactions into buckets by customer, profile snapshots by profile."""
@@ -348,10 +348,10 @@ class _Run:
                                             rows, self.work, f"{part:05d}")
             self.log.record(reject_part)
             if total:
-                self.log.check_threshold("social_interactions", total, self.threshold, final=False)
+                self.log.check_table("social_interactions", total, self.threshold, final=False)
             kept.append(res.typed.loc[res.typed["timestamp"] < as_of])
             del raw, res
-        self.log.check_threshold("social_interactions", offset, self.threshold, final=True)
+        self.log.check_table("social_interactions", offset, self.threshold, final=True)
         if not kept:
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in
                                   ("source_profile_id", "target_profile_id", "timestamp", "kind")})

@@ -22,8 +22,10 @@ import pytest
 
 from features.build import FAMILY_NAMES, build_features
 from features.config import FeatureConfig
+from features.contract import ContractError
 from features.labels import label_values
 from features.manifest import FeatureManifest, manifest_for
+from features.partition import bucket_of, n_buckets
 from features.source import load_source
 from features.synthetic import generate_world
 from serving.score import ScoringSkewError, load_scoring_model, score_customers
@@ -317,6 +319,55 @@ def test_too_many_invalid_rows_stop_the_run_before_anything_is_written(world, re
         score_customers(source, out=out, chunk_size=60, progress=False)
     assert list(tmp_path.glob("scores*")) == []
     assert list(tmp_path.glob(".scores*")) == []
+
+
+def _quantity_only_for(source: Path, values: dict[str, str]) -> pd.DataFrame:
+    """Blank every transaction's quantity except those of the given customers (id -> raw text)."""
+    transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    transactions["quantity"] = ""
+    for customer, text in values.items():
+        transactions.loc[transactions["customer_id"] == customer, "quantity"] = text
+    transactions.to_csv(source / "transactions.csv.gz", index=False)
+    return transactions
+
+
+def _customers_in_two_buckets(source: Path, buckets: int) -> tuple[str, str]:
+    ids = pd.read_csv(source / "customers.csv", dtype="str")["customer_id"]
+    where = bucket_of(ids, buckets)
+    first = ids.iloc[0]
+    second = ids[where != where[0]].iloc[0]
+    return first, second
+
+
+def test_a_column_is_judged_on_the_whole_table_not_on_one_chunk(world, registry, tmp_path):
+    """One chunk's quantities are all unparsable while another chunk's parse: as for the whole
+    table, those rows are rejected and the run goes on."""
+    source = as_csv(world, tmp_path / "bad")
+    garbled, fine = _customers_in_two_buckets(source, n_buckets(400, 60))
+    _quantity_only_for(source, {garbled: "lots", fine: "2"})
+    out = tmp_path / "scores.parquet"
+    summary = score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False,
+                              reject_threshold=0.05)
+    expected = load_source(source, reject_threshold=0.05).rejects["transactions"]
+    got = pd.read_csv(out.with_name("scores.rejects") / "transactions.csv", dtype="str",
+                      keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(got, expected.astype("str").reset_index(drop=True), check_dtype=False)
+    assert len(got) and set(got["customer_id"]) == {garbled}
+    assert summary["scored"] == 400
+
+
+def test_a_column_that_parses_nowhere_stops_the_run_as_the_loader_does(world, registry, tmp_path):
+    source = as_csv(world, tmp_path / "bad")
+    garbled, other = _customers_in_two_buckets(source, n_buckets(400, 60))
+    _quantity_only_for(source, {garbled: "lots", other: "a few"})
+    with pytest.raises(ContractError) as loader:
+        load_source(source, reject_threshold=0.05)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ContractError) as scorer:
+        score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False, reject_threshold=0.05)
+    assert "transactions: column 'quantity' cannot be parsed as number at all" in str(scorer.value)
+    assert str(scorer.value) == str(loader.value)
+    assert list(tmp_path.glob("scores*")) == []
 
 
 # ---------------------------------------------------------------------------------------------
