@@ -378,18 +378,14 @@ def _same_attrs(part: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
 def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
     """The file of each table, and the inputs' fingerprint.
 
-    A database source is read through features.database (which holds each table in memory while
-    reading) and spilled to Parquet in the work directory; from there the run is the same.
+    A database source is streamed chunk by chunk (a server-side cursor, one snapshot) into a
+    partitioned Parquet directory in the work directory; from there the run is the same.
     """
     if is_database_url(data):
-        from features.database import read_database
+        from features.database import export_database
 
-        read = read_database(str(data))
-        paths = {}
-        for table, frame in read.raw.items():
-            paths[table] = work / f"source-{table}.parquet"
-            frame.to_parquet(paths[table], index=False)
-        return paths, read.fingerprint
+        prints = export_database(str(data), work / "source")
+        return {table: paths[0] for table, paths in table_files(work / "source").items()}, prints
     files = table_files(data)
     return {table: paths[0] for table, paths in files.items()}, fingerprint(files)
 
