@@ -49,10 +49,15 @@ class IdSet:
 
     def members(self, values) -> np.ndarray:
         """Boolean mask: which of ``values`` (strings; missing never belongs) are in the set."""
+        return self.positions(values) >= 0
+
+    def positions(self, values) -> np.ndarray:
+        """Position of each of ``values`` in ``self.ids`` (int64; -1 when absent or missing)."""
         values = pa.array(values, type=pa.string()) if not isinstance(values, pa.Array) else values
+        out = np.full(len(values), -1, dtype=np.int64)
         if self._collisions:
-            return pc.fill_null(pc.is_in(values, value_set=self.ids), False).to_numpy(zero_copy_only=False)
-        out = np.zeros(len(values), dtype=bool)
+            found = pc.index_in(values, value_set=self.ids).fill_null(-1)
+            return found.to_numpy(zero_copy_only=False).astype(np.int64)
         present = ~values.is_null().to_numpy(zero_copy_only=False)
         if not present.any() or not len(self.hashes):
             return out
@@ -63,7 +68,7 @@ class IdSet:
         if hit.any():
             same = pc.equal(self.ids.take(pa.array(pos[hit])), query.filter(pa.array(hit)))
             hit[np.flatnonzero(hit)] = same.to_numpy(zero_copy_only=False)
-        out[np.flatnonzero(present)] = hit
+        out[np.flatnonzero(present)] = np.where(hit, pos, -1)
         return out
 
     def known(self, values) -> pd.Index:

@@ -69,6 +69,7 @@ from serving.chunks import (
     validate_customer_bucket,
     validate_profile_bucket,
 )
+from serving.interaction_codes import InteractionCodes
 from serving.reasons import reason_columns, top_reasons
 from serving.rejects import RejectLog, checked_part, write_part
 from serving.scoring_model import (
@@ -331,9 +332,10 @@ class _Run:
         """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones).
 
         Each batch is checked against the known profiles it mentions, so a batch costs time in
-        proportion to its own rows, not to the number of profiles (which grows with the base).
+        proportion to its own rows, not to the number of profiles (which grows with the base), and
+        is kept as codes (serving.interaction_codes), not text.
         """
-        kept, offset = [], 0
+        kept, offset = InteractionCodes(profiles), 0
         # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
         total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
         self.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
@@ -344,19 +346,18 @@ class _Run:
             offset += len(raw)
             mentioned = pd.concat([parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
                                    if c in raw])
-            res, reject_part = checked_part("social_interactions", raw, {"profiles": profiles.known(mentioned)},
+            mentioned = pa.array(mentioned.unique(), type=pa.string())
+            where = profiles.positions(mentioned)
+            known = pd.Index(mentioned.filter(pa.array(where >= 0)).to_pandas(), dtype="str")
+            res, reject_part = checked_part("social_interactions", raw, {"profiles": known},
                                             rows, self.work, f"{part:05d}")
             self.log.record(reject_part)
             if total:
                 self.log.check_table("social_interactions", total, self.threshold, final=False)
-            kept.append(res.typed.loc[res.typed["timestamp"] < as_of])
+            kept.add(res.typed.loc[res.typed["timestamp"] < as_of], mentioned, where)
             del raw, res
         self.log.check_table("social_interactions", offset, self.threshold, final=True)
-        if not kept:
-            empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in
-                                  ("source_profile_id", "target_profile_id", "timestamp", "kind")})
-            return check_table("social_interactions", empty, {"profiles": pd.Index([], dtype="str")}, 1.0).typed
-        return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0]
+        return kept.frame()
 
     def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, local: list,
               keep_inputs: bool) -> list[ScoredBucket]:
