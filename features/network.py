@@ -93,44 +93,55 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
         return empty_features(FEATURES)
 
     inter = interactions_before(tables, as_of)
-    kinds = tables.social_interactions["kind"]
-    in_graph = kinds.isin(GRAPH_KINDS).to_numpy()[inter.rows]
+    in_graph = tables.social_interactions["kind"].isin(GRAPH_KINDS).to_numpy()[inter.rows]
     # Self-mentions are self-promotion, not influence.
     keep = in_graph & (inter.source != inter.target)
-    rows = inter.rows[keep]
-    source, target = inter.source[keep], inter.target[keep]
     weight = interaction_weights(inter.timestamp_ns[keep], as_of, config.interaction_half_life_days)
+    topic_weight = None
+    if config.market_topics and "topic" in tables.social_interactions.columns:
+        topic_weight = weight * market_topic_mask(tables, config.market_topics)[inter.rows[keep]]
 
     # Vertices: profiles with a snapshot or a graph interaction (self ones included) before as_of,
     # renumbered 0..n-1 in order of profile code.
-    vocabulary = np.zeros(profile_codes(tables).n, dtype=bool)
-    vocabulary[profile_code] = True
-    vocabulary[inter.source[in_graph]] = True
-    vocabulary[inter.target[in_graph]] = True
-    vertex_of = np.cumsum(vocabulary) - 1
-    n = int(vocabulary.sum())
-    source, target = vertex_of[source], vertex_of[target]
-
-    # Parallel interactions become one edge carrying their summed weight.
-    edge_keys, edge_of = np.unique(source * n + target, return_inverse=True)
-    graph = interaction_graph(n, edge_keys // n, edge_keys % n)
-    edge_weight = np.bincount(edge_of, weights=weight, minlength=len(edge_keys)).tolist()
-    del edge_keys, edge_of
+    is_vertex = np.zeros(profile_codes(tables).n, dtype=bool)
+    is_vertex[profile_code] = True
+    is_vertex[inter.source[in_graph]] = True
+    is_vertex[inter.target[in_graph]] = True
+    vertex_of = (np.cumsum(is_vertex) - 1).astype(np.int32)
+    n = int(is_vertex.sum())
+    del is_vertex, in_graph
+    source, target = vertex_of[inter.source[keep]], vertex_of[inter.target[keep]]
+    del keep
 
     per_node = {
-        "pagerank": scaled_pagerank(graph, edge_weight, config.pagerank_damping),
         "weighted_in_degree": np.bincount(target, weights=weight, minlength=n),
         "topic_pagerank": np.full(n, np.nan),
     }
-    if config.market_topics and "topic" in tables.social_interactions.columns:
-        topic_weight = weight * market_topic_mask(tables, config.market_topics)[rows]
+    reset = None
+    if topic_weight is not None:
         activity = np.bincount(source, weights=topic_weight, minlength=n) + np.bincount(
             target, weights=topic_weight, minlength=n
         )
-        if activity.sum() > 0:
-            per_node["topic_pagerank"] = scaled_pagerank(
-                graph, edge_weight, config.pagerank_damping, reset=activity / activity.sum()
-            )
+        reset = activity / activity.sum() if activity.sum() > 0 else None
+        del topic_weight
+
+    # Parallel interactions become one edge carrying their summed weight (sorted by source, target).
+    order = np.argsort(source.astype(np.int64) * n + target, kind="stable")
+    source, target, weight = source[order], target[order], weight[order]
+    del order
+    first = np.flatnonzero(np.r_[True, (source[1:] != source[:-1]) | (target[1:] != target[:-1])])
+    first = first[: len(source)]  # no edge at all: no group either
+    edge_weight = np.add.reduceat(weight, first) if len(first) else np.array([])
+    graph = interaction_graph(n, source[first], target[first])
+    del source, target, weight, first
+    edge_weight = edge_weight.tolist()  # igraph takes weights as a list only
+
+    per_node["pagerank"] = scaled_pagerank(graph, edge_weight, config.pagerank_damping)
+    if reset is not None:
+        per_node["topic_pagerank"] = scaled_pagerank(
+            graph, edge_weight, config.pagerank_damping, reset=reset
+        )
+    del graph, edge_weight
 
     # A customer's centrality is the sum over their profiles: their share of the attention.
     codes, customers = customer_codes(profiles["customer_id"].loc[owned])

@@ -24,6 +24,7 @@ class ProfileCodes:
     """Integer codes of the profile ids of every snapshot and interaction row (-1 = missing).
 
     Codes index one vocabulary of size ``n``: the same profile has the same code in both tables.
+    They are int32 (4 bytes a row: the interaction graph of a large base is held whole).
     """
 
     snapshot: np.ndarray  # per social_profiles row
@@ -36,7 +37,7 @@ class ProfileCodes:
 class InteractionsBefore:
     """The interactions dated before as_of with both ends known, as positions and profile codes."""
 
-    rows: np.ndarray  # positions in social_interactions
+    rows: np.ndarray  # positions in social_interactions (int32 below 2**31 rows)
     source: np.ndarray  # profile codes (ProfileCodes vocabulary)
     target: np.ndarray
     timestamp_ns: np.ndarray  # int64 nanoseconds since the epoch
@@ -61,30 +62,30 @@ def _encode(tables: Tables) -> ProfileCodes:
     ]
     arrays = [arrow_text(v) for v in values]
     if not present:
-        codes, n = np.array([], dtype="int64"), 0
+        codes, n = np.array([], dtype=np.int32), 0
     elif all(a is not None for a in arrays):
         # One dictionary over all columns: a chunked array's dictionary_encode shares it.
         codes, n = _chunked_codes(pa.chunked_array(arrays, type=pa.large_string()))
     else:  # ids that are not text: let pandas factorize them together
         codes, n = factorize_ids(pd.Series(np.concatenate([np.asarray(v, dtype=object) for v in values])))
-    out = dict.fromkeys(columns, np.array([], dtype="int64"))
+    out = dict.fromkeys(columns, np.array([], dtype=np.int32))
     start = 0
     for (name, column), value in zip(present.items(), values, strict=True):
         part = codes[start : start + len(value)]
         start += len(value)
         if isinstance(column.dtype, pd.CategoricalDtype):
             part = np.append(part, -1)[column.cat.codes.to_numpy()]  # code -1 (missing) stays -1
-        out[name] = part
+        out[name] = part.astype(np.int32, copy=False)
     return ProfileCodes(out["snapshot"], out["source"], out["target"], n)
 
 
 def _chunked_codes(array: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     encoded = array.dictionary_encode()
     if encoded.num_chunks == 0:
-        return np.array([], dtype="int64"), 0
+        return np.array([], dtype=np.int32), 0
     codes = np.concatenate(
         [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
-    ).astype("int64")
+    ).astype(np.int32, copy=False)
     return codes, len(encoded.chunk(0).dictionary)
 
 
@@ -112,6 +113,8 @@ def interactions_before(tables: Tables, as_of: pd.Timestamp) -> InteractionsBefo
         t = timestamps_ns(inter["timestamp"])
         # Leakage: only interactions strictly before as_of.
         rows = np.flatnonzero((t < as_of.value) & (codes.source >= 0) & (codes.target >= 0))
+        if len(t) < 2**31:
+            rows = rows.astype(np.int32)
         return InteractionsBefore(rows, codes.source[rows], codes.target[rows], t[rows])
 
     return tables.derived("interactions_before", compute, as_of=as_of)
