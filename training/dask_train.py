@@ -384,7 +384,7 @@ def evaluate_dask(
     with steps.step(
         f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
     ):
-        _sample, contributions, importance = attribute(model, test, manifest, config)
+        _, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, tuple(f.name for f in families)))
 
     with steps.step(

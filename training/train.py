@@ -362,7 +362,7 @@ def evaluate_pipeline(
     with steps.step(
         f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"
     ):
-        _sample, contributions, importance = attribute(model, test, manifest, config)
+        _, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, FAMILY_NAMES))
 
     with steps.step(f"Refit on windows ending by as_of ({len(refit_set):,} rows, same rounds)"):
