@@ -281,7 +281,7 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
         failed = (present & parsed.isna()).to_numpy()
         pos = np.flatnonzero(failed)
         parsing[spec.name] = ColumnParse(spec.kind, int(present.sum()), len(pos), pos[: EXAMPLES + 1].tolist(),
-                                         column.iloc[pos[:EXAMPLES]].tolist())
+                                         column.iloc[pos[: EXAMPLES + 1]].tolist())
         if failed.any():
             if not part and failed.sum() == present.sum():
                 raise unparsable_column_error(table, spec.name, parsing[spec.name])
@@ -322,7 +322,7 @@ def unparsable_column_error(table: str, column: str, parse: ColumnParse) -> Cont
     """The structural error for a column of which no present value parses."""
     return ContractError(
         f"{table}: column '{column}' cannot be parsed as {parse.kind} at all "
-        f"(rows {_rows(np.asarray(parse.rows))}; e.g. {_examples(parse.examples)})"
+        f"(rows {_rows(np.asarray(parse.rows))}; e.g. {_examples(parse.examples[:EXAMPLES])})"
     )
 
 
@@ -342,9 +342,11 @@ def add_parsing(total: dict[str, ColumnParse], part: dict[str, ColumnParse]) -> 
         seen = total.setdefault(column, ColumnParse(parse.kind, 0, 0))
         seen.present += parse.present
         seen.failed += parse.failed
-        room = max(0, EXAMPLES + 1 - len(seen.rows))
-        seen.rows += parse.rows[:room]
-        seen.examples += parse.examples[: max(0, EXAMPLES - len(seen.examples))]
+        # Each part keeps its first failed rows in source order; the smallest of all parts are the
+        # table's first, so the error names the rows the whole-table check would name.
+        first = sorted(zip(seen.rows + parse.rows, seen.examples + parse.examples, strict=True),
+                       key=lambda pair: pair[0])[: EXAMPLES + 1]
+        seen.rows, seen.examples = [r for r, _ in first], [e for _, e in first]
 
 
 def check_parsing(table: str, total: dict[str, ColumnParse]) -> None:

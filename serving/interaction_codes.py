@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.history import arrow_text
 from features.id_sets import IdSet
 
 ENDS = ("source_profile_id", "target_profile_id")
@@ -36,8 +37,9 @@ class InteractionCodes:
         id is hashed twice."""
         self.columns.update(typed.columns)
         lookup = np.append(positions, -1).astype(np.int32)
+        value_set = ids.cast(pa.large_string())
         for name in ENDS:
-            index = pc.index_in(_arrow(typed[name]), value_set=ids.cast(pa.large_string()))
+            index = pc.index_in(arrow_text(typed[name]), value_set=value_set)
             self.parts[name].append(lookup[index.fill_null(-1).to_numpy(zero_copy_only=False)])
         self.parts["timestamp"].append(typed["timestamp"].to_numpy("datetime64[ns]"))
         for name in LABELS:
@@ -47,7 +49,7 @@ class InteractionCodes:
                 self.parts[name].append(np.full(len(typed), -1, dtype=np.int16))
 
     def _label_codes(self, name: str, values: pd.Series) -> np.ndarray:
-        encoded = _arrow(values).dictionary_encode()
+        encoded = arrow_text(values).dictionary_encode()
         seen = self.labels[name]
         lookup = np.array([seen.setdefault(label, len(seen)) for label in encoded.dictionary.to_pylist()]
                           + [-1], dtype=np.int16)
@@ -64,13 +66,6 @@ class InteractionCodes:
                 out[name] = pd.Categorical.from_codes(_joined(self.parts[name], np.int16),
                                                       dtype=pd.CategoricalDtype(labels), validate=False)
         return pd.DataFrame(out)
-
-
-def _arrow(values: pd.Series) -> pa.Array:
-    array = pa.array(values.array)
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    return array.cast(pa.large_string())
 
 
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -199,3 +199,16 @@ def test_a_rejected_customer_takes_their_transactions_along_as_unknown(tmp_path)
     assert "C2" not in set(result.tables.customers["customer_id"])
     assert (result.rejects["transactions"]["customer_id"] == "C2").all()
     assert len(result.rejects["transactions"]) == 100
+
+
+def test_parse_counts_of_parts_name_the_tables_first_failed_rows_whatever_the_part_order():
+    from features.contract import ColumnParse, add_parsing, check_parsing
+
+    total: dict = {}
+    add_parsing(total, {"amount": ColumnParse("number", 3, 3, [40, 41, 42], ["x40", "x41", "x42"])})
+    add_parsing(total, {"amount": ColumnParse("number", 4, 4, [2, 7, 9, 11], ["x2", "x7", "x9", "x11"])})
+    with pytest.raises(ContractError) as err:
+        check_parsing("transactions", total)
+    assert "(rows 2, 7, 9, 11, 40, ...; e.g. 'x2', 'x7', 'x9', 'x11', 'x40')" in str(err.value)
+    add_parsing(total, {"amount": ColumnParse("number", 5, 0)})  # another part parses: no error
+    check_parsing("transactions", total)
