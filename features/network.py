@@ -6,11 +6,11 @@ non-customers is influential, so non-customers must shape the scores even though
 
 from __future__ import annotations
 
-import igraph
 import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
+from features.pagerank import pagerank
 from features.profiles import (
     customer_codes,
     empty_features,
@@ -45,33 +45,14 @@ def interaction_weights(
     return np.power(0.5, age_days / half_life_days)
 
 
-def interaction_graph(n: int, source: np.ndarray, target: np.ndarray) -> igraph.Graph:
-    """A directed igraph graph on n vertices with the given edges, built from int arrays.
-
-    igraph converts edges one Python pair at a time; a numpy array goes through the same loop
-    slower, and a list of all pairs costs ~130 bytes per edge. Pairs are streamed in blocks.
-    """
-    def pairs(block: int = 1 << 16):
-        for start in range(0, len(source), block):
-            yield from zip(
-                source[start : start + block].tolist(), target[start : start + block].tolist()
-            )
-
-    return igraph.Graph(n, pairs(), directed=True)
-
-
 def scaled_pagerank(
-    graph: igraph.Graph, weights: list[float], damping: float, reset: np.ndarray | None = None
+    n: int,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
+    damping: float,
+    reset: np.ndarray | None = None,
 ) -> np.ndarray:
     """(Personalised) PageRank x vertex count, so 1 is the average whatever the graph's size."""
-    if reset is None:
-        scores = graph.pagerank(weights=weights, damping=damping, directed=True)
-    else:
-        # Dangling profiles (who interact with nobody) also jump by the reset vector in igraph.
-        scores = graph.personalized_pagerank(
-            weights=weights, damping=damping, directed=True, reset=reset.tolist()
-        )
-    return np.asarray(scores, dtype="float64") * graph.vcount()
+    return pagerank(n, *edges, damping=damping, reset=reset) * n
 
 
 def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
@@ -132,16 +113,14 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     first = np.flatnonzero(np.r_[True, (source[1:] != source[:-1]) | (target[1:] != target[:-1])])
     first = first[: len(source)]  # no edge at all: no group either
     edge_weight = np.add.reduceat(weight, first) if len(first) else np.array([])
-    graph = interaction_graph(n, source[first], target[first])
+    edges = (source[first], target[first], edge_weight)
     del source, target, weight, first
-    edge_weight = edge_weight.tolist()  # igraph takes weights as a list only
 
-    per_node["pagerank"] = scaled_pagerank(graph, edge_weight, config.pagerank_damping)
+    per_node["pagerank"] = scaled_pagerank(n, edges, config.pagerank_damping)
     if reset is not None:
-        per_node["topic_pagerank"] = scaled_pagerank(
-            graph, edge_weight, config.pagerank_damping, reset=reset
-        )
-    del graph, edge_weight
+        # Dangling profiles (who interact with nobody) also jump by the reset vector.
+        per_node["topic_pagerank"] = scaled_pagerank(n, edges, config.pagerank_damping, reset)
+    del edges
 
     # A customer's centrality is the sum over their profiles: their share of the attention.
     codes, customers = customer_codes(profiles["customer_id"].loc[owned])

@@ -112,9 +112,11 @@ def interactions_before(tables: Tables, as_of: pd.Timestamp) -> InteractionsBefo
         codes = profile_codes(tables)
         t = timestamps_ns(inter["timestamp"])
         # Leakage: only interactions strictly before as_of.
-        rows = np.flatnonzero((t < as_of.value) & (codes.source >= 0) & (codes.target >= 0))
-        if len(t) < 2**31:
-            rows = rows.astype(np.int32)
+        usable = (t < as_of.value) & (codes.source >= 0) & (codes.target >= 0)
+        index_type = np.int32 if len(t) < 2**31 else np.int64
+        if usable.all():  # e.g. the scorer keeps only earlier interactions: share, do not copy
+            return InteractionsBefore(np.arange(len(t), dtype=index_type), codes.source, codes.target, t)
+        rows = np.flatnonzero(usable).astype(index_type)
         return InteractionsBefore(rows, codes.source[rows], codes.target[rows], t[rows])
 
     return tables.derived("interactions_before", compute, as_of=as_of)

@@ -81,7 +81,7 @@ def expected(columns: dict, customers):
     )
 
 
-def test_igraph_pagerank_matches_hand_computed_star():
+def test_pagerank_matches_hand_computed_star():
     # Two leaves mention the centre; the dangling centre jumps uniformly. With d = 0.85 and
     # p_leaf = 0.05 + 0.85 * p_centre / 3, p_centre = 1 - 2 p_leaf: p_leaf = 1 / 4.7.
     result = network_features(
