@@ -4,7 +4,8 @@ The graph is a scipy sparse matrix built straight from the edge arrays: about 12
 (target index and transition probability), where igraph needs 32 bytes per edge for the graph plus
 the weights as a Python list (about 40 bytes per edge; its PageRank takes no array). The scorer
 holds the whole interaction graph of the customer base in one process, so this is its largest
-memory cost. The result equals igraph's (PRPACK) within 1e-8 relative (tests/features/test_pagerank.py).
+memory cost. The result equals igraph's (PRPACK) within 1e-8 relative
+(tests/features/test_pagerank.py).
 
 Definition (igraph's and networkx's): a surfer follows an out-edge with probability ``damping``,
 chosen in proportion to its weight, and otherwise jumps to a vertex drawn from ``reset`` (uniform
