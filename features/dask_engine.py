@@ -58,6 +58,11 @@ BUCKET = "__clv_bucket__"  # customer bucket of a row (its partition)
 TARGET = "__clv_target__"  # customer bucket a profile snapshot is routed to
 CUSTOMERS_PER_BUCKET = 100_000
 CSV_BLOCK_BYTES = "64MB"
+# Parquet row groups are joined into partitions of at most this much storage (a row group is never
+# split). Dask's default, 256 MiB, made a partition of all 5M customers and partitions of 12.7M
+# snapshots: dictionary-encoded ids are far smaller on disk than in memory, so one such task
+# needed gigabytes and two workers of 11.8 GB were restarted for memory (docs/performance.md, Dask).
+PARQUET_BLOCK_BYTES = "32MiB"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,10 +97,12 @@ def _numbered(frame: pd.DataFrame, offsets, partition_info=None) -> pd.DataFrame
     return frame.assign(**{ROW: np.arange(start, start + len(frame), dtype="int64")})
 
 
-def read_raw(path: Path):
+def read_raw(path: Path, parquet_block_bytes: str | int | None = None):
     """(one table as a lazy dask DataFrame of raw values as read_table gives them plus ROW, rows).
 
-    Parquet parts are read in file-name order like read_table; CSV as text, empty meaning missing.
+    Parquet parts are read in file-name order like read_table, row groups joined up to
+    ``parquet_block_bytes`` (default PARQUET_BLOCK_BYTES) a partition; CSV as text, empty meaning
+    missing.
     The rows of every partition are counted first (a pass over the table) to number them in source
     order. (Counting one column only is cheaper but lets Dask fuse partitions differently.)
     """
@@ -104,7 +111,11 @@ def read_raw(path: Path):
     path = Path(path)
     if path.is_dir() or path.name.endswith(".parquet"):
         parts = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        frame = dd.read_parquet([str(p) for p in parts])
+        frame = dd.read_parquet(
+            [str(p) for p in parts],
+            split_row_groups="adaptive",
+            blocksize=parquet_block_bytes or PARQUET_BLOCK_BYTES,
+        )
     else:
         compressed = path.name.endswith(".gz")
         frame = dd.read_csv(

@@ -68,8 +68,19 @@ def awkward_source(world: Path, out: Path) -> Path:
     snaps.loc[late, "customer_id"] = new_owner  # identity resolution re-linked it half-way
     snaps.loc[late[-1], "customer_id"] = None  # and lost the link on the latest snapshot
     snaps.loc[5, "followers"] = -3.0  # rejected: negative
-    snaps.to_parquet(out / "social_profiles.parquet", index=False)
+    # Several row groups, read as several partitions (see small_parquet_partitions): row numbers
+    # must run on across them.
+    snaps.to_parquet(out / "social_profiles.parquet", index=False, row_group_size=5_000)
     return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_parquet_partitions():
+    """Row groups joined into partitions of at most 64 KiB, so a 2,000-customer world's Parquet
+    files become several partitions as a large base's do."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("features.dask_engine.PARQUET_BLOCK_BYTES", 64 << 10)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +109,21 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
         mp.chdir(folder)
         yield folder
+
+
+def test_a_large_parquet_file_is_read_in_partitions_of_row_groups_numbered_in_file_order(source):
+    from features.dask_engine import ROW, read_raw
+    from features.source import read_table
+
+    frame, rows = read_raw(source / "social_profiles.parquet")
+    whole = read_table(source / "social_profiles.parquet")
+    assert frame.npartitions > 5
+    assert rows == len(whole)
+    read = frame.compute()
+    assert read[ROW].tolist() == list(range(len(whole)))
+    pd.testing.assert_frame_equal(
+        read.drop(columns=[ROW]).reset_index(drop=True), whole, check_dtype=False
+    )
 
 
 def test_features_equal_the_pandas_engine(source, dask_client):
