@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.pagerank import pagerank
+from features.pagerank import PageRankDidNotConverge, pagerank
 
 
 def sorted_distinct_edges(n: int, pairs: list[tuple[int, int, float]]):
@@ -63,6 +63,12 @@ def test_unsorted_edges_and_bad_damping_are_refused():
         pagerank(3, np.array([1, 0]), np.array([2, 2]), np.array([1.0, 1.0]), 0.85)
     with pytest.raises(ValueError, match="damping"):
         pagerank(3, np.array([0]), np.array([1]), np.array([1.0]), 1.0)
+
+
+def test_an_iteration_that_does_not_converge_is_an_error_not_a_result(monkeypatch):
+    monkeypatch.setattr("features.pagerank.MAX_ITERATIONS", 3)
+    with pytest.raises(PageRankDidNotConverge, match="3 iterations"):
+        pagerank(3, np.array([0, 1]), np.array([2, 2]), np.array([1.0, 1.0]), 0.85)
 
 
 @st.composite
