@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.pagerank import pagerank
+from features.pagerank import stationary_distribution, transition_matrix
 from features.profiles import (
     customer_codes,
     empty_features,
@@ -45,14 +45,9 @@ def interaction_weights(
     return np.power(0.5, age_days / half_life_days)
 
 
-def scaled_pagerank(
-    n: int,
-    edges: tuple[np.ndarray, np.ndarray, np.ndarray],
-    damping: float,
-    reset: np.ndarray | None = None,
-) -> np.ndarray:
+def scaled_pagerank(transition, damping: float, reset: np.ndarray | None = None) -> np.ndarray:
     """(Personalised) PageRank x vertex count, so 1 is the average whatever the graph's size."""
-    return pagerank(n, *edges, damping=damping, reset=reset) * n
+    return stationary_distribution(transition, damping, reset) * transition.shape[0]
 
 
 def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
@@ -80,7 +75,7 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     weight = interaction_weights(inter.timestamp_ns[keep], as_of, config.interaction_half_life_days)
     topic_weight = None
     if config.market_topics and "topic" in tables.social_interactions.columns:
-        topic_weight = weight * market_topic_mask(tables, config.market_topics)[inter.rows[keep]]
+        topic_weight = weight * market_topic_mask(tables, config.market_topics)[inter.rows][keep]
 
     # Vertices: profiles with a snapshot or a graph interaction (self ones included) before as_of,
     # renumbered 0..n-1 in order of profile code.
@@ -106,21 +101,14 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
         reset = activity / activity.sum() if activity.sum() > 0 else None
         del topic_weight
 
-    # Parallel interactions become one edge carrying their summed weight (sorted by source, target).
-    order = np.argsort(source.astype(np.int64) * n + target, kind="stable")
-    source, target, weight = source[order], target[order], weight[order]
-    del order
-    first = np.flatnonzero(np.r_[True, (source[1:] != source[:-1]) | (target[1:] != target[:-1])])
-    first = first[: len(source)]  # no edge at all: no group either
-    edge_weight = np.add.reduceat(weight, first) if len(first) else np.array([])
-    edges = (source[first], target[first], edge_weight)
-    del source, target, weight, first
-
-    per_node["pagerank"] = scaled_pagerank(n, edges, config.pagerank_damping)
+    # Parallel interactions add up into one edge of the transition matrix, built once for both.
+    transition = transition_matrix(n, source, target, weight)
+    del source, target, weight
+    per_node["pagerank"] = scaled_pagerank(transition, config.pagerank_damping)
     if reset is not None:
         # Dangling profiles (who interact with nobody) also jump by the reset vector.
-        per_node["topic_pagerank"] = scaled_pagerank(n, edges, config.pagerank_damping, reset)
-    del edges
+        per_node["topic_pagerank"] = scaled_pagerank(transition, config.pagerank_damping, reset)
+    del transition
 
     # A customer's centrality is the sum over their profiles: their share of the attention.
     codes, customers = customer_codes(profiles["customer_id"].loc[owned])

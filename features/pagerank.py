@@ -1,10 +1,11 @@
 """Weighted, optionally personalised PageRank of a directed graph held as numpy edge arrays.
 
-The graph is a scipy sparse matrix built straight from the edge arrays: about 12 bytes per edge
-(target index and transition probability), where igraph needs 32 bytes per edge for the graph plus
-the weights as a Python list (about 40 bytes per edge; its PageRank takes no array). The scorer
-holds the whole interaction graph of the customer base in one process, so this is its largest
-memory cost. The result equals igraph's (PRPACK) within 1e-8 relative
+The graph is a scipy sparse transition matrix built straight from the edge arrays, in any order:
+about 12 bytes per distinct edge (target index and transition probability), where igraph needs 32
+bytes per edge for the graph plus the weights as a Python list (about 40 bytes per edge; its
+PageRank takes no array). The matrix is built once and serves plain and personalised PageRank
+alike. The scorer holds the whole interaction graph of the customer base in one process, so this
+is its largest memory cost. The result equals igraph's (PRPACK) within 1e-8 relative
 (tests/features/test_pagerank.py).
 
 Definition (igraph's and networkx's): a surfer follows an out-edge with probability ``damping``,
@@ -26,6 +27,19 @@ class PageRankDidNotConverge(RuntimeError):
     """The iteration did not reach TOLERANCE (only possible with damping very close to 1)."""
 
 
+def transition_matrix(
+    n: int, source: np.ndarray, target: np.ndarray, weight: np.ndarray
+) -> sparse.csc_array:
+    """Column j holds vertex j's out-edges, each its weight / j's out-weight (positive weights).
+
+    Edges may come in any order and repeat: parallel edges add up (the matrix is built by a
+    counting sort in scipy, so no argsort of the edges is ever held). ``weight`` is not modified.
+    """
+    out_weight = np.bincount(source, weights=weight, minlength=n)
+    probability = np.asarray(weight, dtype="float64") / out_weight[source]
+    return sparse.csc_array((probability, (target, source)), shape=(n, n))
+
+
 def pagerank(
     n: int,
     source: np.ndarray,
@@ -36,27 +50,23 @@ def pagerank(
 ) -> np.ndarray:
     """PageRank of vertices 0..n-1 (sums to 1) for edges source -> target with positive weights.
 
-    Edges must be sorted by source (parallel edges add up); ``weight`` is not modified.
-    ``reset``: the jump distribution (non-negative, sums to 1); None means uniform.
+    Edges in any order; parallel edges add up. ``reset``: the jump distribution (non-negative,
+    sums to 1); None means uniform. For several resets on one graph build transition_matrix once
+    and call stationary_distribution for each.
     """
-    if not 0 <= damping < 1:
-        raise ValueError(f"damping must be in [0, 1), got {damping}")
-    if len(source) and np.any(source[1:] < source[:-1]):
-        raise ValueError("edges must be sorted by source")
+    _check_damping(damping)
+    return stationary_distribution(transition_matrix(n, source, target, weight), damping, reset)
+
+
+def stationary_distribution(
+    transition: sparse.csc_array, damping: float, reset: np.ndarray | None = None
+) -> np.ndarray:
+    """PageRank over a transition_matrix: power iteration until the L1 change is below TOLERANCE."""
+    _check_damping(damping)
+    n = transition.shape[0]
     if n == 0:
         return np.array([], dtype="float64")
     jump = np.full(n, 1.0 / n) if reset is None else np.asarray(reset, dtype="float64")
-
-    out_weight = np.bincount(source, weights=weight, minlength=n)
-    # Column j of the transition matrix holds vertex j's out-edges, each weight / j's out-weight;
-    # edges sorted by source are exactly the column-major (CSC) layout, so nothing is copied but
-    # the normalised weights.
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(source, minlength=n), out=indptr[1:])
-    indices = np.asarray(target, dtype=np.int32) if n < 2**31 else np.asarray(target)
-    transition = sparse.csc_array(
-        (np.asarray(weight, dtype="float64") / out_weight[source], indices, indptr), shape=(n, n)
-    )
 
     scores = jump.copy()
     for _ in range(MAX_ITERATIONS):
@@ -77,3 +87,8 @@ def pagerank(
     raise PageRankDidNotConverge(
         f"PageRank did not converge in {MAX_ITERATIONS} iterations (damping {damping})"
     )
+
+
+def _check_damping(damping: float) -> None:
+    if not 0 <= damping < 1:
+        raise ValueError(f"damping must be in [0, 1), got {damping}")

@@ -37,7 +37,7 @@ class ProfileCodes:
 class InteractionsBefore:
     """The interactions dated before as_of with both ends known, as positions and profile codes."""
 
-    rows: np.ndarray  # positions in social_interactions (int32 below 2**31 rows)
+    rows: np.ndarray | slice  # positions in social_interactions (int32), or slice(None): every row
     source: np.ndarray  # profile codes (ProfileCodes vocabulary)
     target: np.ndarray
     timestamp_ns: np.ndarray  # int64 nanoseconds since the epoch
@@ -56,6 +56,14 @@ def _encode(tables: Tables) -> ProfileCodes:
         "target": None if interactions is None else interactions["target_profile_id"],
     }
     present = {name: column for name, column in columns.items() if column is not None}
+    shared = _shared_categories(present.values())
+    if shared is not None:
+        # Every column is categorical over one vocabulary (the scorer's tables): its codes are the
+        # profile codes already, so no id is hashed and nothing is copied.
+        out = dict.fromkeys(columns, np.array([], dtype=np.int32))
+        for name, column in present.items():
+            out[name] = column.array.codes.astype(np.int32, copy=False)  # a view, not a copy
+        return ProfileCodes(out["snapshot"], out["source"], out["target"], len(shared))
     # A categorical column is encoded through its categories, each id once.
     values = [
         c.cat.categories if isinstance(c.dtype, pd.CategoricalDtype) else c for c in present.values()
@@ -77,6 +85,16 @@ def _encode(tables: Tables) -> ProfileCodes:
             part = np.append(part, -1)[column.cat.codes.to_numpy()]  # code -1 (missing) stays -1
         out[name] = part.astype(np.int32, copy=False)
     return ProfileCodes(out["snapshot"], out["source"], out["target"], n)
+
+
+def _shared_categories(columns) -> pd.Index | None:
+    """The categories of ``columns`` if they are all categorical over the same ones, else None."""
+    columns = list(columns)
+    if not columns or not all(isinstance(c.dtype, pd.CategoricalDtype) for c in columns):
+        return None
+    first = columns[0].cat.categories
+    same = all(c.cat.categories is first or c.cat.categories.equals(first) for c in columns[1:])
+    return first if same else None
 
 
 def _chunked_codes(array: pa.ChunkedArray) -> tuple[np.ndarray, int]:
@@ -113,10 +131,9 @@ def interactions_before(tables: Tables, as_of: pd.Timestamp) -> InteractionsBefo
         t = timestamps_ns(inter["timestamp"])
         # Leakage: only interactions strictly before as_of.
         usable = (t < as_of.value) & (codes.source >= 0) & (codes.target >= 0)
-        index_type = np.int32 if len(t) < 2**31 else np.int64
         if usable.all():  # e.g. the scorer keeps only earlier interactions: share, do not copy
-            return InteractionsBefore(np.arange(len(t), dtype=index_type), codes.source, codes.target, t)
-        rows = np.flatnonzero(usable).astype(index_type)
+            return InteractionsBefore(slice(None), codes.source, codes.target, t)
+        rows = np.flatnonzero(usable).astype(np.int32 if len(t) < 2**31 else np.int64)
         return InteractionsBefore(rows, codes.source[rows], codes.target[rows], t[rows])
 
     return tables.derived("interactions_before", compute, as_of=as_of)

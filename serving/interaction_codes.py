@@ -25,8 +25,10 @@ class InteractionCodes:
     """Collects checked interaction batches (contract-typed frames) as codes; ``frame()`` returns
     them as one frame with categorical ids and labels."""
 
-    def __init__(self, profiles: IdSet):
+    def __init__(self, profiles: IdSet, profile_ids: pd.CategoricalDtype | None = None):
         self.profiles = profiles
+        # The ids' categorical type; pass one to share it with other tables (see frame()).
+        self.profile_ids = profile_ids
         self.parts: dict[str, list[np.ndarray]] = {c: [] for c in (*ENDS, "timestamp", *LABELS)}
         self.labels: dict[str, dict[str, int]] = {c: {} for c in LABELS}
         self.columns: set[str] = set()
@@ -56,16 +58,20 @@ class InteractionCodes:
         return lookup[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
 
     def frame(self) -> pd.DataFrame:
-        ids = pd.CategoricalDtype(pd.Index(self.profiles.ids.to_pandas(), dtype="str"))
-        out = {name: pd.Categorical.from_codes(_joined(self.parts[name], np.int32), dtype=ids, validate=False)
+        """The collected rows as one frame, taking each column's batches (freed as soon as it is
+        joined, so at most one column is held twice): call it once, after the last add()."""
+        ids = self.profile_ids
+        if ids is None:
+            ids = pd.CategoricalDtype(pd.Index(self.profiles.ids.to_pandas(), dtype="str"))
+        out = {name: pd.Categorical.from_codes(_joined(self.parts.pop(name), np.int32), dtype=ids, validate=False)
                for name in ENDS}
-        out["timestamp"] = _joined(self.parts["timestamp"], "datetime64[ns]")
+        out["timestamp"] = _joined(self.parts.pop("timestamp"), "datetime64[ns]")
         for name in LABELS:
             if name in self.columns or name == "kind":  # kind is required, topic optional
                 labels = pd.Index(list(self.labels[name]), dtype="str")
-                out[name] = pd.Categorical.from_codes(_joined(self.parts[name], np.int16),
+                out[name] = pd.Categorical.from_codes(_joined(self.parts.pop(name), np.int16),
                                                       dtype=pd.CategoricalDtype(labels), validate=False)
-        return pd.DataFrame(out)
+        return pd.DataFrame(out, copy=False)
 
 
 def _joined(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from features.attribute_kinds import AttributeKinds
 from features.build import FAMILIES, as_timestamp, population_features
 from features.contract import ContractError, check_table
+from features.history import arrow_text
 from features.id_sets import IdSet
 from features.partition import (
     bucket_of,
@@ -70,6 +71,7 @@ from serving.chunks import (
     validate_profile_bucket,
 )
 from serving.interaction_codes import InteractionCodes
+from serving.memory import release_freed_memory
 from serving.reasons import reason_columns, top_reasons
 from serving.rejects import RejectLog, checked_part, write_part
 from serving.scoring_model import (
@@ -278,9 +280,15 @@ class _Run:
         task = self.bar.task("population features", None)
         profiles = interactions = referrals = None
         if self.profiles:
-            profiles = self._latest_profiles()
+            # One categorical vocabulary of profile ids for snapshots and both ends of the
+            # interactions: the families then take its codes as they are (features.profiles).
+            profile_set = self.profile_set()
+            profile_ids = pd.CategoricalDtype(pd.Index(profile_set.ids.to_pandas(), dtype="str"))
+            profiles = self._latest_profiles(profile_set, profile_ids)
             if "social_interactions" in source:
-                interactions = self._interactions(source["social_interactions"], self.profile_set(), as_of)
+                interactions = self._interactions(source["social_interactions"], profile_set, profile_ids,
+                                                  as_of)
+            del profile_set, profile_ids
         if "referrals" in source:
             raw = read_table(source["referrals"])
             mentioned = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
@@ -300,11 +308,14 @@ class _Run:
         del referred
         tables = Tables(customers=everyone, transactions=referred_tx, social_profiles=profiles,
                         social_interactions=interactions, referrals=referrals)
-        frames = population_features(tables, as_of, model.config, families=model.families)
+        release_freed_memory()  # the interaction batches' garbage must not stack on the graph's peak
+        frames = population_features(tables, as_of, model.config, families=model.families,
+                                     on_family=lambda name, seconds: release_freed_memory())
         for p in self.profiles:
             p.latest = None
         del tables, everyone, referred_tx, profiles, interactions, referrals
         gc.collect()
+        release_freed_memory()
         compact = {name: _compact(name, frame) for name, frame in frames.items()}
         del frames
         where = {name: bucket_of(frame.index.to_series(), self.buckets) for name, frame in compact.items()}
@@ -313,8 +324,9 @@ class _Run:
                           for name, frame in compact.items()}, self.ctx.population_path(b))
         self.bar.done(task)
 
-    def _latest_profiles(self) -> pd.DataFrame:
-        """One row per profile: its latest snapshot before as_of, with customer_id set to its owner.
+    def _latest_profiles(self, profile_set: IdSet, profile_ids: pd.CategoricalDtype) -> pd.DataFrame:
+        """One row per profile: its latest snapshot before as_of, with customer_id set to its owner
+        and profile_id of the categorical type ``profile_ids`` (over ``profile_set``).
 
         The population-wide families read profiles only through features.profiles.profile_snapshots
         (latest snapshot and owner, no history), which returns exactly these rows again; so the
@@ -326,16 +338,21 @@ class _Run:
         if not parts:
             return empty
         frame = pd.concat(parts).reset_index()
+        codes = profile_set.positions(arrow_text(frame["profile_id"]))
+        if (codes < 0).any():
+            raise AssertionError("a latest snapshot's profile is missing from the run's profile set")
+        frame["profile_id"] = pd.Categorical.from_codes(codes.astype(np.int32), dtype=profile_ids, validate=False)
         return frame[[c for c in empty.columns if c in frame.columns]]
 
-    def _interactions(self, path: Path, profiles: IdSet, as_of: pd.Timestamp) -> pd.DataFrame:
+    def _interactions(self, path: Path, profiles: IdSet, profile_ids: pd.CategoricalDtype,
+                      as_of: pd.Timestamp) -> pd.DataFrame:
         """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones).
 
         Each batch is checked against the known profiles it mentions, so a batch costs time in
         proportion to its own rows, not to the number of profiles (which grows with the base), and
         is kept as codes (serving.interaction_codes), not text.
         """
-        kept, offset = InteractionCodes(profiles), 0
+        kept, offset = InteractionCodes(profiles, profile_ids), 0
         # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
         total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
         self.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
@@ -356,6 +373,7 @@ class _Run:
                 self.log.check_table("social_interactions", total, self.threshold, final=False)
             kept.add(res.typed.loc[res.typed["timestamp"] < as_of], mentioned, where)
             del raw, res
+            release_freed_memory()
         self.log.check_table("social_interactions", offset, self.threshold, final=True)
         return kept.frame()
 

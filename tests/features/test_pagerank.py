@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.pagerank import PageRankDidNotConverge, pagerank
+from features.pagerank import (
+    PageRankDidNotConverge,
+    pagerank,
+    stationary_distribution,
+    transition_matrix,
+)
 
 
 def sorted_distinct_edges(n: int, pairs: list[tuple[int, int, float]]):
@@ -58,11 +63,34 @@ def test_a_graph_without_edges_is_uniform_or_the_reset_vector():
     np.testing.assert_allclose(pagerank(4, empty, empty, np.array([]), 0.85, reset), reset)
 
 
-def test_unsorted_edges_and_bad_damping_are_refused():
-    with pytest.raises(ValueError, match="sorted by source"):
-        pagerank(3, np.array([1, 0]), np.array([2, 2]), np.array([1.0, 1.0]), 0.85)
+def test_parallel_edges_in_any_order_count_as_one_edge_with_their_summed_weight():
+    merged = pagerank(4, np.array([0, 0, 1, 3]), np.array([1, 2, 2, 0]), np.array([3.0, 1.0, 2.0, 1.0]), 0.85)
+    # 0 -> 1 split into 1.0 + 2.0, 1 -> 2 into 0.5 + 1.5, everything shuffled.
+    split = pagerank(
+        4,
+        np.array([1, 3, 0, 1, 0, 0]),
+        np.array([2, 0, 1, 2, 2, 1]),
+        np.array([1.5, 1.0, 2.0, 0.5, 1.0, 1.0]),
+        0.85,
+    )
+    np.testing.assert_allclose(split, merged, rtol=1e-12)
+
+
+def test_a_damping_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="damping"):
         pagerank(3, np.array([0]), np.array([1]), np.array([1.0]), 1.0)
+    with pytest.raises(ValueError, match="damping"):
+        stationary_distribution(transition_matrix(3, np.array([0]), np.array([1]), np.array([1.0])), -0.1)
+
+
+def test_one_transition_matrix_serves_plain_and_personalised_pagerank():
+    source, target, weight = np.array([0, 1, 2]), np.array([1, 2, 1]), np.array([1.0, 2.0, 3.0])
+    transition = transition_matrix(3, source, target, weight)
+    reset = np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(stationary_distribution(transition, 0.85),
+                               pagerank(3, source, target, weight, 0.85), rtol=1e-15)
+    np.testing.assert_allclose(stationary_distribution(transition, 0.85, reset),
+                               pagerank(3, source, target, weight, 0.85, reset), rtol=1e-15)
 
 
 def test_an_iteration_that_does_not_converge_is_an_error_not_a_result(monkeypatch):
@@ -98,7 +126,16 @@ def graphs(draw):
 def test_equals_igraph_on_any_small_graph(graph):
     n, pairs, reset, damping = graph
     source, target, weight = sorted_distinct_edges(n, pairs)
-    ours = pagerank(n, source, target, weight, damping, reset)
+    # Ours takes the interactions as they come: unsorted, parallel edges not merged.
+    raw = [(s, t, w) for s, t, w in pairs if s != t]
+    ours = pagerank(
+        n,
+        np.array([s for s, _, _ in raw], dtype=np.int32),
+        np.array([t for _, t, _ in raw], dtype=np.int32),
+        np.array([w for _, _, w in raw], dtype="float64"),
+        damping,
+        reset,
+    )
     np.testing.assert_allclose(
         ours, igraph_pagerank(n, source, target, weight, damping, reset), rtol=1e-8, atol=1e-12
     )

@@ -94,6 +94,17 @@ def test_interactions_before_keep_only_earlier_rows_with_both_ends(tables):
     np.testing.assert_array_equal(inter.rows, expected)
 
 
+def test_interactions_before_a_cutoff_after_all_of_them_are_the_table_itself_not_a_copy(tables):
+    # The scorer's case: it keeps only earlier interactions, so nothing is selected or copied.
+    frame = tables.social_interactions
+    complete = Tables(**{**dict(tables.items()), "social_interactions": frame.dropna(
+        subset=["source_profile_id", "target_profile_id"]).reset_index(drop=True)})
+    inter = interactions_before(complete, frame["timestamp"].max() + pd.Timedelta(days=1))
+    assert inter.rows == slice(None)
+    assert inter.source is profile_codes(complete).source
+    assert len(np.arange(len(complete.social_interactions))[inter.rows]) == len(complete.social_interactions)
+
+
 def test_memo_follows_the_cutoff(tables):
     """Features from one Tables object visited at several cutoffs equal those of fresh objects."""
     for as_of in ("2024-06-01", "2025-06-01", "2024-06-01"):
@@ -128,3 +139,23 @@ def test_categorical_ids_give_the_same_features_as_text(tables):
     for social_profiles in (tables.social_profiles, snaps):
         other = Tables(tables.customers, tables.transactions, social_profiles, categorical, tables.referrals)
         tm.assert_frame_equal(build_features(other, as_of, CONFIG), expected, rtol=1e-12)
+
+
+def test_ids_of_one_categorical_type_everywhere_are_coded_by_their_categories(tables):
+    """The scorer's tables: the categories are the vocabulary, their codes used without a copy."""
+    as_of = pd.Timestamp("2025-06-01")
+    expected = build_features(tables, as_of, CONFIG)
+    snaps, inter = tables.social_profiles, tables.social_interactions
+    ends = ("source_profile_id", "target_profile_id")
+    # Unused categories too: the vocabulary may be larger than the ids present. Over 32,767 of
+    # them, so that pandas holds the codes as int32 (the profile codes' type) as at scale.
+    unused = pd.Series([f"nobody-{i}" for i in range(40_000)])
+    every_id = pd.concat([snaps["profile_id"], *(inter[c] for c in ends), unused])
+    ids = pd.CategoricalDtype(pd.Index(every_id.dropna().unique(), dtype="str"))
+    shared = Tables(tables.customers, tables.transactions, snaps.assign(profile_id=snaps["profile_id"].astype(ids)),
+                    inter.assign(**{c: inter[c].astype(ids) for c in ends}), tables.referrals)
+    codes = profile_codes(shared)
+    assert codes.n == len(ids.categories)
+    assert np.shares_memory(codes.source, shared.social_interactions["source_profile_id"].array.codes)
+    np.testing.assert_array_equal(codes.snapshot, shared.social_profiles["profile_id"].array.codes)
+    tm.assert_frame_equal(build_features(shared, as_of, CONFIG), expected, rtol=1e-12)
