@@ -35,8 +35,10 @@ def transition_matrix(
     Edges may come in any order and repeat: parallel edges add up (the matrix is built by a
     counting sort in scipy, so no argsort of the edges is ever held). ``weight`` is not modified.
     """
-    out_weight = np.bincount(source, weights=weight, minlength=n)
-    probability = np.asarray(weight, dtype="float64") / out_weight[source]
+    # float64 even without edges (bincount of nothing is int64, weights or not)
+    out_weight = np.bincount(source, weights=weight, minlength=n).astype("float64", copy=False)
+    probability = out_weight[source]
+    np.divide(weight, probability, out=probability)  # in place: one array per edge, not two
     return sparse.csc_array((probability, (target, source)), shape=(n, n))
 
 

@@ -68,9 +68,8 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     def made_or_received(flag: np.ndarray) -> np.ndarray:
         """Per owned profile, the number of its interactions (made or received) with the flag."""
-        per_node = np.bincount(source, weights=flag, minlength=n) + np.bincount(
-            target[received], weights=flag[received], minlength=n
-        )
+        # Counting the flagged rows' codes: integer counts, no float copy of every row.
+        per_node = np.bincount(source[flag], minlength=n) + np.bincount(target[received & flag], minlength=n)
         return per_node[profile_code]
 
     known_all, on_topic_all = made_or_received(known), made_or_received(on_topic)

@@ -89,7 +89,7 @@ __all__ = ["DEFAULT_MODEL_URI", "REASONS_FOR", "ScoringModel", "ScoringSkewError
 
 REASONS_FOR = ("top10", "all", "none")
 OUTPUT_ROW_GROUP = 100_000
-INTERACTION_BATCH_ROWS = 2_000_000
+INTERACTION_BATCH_ROWS = 1_000_000  # a batch's check holds a few hundred bytes a row, for a moment
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
 PARALLEL_MIN_CUSTOMERS = 200_000
 
@@ -284,6 +284,7 @@ class _Run:
             # interactions: the families then take its codes as they are (features.profiles).
             profile_set = self.profile_set()
             profile_ids = pd.CategoricalDtype(pd.Index(profile_set.ids.to_pandas(), dtype="str"))
+            release_freed_memory()
             profiles = self._latest_profiles(profile_set, profile_ids)
             if "social_interactions" in source:
                 interactions = self._interactions(source["social_interactions"], profile_set, profile_ids,
@@ -311,8 +312,6 @@ class _Run:
         release_freed_memory()  # the interaction batches' garbage must not stack on the graph's peak
         frames = population_features(tables, as_of, model.config, families=model.families,
                                      on_family=lambda name, seconds: release_freed_memory())
-        for p in self.profiles:
-            p.latest = None
         del tables, everyone, referred_tx, profiles, interactions, referrals
         gc.collect()
         release_freed_memory()
@@ -334,15 +333,19 @@ class _Run:
         scores with the whole-table build on a world with re-linked profiles.)
         """
         empty = self.profiles[0].empty
-        parts = [p.latest for p in self.profiles if len(p.latest)]
-        if not parts:
-            return empty
-        frame = pd.concat(parts).reset_index()
-        codes = profile_set.positions(arrow_text(frame["profile_id"]))
-        if (codes < 0).any():
-            raise AssertionError("a latest snapshot's profile is missing from the run's profile set")
-        frame["profile_id"] = pd.Categorical.from_codes(codes.astype(np.int32), dtype=profile_ids, validate=False)
-        return frame[[c for c in empty.columns if c in frame.columns]]
+        columns = list(empty.columns)
+        parts = []
+        for bucket in self.profiles:  # each bucket's frame is dropped once it is converted
+            latest, bucket.latest = bucket.latest, None
+            if len(latest):
+                codes = profile_set.positions(arrow_text(latest.index))
+                if (codes < 0).any():
+                    raise AssertionError("a latest snapshot's profile is missing from the run's profile set")
+                latest = latest.reset_index(drop=True)
+                latest["profile_id"] = pd.Categorical.from_codes(codes.astype(np.int32), dtype=profile_ids,
+                                                                 validate=False)
+                parts.append(latest[[c for c in columns if c in latest.columns]])
+        return pd.concat(parts, ignore_index=True) if parts else empty
 
     def _interactions(self, path: Path, profiles: IdSet, profile_ids: pd.CategoricalDtype,
                       as_of: pd.Timestamp) -> pd.DataFrame:
