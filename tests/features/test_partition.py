@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.attribute_kinds import AttributeKinds, conform_attributes
 from features.id_sets import IdSet, hash_ids, is_in
@@ -65,6 +67,17 @@ def test_id_sets_answer_exactly_which_ids_exist():
     assert ids.members(pa.array(["c", "z", None, "a", "b "])).tolist() == [True, False, False, True, False]
     assert ids.known(pd.Series(["b", "b", "q", None], dtype="str")).tolist() == ["b"]
     assert is_in(pd.Series(["a", None, "x"], dtype="str"), ["x", "y"]).tolist() == [False, False, True]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=6), max_size=60, unique=True),
+       st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=80))
+def test_positions_are_each_ids_place_in_the_set_or_minus_one(members, queries):
+    ids = IdSet([pa.array(members, pa.string())])
+    stored = ids.ids.to_pylist()
+    expected = [stored.index(q) if q is not None and q in stored else -1 for q in queries]
+    # Queries repeat and mix members with strangers; the answer keeps their order.
+    assert ids.positions(pa.array(queries + queries[::-1], pa.string())).tolist() == expected + expected[::-1]
 
 
 # ---------------------------------------------------------------- attribute kinds
