@@ -32,9 +32,3 @@ def test_memory_freed_inside_the_heap_is_returned_to_the_operating_system():
                                   check=True, cwd=Path(__file__).parents[2]).stdout)
     assert returned > 200 * 2**20  # of the 39 freed arrays' 312 MiB
 
-
-def test_releasing_with_nothing_freed_is_harmless():
-    from serving.memory import release_freed_memory
-
-    release_freed_memory()
-    release_freed_memory()
