@@ -10,15 +10,8 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.pagerank import stationary_distribution, transition_matrix
-from features.profiles import (
-    customer_codes,
-    empty_features,
-    interactions_before,
-    latest_profiles,
-    market_topic_mask,
-    profile_codes,
-)
+from features.interaction_sums import GRAPH_KINDS, interaction_sums, interaction_weights
+from features.profiles import customer_codes, empty_features, latest_profiles
 from features.tables import Tables
 
 FAMILY = "network"
@@ -30,24 +23,7 @@ FEATURES = {
 FILL: dict[str, float] = {}
 POPULATION_WIDE = True
 
-# Being mentioned, shared or replied to costs the author effort and signals attention. Likes are
-# left out: they are one click, cheap to buy and to automate, and would swamp the other kinds.
-GRAPH_KINDS = ("mention", "share", "reply")
-
-_DAY = pd.Timedelta(days=1)
-
-
-def interaction_weights(
-    timestamp_ns: np.ndarray, as_of: pd.Timestamp, half_life_days: float
-) -> np.ndarray:
-    """0.5 ** (age in days / half-life): a recent interaction counts more than an old one."""
-    age_days = (as_of.value - timestamp_ns) / _DAY.value
-    return np.power(0.5, age_days / half_life_days)
-
-
-def scaled_pagerank(transition, damping: float, reset: np.ndarray | None = None) -> np.ndarray:
-    """(Personalised) PageRank x vertex count, so 1 is the average whatever the graph's size."""
-    return stationary_distribution(transition, damping, reset) * transition.shape[0]
+__all__ = ["FEATURES", "GRAPH_KINDS", "interaction_weights", "network_by_customer", "network_features"]
 
 
 def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
@@ -58,7 +34,7 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     in interactions or snapshots, so a profile without interactions still gets baseline PageRank.
     topic_pagerank (after TwitterRank) jumps to profiles in proportion to their decayed market-topic
     graph interactions (likes excluded here too) made or received; NaN when no market topics are
-    configured or none is active.
+    configured or none is active. The sums over the interactions are features.interaction_sums'.
     A customer's value is the sum over their profiles (their share of the network's attention).
     """
     if tables.social_interactions is None or tables.social_profiles is None:
@@ -67,57 +43,18 @@ def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     owned = profiles["customer_id"].notna().to_numpy()
     if not owned.any():
         return empty_features(FEATURES)
+    per_profile = interaction_sums(tables, as_of, config).centrality(config.pagerank_damping)
+    codes = profile_code[owned]
+    return network_by_customer(profiles["customer_id"].loc[owned],
+                               {name: values[codes] for name, values in per_profile.items()})
 
-    inter = interactions_before(tables, as_of)
-    in_graph = tables.social_interactions["kind"].isin(GRAPH_KINDS).to_numpy()[inter.rows]
-    # Self-mentions are self-promotion, not influence.
-    keep = in_graph & (inter.source != inter.target)
-    weight = interaction_weights(inter.timestamp_ns[keep], as_of, config.interaction_half_life_days)
-    topic_weight = None
-    if config.market_topics and "topic" in tables.social_interactions.columns:
-        topic_weight = weight * market_topic_mask(tables, config.market_topics)[inter.rows][keep]
 
-    # Vertices: profiles with a snapshot or a graph interaction (self ones included) before as_of,
-    # renumbered 0..n-1 in order of profile code.
-    is_vertex = np.zeros(profile_codes(tables).n, dtype=bool)
-    is_vertex[profile_code] = True
-    is_vertex[inter.source[in_graph]] = True
-    is_vertex[inter.target[in_graph]] = True
-    vertex_of = (np.cumsum(is_vertex) - 1).astype(np.int32)
-    n = int(is_vertex.sum())
-    del is_vertex, in_graph
-    source, target = vertex_of[inter.source[keep]], vertex_of[inter.target[keep]]
-    del keep
-
-    per_node = {
-        "weighted_in_degree": np.bincount(target, weights=weight, minlength=n),
-        "topic_pagerank": np.full(n, np.nan),
-    }
-    reset = None
-    if topic_weight is not None:
-        activity = np.bincount(source, weights=topic_weight, minlength=n) + np.bincount(
-            target, weights=topic_weight, minlength=n
-        )
-        reset = activity / activity.sum() if activity.sum() > 0 else None
-        del topic_weight
-
-    # Parallel interactions add up into one edge of the transition matrix, built once for both.
-    transition = transition_matrix(n, source, target, weight)
-    del source, target, weight
-    per_node["pagerank"] = scaled_pagerank(transition, config.pagerank_damping)
-    if reset is not None:
-        # Dangling profiles (who interact with nobody) also jump by the reset vector.
-        per_node["topic_pagerank"] = scaled_pagerank(transition, config.pagerank_damping, reset)
-    del transition
-
-    # A customer's centrality is the sum over their profiles: their share of the attention.
-    codes, customers = customer_codes(profiles["customer_id"].loc[owned])
-    owned_vertices = vertex_of[profile_code[owned]]
+def network_by_customer(owners: pd.Series, per_profile: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Each customer's centrality: the sum over their profiles (one row per owned profile, with
+    the values of InteractionSums.centrality), i.e. their share of the network's attention."""
+    codes, customers = customer_codes(owners)
     out = pd.DataFrame(
-        {
-            name: np.bincount(codes, weights=values[owned_vertices], minlength=len(customers))
-            for name, values in per_node.items()
-        },
+        {name: np.bincount(codes, weights=per_profile[name], minlength=len(customers)) for name in FEATURES},
         index=customers,
     )
-    return out[list(FEATURES)].astype("float64")
+    return out.astype("float64")

@@ -4,8 +4,9 @@ The graph is a scipy sparse transition matrix built straight from the edge array
 about 12 bytes per distinct edge (target index and transition probability), where igraph needs 32
 bytes per edge for the graph plus the weights as a Python list (about 40 bytes per edge; its
 PageRank takes no array). The matrix is built once and serves plain and personalised PageRank
-alike. The scorer holds the whole interaction graph of the customer base in one process, so this
-is its largest memory cost. The result equals igraph's (PRPACK) within 1e-8 relative
+alike. It can also be built as blocks of rows, each from the edges into one range of targets
+(transition_rows): the batch scorer keeps the edges in files and builds one block at a time, so
+only the matrix itself is ever held. The result equals igraph's (PRPACK) within 1e-8 relative
 (tests/features/test_pagerank.py).
 
 Definition (igraph's and networkx's): a surfer follows an out-edge with probability ``damping``,
@@ -15,6 +16,8 @@ stationary distribution, found by power iteration: the error shrinks by ``dampin
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
@@ -39,9 +42,28 @@ def transition_matrix(
     """
     # float64 even without edges (bincount of nothing is int64, weights or not)
     out_weight = np.bincount(source, weights=weight, minlength=n).astype("float64", copy=False)
+    return transition_rows(0, n, source, target, weight, out_weight)
+
+
+def transition_rows(
+    start: int,
+    stop: int,
+    source: np.ndarray,
+    target: np.ndarray,
+    weight: np.ndarray,
+    out_weight: np.ndarray,
+) -> sparse.csr_array:
+    """Rows start..stop-1 of the transition matrix, from the edges into those targets.
+
+    ``out_weight`` is every vertex's total out-weight (over all edges, not only these). A list of
+    such row blocks covering 0..n-1 in order is a transition matrix too (stationary_distribution
+    takes either): the graph can then be built from edges grouped by target, one group at a time,
+    and each row holds the same entries in the same order as in the whole matrix.
+    """
     probability = out_weight[source]
     np.divide(weight, probability, out=probability)  # in place: one array per edge, not two
-    return sparse.csr_array((probability, (target, source)), shape=(n, n))
+    rows = target - start if start else target
+    return sparse.csr_array((probability, (rows, source)), shape=(stop - start, len(out_weight)))
 
 
 def pagerank(
@@ -63,18 +85,28 @@ def pagerank(
 
 
 def stationary_distribution(
-    transition: sparse.csr_array, damping: float, reset: np.ndarray | None = None
+    transition: sparse.csr_array | Sequence[sparse.csr_array],
+    damping: float,
+    reset: np.ndarray | None = None,
 ) -> np.ndarray:
-    """PageRank over a transition_matrix: power iteration until the L1 change is below TOLERANCE."""
+    """PageRank over a transition_matrix, or over its row blocks in order (transition_rows):
+    power iteration until the L1 change is below TOLERANCE."""
     _check_damping(damping)
-    n = transition.shape[0]
+    blocks = [transition] if sparse.issparse(transition) else list(transition)
+    n = sum(block.shape[0] for block in blocks)
     if n == 0:
         return np.array([], dtype="float64")
     jump = np.full(n, 1.0 / n) if reset is None else np.asarray(reset, dtype="float64")
+    bounds = np.cumsum([0] + [block.shape[0] for block in blocks])
 
     scores = jump.copy()
+    following = np.empty(n)
     for _ in range(MAX_ITERATIONS):
-        following = transition @ scores
+        if len(blocks) == 1:
+            following = blocks[0] @ scores
+        else:
+            for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
+                following[start:stop] = block @ scores
         following *= damping
         # Whatever did not follow an edge (1 - damping, plus the dangling vertices' damping share)
         # jumps by the reset distribution.
@@ -85,7 +117,7 @@ def stationary_distribution(
             following += leak * jump
         np.subtract(following, scores, out=scores)  # the old scores' buffer takes the change
         change = np.abs(scores, out=scores).sum()
-        scores = following
+        scores, following = following, scores
         if change < TOLERANCE:
             return scores
     raise PageRankDidNotConverge(

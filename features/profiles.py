@@ -24,7 +24,7 @@ class ProfileCodes:
     """Integer codes of the profile ids of every snapshot and interaction row (-1 = missing).
 
     Codes index one vocabulary of size ``n``: the same profile has the same code in both tables.
-    They are int32 (4 bytes a row: the interaction graph of a large base is held whole).
+    They are int32 (4 bytes a row: training holds the interaction table whole).
     """
 
     snapshot: np.ndarray  # per social_profiles row

@@ -88,3 +88,21 @@ def referral_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig
         index=ids,
     )
     return out[list(FEATURES)]
+
+
+def revenue_rows(transactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The transactions referral_features reads, summarised: one row per customer with a
+    transaction before as_of (their first timestamp, and their net revenue before as_of summed in
+    row order, as the family sums it). The family's features are the same from these rows as from
+    the transactions themselves, so the batch scorer holds one row per referred customer, not
+    every transaction of theirs. Columns: customer_id, timestamp, amount.
+    """
+    t = timestamps_ns(transactions["timestamp"])
+    counted = (t < pd.Timestamp(as_of).as_unit("ns").value) & transactions["customer_id"].notna().to_numpy()
+    codes, names = pd.factorize(transactions["customer_id"].loc[counted])
+    first = np.full(len(names), np.iinfo(np.int64).max)
+    np.minimum.at(first, codes, t[counted])
+    amount = np.bincount(codes, weights=transactions["amount"].to_numpy("float64")[counted],
+                         minlength=len(names))
+    return pd.DataFrame({"customer_id": pd.array(names, dtype="str"),
+                         "timestamp": first.view("datetime64[ns]"), "amount": amount})

@@ -180,9 +180,19 @@ class ChunkContext:
     def population_path(self, bucket: int) -> Path:
         return self.work / f"population-{bucket:05d}.pkl"
 
+    def latest_path(self, profile_bucket: int) -> Path:
+        return self.work / f"latest-{profile_bucket:05d}.arrow"
+
+    def owned_path(self, profile_bucket: int, bucket: int) -> Path:
+        return self.work / f"owned-{profile_bucket:05d}-{bucket:05d}.arrow"
+
 
 # ---------------------------------------------------------------------------------------------
 # Step 1: customers and their transactions
+
+
+# What the referral family reads of the referred customers' transactions (ctx.referred_path).
+REFERRED_COLUMNS = ("customer_id", "timestamp", "amount")
 
 
 @dataclass
@@ -192,7 +202,6 @@ class CustomerBucket:
     signups: np.ndarray  # int64 ns
     latest_ns: int | None  # latest valid transaction
     rejects: list[RejectPart]
-    tx_empty: pd.DataFrame  # typed transactions without rows (their dtypes)
     referred_rows: int
 
 
@@ -217,7 +226,7 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
     pd.to_pickle({"customers": customers, "transactions": transactions}, ctx.typed_path(b))
     referred = shared(referred_key)
     mine = transactions.loc[is_in(transactions["customer_id"], referred)] if len(referred) else transactions.iloc[:0]
-    pd.to_pickle(mine, ctx.referred_path(b))
+    pd.to_pickle(mine[list(REFERRED_COLUMNS)], ctx.referred_path(b))
     ids = pa.array(customers["customer_id"].array, type=pa.string())
     latest = (int(transactions["timestamp"].to_numpy("datetime64[ns]").view("int64").max())
               if len(transactions) else None)
@@ -227,7 +236,6 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
         signups=customers["signup_date"].to_numpy("datetime64[ns]").view("int64"),
         latest_ns=latest,
         rejects=[cust_part, tx_part],
-        tx_empty=transactions.iloc[:0],
         referred_rows=len(mine),
     )
 
@@ -236,11 +244,15 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
 # Step 2: social profile snapshots, per profile bucket
 
 
+# What the population-wide families read of each profile's latest snapshot (ctx.latest_path).
+LATEST_COLUMNS = ("profile_id", "customer_id", "engagements")
+
+
 @dataclass
 class ProfileBucket:
-    profile_ids: pa.Array  # distinct valid profile ids
-    hashes: np.ndarray
-    latest: pd.DataFrame  # latest snapshot before as_of per profile, customer_id = owner
+    profile_ids: pa.Array | None  # distinct valid profile ids (None once the run's set is built)
+    hashes: np.ndarray | None
+    latest_rows: int  # profiles with a snapshot before as_of (their latest in ctx.latest_path)
     rejects: list[RejectPart]
     empty: pd.DataFrame  # typed social_profiles without rows
 
@@ -251,7 +263,8 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     The profile's owner (newest link before as_of) and latest snapshot are decided as
     features.profiles.profile_snapshots decides them; the rows of owned profiles are routed to the
     owner's customer bucket (social-<this bucket>-<owner's bucket>.arrow) for the per-customer
-    social families, and every profile's latest snapshot is returned for the population-wide ones.
+    social families, and every profile's latest snapshot (LATEST_COLUMNS, customer_id = owner) is
+    saved to ctx.latest_path for the population-wide ones.
     """
     raw, rows = ctx.files["social_profiles"].read(b)
     referenced = parsed_ids(raw["customer_id"]) if "customer_id" in raw else pd.Series([], dtype="str")
@@ -274,7 +287,13 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
                          ctx.buckets)
         finally:
             writer.close()
-    return ProfileBucket(ids, hash_ids(ids) if len(ids) else np.array([], dtype="uint64"), latest,
+    columns = latest.reset_index()[list(LATEST_COLUMNS)]
+    columns["engagements"] = columns["engagements"].to_numpy("float64")
+    table = pa.Table.from_pandas(columns, preserve_index=False).cast(
+        pa.schema([("profile_id", pa.string()), ("customer_id", pa.string()), ("engagements", pa.float64())]))
+    with ipc.new_file(str(ctx.latest_path(b)), table.schema) as writer:
+        writer.write_table(table)
+    return ProfileBucket(ids, hash_ids(ids) if len(ids) else np.array([], dtype="uint64"), len(latest),
                          [part], typed.iloc[:0])
 
 

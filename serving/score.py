@@ -8,9 +8,11 @@
 2. Validate bucket by bucket with the data contract (features.contract.check_table). A customer and
    their transactions meet in one bucket, all snapshots of a profile in another, so every row is
    judged exactly as the whole-table loader judges it.
-3. Population-wide families (network centrality, topical share, referrals) are computed once, from
-   the interactions, one latest snapshot per profile, the referrals and the referred customers'
-   transactions, and joined to every chunk.
+3. Population-wide families (network centrality, topical share, referrals) are computed once over
+   everyone and joined to every chunk. The interactions are streamed in batches through the
+   families' own per-profile sums (features.interaction_sums): the graph's edges wait in files and
+   the transition matrix is built one group of target profiles at a time; profile values then go
+   to their owner's bucket and are summed per customer there.
 4. Score chunk by chunk: build_features (the training code, with the model's FeatureConfig), the
    feature-manifest check, the MLflow pyfunc predict (signature enforced). Chunks may run in
    worker processes (which build each chunk's own families while step 3 runs); the output does
@@ -18,14 +20,14 @@
 5. Rank the whole base, add reasons (exact TreeSHAP; the top 10% by default), write the output to a
    hidden temporary file beside it, rename it into place, then write the JSON manifest.
 
-Memory: one chunk per worker, plus what is per customer anyway (predictions, population features)
-and the social interaction graph (docs/performance.md, Scoring).
+Memory: one chunk per worker, plus what is per customer or per profile anyway (predictions, the id
+sets, a few numbers per profile and the graph's transition matrix, 12 bytes per distinct edge);
+no table is held whole (docs/performance.md, Scoring).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import re
@@ -41,14 +43,18 @@ import numpy as np
 import pandas as pd
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.attribute_kinds import AttributeKinds
-from features.build import FAMILIES, as_timestamp, population_features
+from features.build import FAMILIES, as_timestamp, population_features, select_families
 from features.contract import ContractError, check_table
-from features.history import arrow_text
 from features.id_sets import IdSet
+from features.interaction_sums import GRAPH_KINDS, TOPIC_COUNTS, InteractionSums
+from features.network import FEATURES as NETWORK_FEATURES
+from features.network import network_by_customer
 from features.partition import (
+    BucketWriter,
     bucket_of,
     count_rows,
     iter_batches,
@@ -56,8 +62,12 @@ from features.partition import (
     partition_table,
     read_arrow,
 )
+from features.profiles import empty_features, on_market_topic
+from features.referral import revenue_rows
 from features.source import fingerprint, is_database_url, read_table, table_files
 from features.tables import TABLE_NAMES, Tables
+from features.topical import FEATURES as TOPICAL_FEATURES
+from features.topical import topical_by_customer
 from serving.chunks import (
     BucketRunner,
     ChunkContext,
@@ -70,7 +80,7 @@ from serving.chunks import (
     validate_customer_bucket,
     validate_profile_bucket,
 )
-from serving.interaction_codes import InteractionCodes
+from serving.interaction_codes import profile_positions
 from serving.memory import release_freed_memory
 from serving.reasons import reason_columns, top_reasons
 from serving.rejects import RejectLog, checked_part, write_part
@@ -90,6 +100,10 @@ __all__ = ["DEFAULT_MODEL_URI", "REASONS_FOR", "ScoringModel", "ScoringSkewError
 REASONS_FOR = ("top10", "all", "none")
 OUTPUT_ROW_GROUP = 100_000
 INTERACTION_BATCH_ROWS = 1_000_000  # a batch's check holds a few hundred bytes a row, for a moment
+# The interaction graph's transition matrix is built in groups of rows of this many profiles, from
+# edges that wait in files until then (features.interaction_sums).
+GRAPH_GROUP_PROFILES = 1_000_000
+FAMILY_FEATURES = {"network": NETWORK_FEATURES, "topical": TOPICAL_FEATURES}
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
 PARALLEL_MIN_CUSTOMERS = 200_000
 
@@ -149,6 +163,7 @@ def score_customers(data, *, out, as_of=None, model_uri: str = DEFAULT_MODEL_URI
 
             with clock("partition"):
                 run.partition(source)
+                release_freed_memory()  # the readers' buffers: not held while the workers run
             with clock("validate_customers"):
                 run.validate_customers(runner, _referred_ids(source))
             if as_of is None:
@@ -212,8 +227,12 @@ class _Run:
     def customer_set(self) -> IdSet:
         return IdSet([c.ids for c in self.customers], [c.hashes for c in self.customers])
 
-    def profile_set(self) -> IdSet:
-        return IdSet([p.profile_ids for p in self.profiles], [p.hashes for p in self.profiles])
+    def take_profile_set(self) -> IdSet:
+        """The set of valid profile ids; the buckets' pieces are dropped (the set holds a copy)."""
+        ids, hashes = [p.profile_ids for p in self.profiles], [p.hashes for p in self.profiles]
+        for bucket in self.profiles:
+            bucket.profile_ids = bucket.hashes = None
+        return IdSet(ids, hashes)
 
     def _record(self, parts, totals, final: bool) -> None:
         for part in parts:
@@ -272,90 +291,140 @@ class _Run:
     def population(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> None:
         """The population-wide families, computed once over everyone, saved bucket by bucket.
 
-        Inputs: every valid customer (id, signup date), the referred customers' transactions, one
-        latest snapshot per profile, the interactions and the referrals. Rows equal to what
+        Referrals: from the referrals, the customers they name and the referred customers'
+        transactions (population_features on those tables). Network and topical: the interactions
+        are streamed through features.interaction_sums (the families' own sums; the graph's edges
+        wait in files), then each profile's values are routed with its owner to the owner's bucket
+        and summed per customer there (the families' own aggregation). Rows equal to what
         build_features gives a customer without a row are dropped (it rebuilds them exactly). Each
         bucket's customers' rows go to ctx.population_path(bucket), so a worker holds one chunk's.
         """
         task = self.bar.task("population features", None)
-        profiles = interactions = referrals = None
-        if self.profiles:
-            # One categorical vocabulary of profile ids for snapshots and both ends of the
-            # interactions: the families then take its codes as they are (features.profiles).
-            profile_set = self.profile_set()
-            profile_ids = pd.CategoricalDtype(pd.Index(profile_set.ids.to_pandas(), dtype="str"))
-            release_freed_memory()
-            profiles = self._latest_profiles(profile_set, profile_ids)
-            if "social_interactions" in source:
-                interactions = self._interactions(source["social_interactions"], profile_set, profile_ids,
-                                                  as_of)
-            del profile_set, profile_ids
-        if "referrals" in source:
-            raw = read_table(source["referrals"])
-            mentioned = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
-            res = check_table("referrals", raw, {"customers": self.customer_set().known(mentioned)},
-                              self.threshold)
-            self.log.record(write_part(self.work, "referrals", "all", res.rows_in, res.rejects, None))
-            referrals = res.typed
-            del raw, res
-        everyone = pd.DataFrame({
-            "customer_id": pd.array(pa.chunked_array([c.ids for c in self.customers], type=pa.string())
-                                    .to_pandas(), dtype="str"),
-            "signup_date": np.concatenate([c.signups for c in self.customers]).view("datetime64[ns]"),
-        })
-        referred = [pd.read_pickle(self.ctx.referred_path(b)) for b in range(self.buckets)]
-        referred_tx = pd.concat([r for r in referred if len(r)] or [self.customers[0].tx_empty],
-                                ignore_index=True)
-        del referred
-        tables = Tables(customers=everyone, transactions=referred_tx, social_profiles=profiles,
-                        social_interactions=interactions, referrals=referrals)
-        release_freed_memory()  # the interaction batches' garbage must not stack on the graph's peak
-        frames = population_features(tables, as_of, model.config, families=model.families,
-                                     on_family=lambda name, seconds: release_freed_memory())
-        del tables, everyone, referred_tx, profiles, interactions, referrals
-        gc.collect()
+        names = [f.name for f in select_families(model.families) if f.population_wide]
+        parts: list[dict[str, pd.DataFrame]] = [{} for _ in range(self.buckets)]
+        if "referral" in names:
+            frame = self._referral_features(source, as_of, model)
+            where = bucket_of(frame.index.to_series(), self.buckets)
+            for b in range(self.buckets):
+                parts[b]["referral"] = frame.iloc[np.flatnonzero(where == b)]
+            del frame, where
+        social = [name for name in ("network", "topical") if name in names]
+        if social:
+            self._social_features(source, as_of, model.config, social, parts)
         release_freed_memory()
-        compact = {name: _compact(name, frame) for name, frame in frames.items()}
-        del frames
-        where = {name: bucket_of(frame.index.to_series(), self.buckets) for name, frame in compact.items()}
         for b in range(self.buckets):
-            pd.to_pickle({name: _same_attrs(frame.iloc[np.flatnonzero(where[name] == b)], frame)
-                          for name, frame in compact.items()}, self.ctx.population_path(b))
+            frames = {}
+            for name in names:  # registry order, as population_features returns them
+                frame = _compact(name, parts[b].pop(name))
+                # as_of stamp: build_features checks it against the chunk's
+                frame.attrs = {"as_of": str(as_of), "family": name}
+                frames[name] = frame
+            pd.to_pickle(frames, self.ctx.population_path(b))
         self.bar.done(task)
 
-    def _latest_profiles(self, profile_set: IdSet, profile_ids: pd.CategoricalDtype) -> pd.DataFrame:
-        """One row per profile: its latest snapshot before as_of, with customer_id set to its owner
-        and profile_id of the categorical type ``profile_ids`` (over ``profile_set``).
+    def _referral_features(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> pd.DataFrame:
+        """The referral family over the customers the referrals name (no other customer has a row
+        that differs from the family's FILL) and the referred customers' revenue
+        (features.referral.revenue_rows of each bucket's referred transactions)."""
+        referrals = None
+        mentioned = pa.array([], type=pa.string())
+        if "referrals" in source:
+            raw = read_table(source["referrals"])
+            ids = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
+            res = check_table("referrals", raw, {"customers": self.customer_set().known(ids)}, self.threshold)
+            self.log.record(write_part(self.work, "referrals", "all", res.rows_in, res.rejects, None))
+            referrals = res.typed
+            mentioned = pa.array(pd.concat([referrals["referrer_id"], referrals["referred_id"]]).unique(),
+                                 type=pa.string())
+            del raw, res
+        named = [pc.is_in(c.ids, value_set=mentioned).to_numpy(zero_copy_only=False) for c in self.customers]
+        customers = pd.DataFrame({
+            "customer_id": pd.array(pa.chunked_array([c.ids.filter(pa.array(m)) for c, m in
+                                                      zip(self.customers, named, strict=True)],
+                                                     type=pa.string()).to_pandas(), dtype="str"),
+            "signup_date": np.concatenate([c.signups[m] for c, m in zip(self.customers, named, strict=True)]
+                                          ).view("datetime64[ns]"),
+        })
+        # One row per referred customer: the family reads only their revenue before as_of.
+        revenue = [revenue_rows(pd.read_pickle(self.ctx.referred_path(b)), as_of) for b in range(self.buckets)]
+        transactions = pd.concat(revenue, ignore_index=True)
+        del revenue
+        tables = Tables(customers=customers, transactions=transactions, referrals=referrals)
+        return population_features(tables, as_of, model.config, families=["referral"])["referral"]
 
-        The population-wide families read profiles only through features.profiles.profile_snapshots
-        (latest snapshot and owner, no history), which returns exactly these rows again; so the
-        snapshot history is never held whole. (tests/serving/test_score.py compares the chunked
-        scores with the whole-table build on a world with re-linked profiles.)
-        """
-        empty = self.profiles[0].empty
-        columns = list(empty.columns)
-        parts = []
-        for bucket in self.profiles:  # each bucket's frame is dropped once it is converted
-            latest, bucket.latest = bucket.latest, None
-            if len(latest):
-                codes = profile_set.positions(arrow_text(latest.index))
-                if (codes < 0).any():
-                    raise AssertionError("a latest snapshot's profile is missing from the run's profile set")
-                latest = latest.reset_index(drop=True)
-                latest["profile_id"] = pd.Categorical.from_codes(codes.astype(np.int32), dtype=profile_ids,
-                                                                 validate=False)
-                parts.append(latest[[c for c in columns if c in latest.columns]])
-        return pd.concat(parts, ignore_index=True) if parts else empty
+    def _social_features(self, source: dict[str, Path], as_of: pd.Timestamp, config, names: list[str],
+                         parts: list[dict[str, pd.DataFrame]]) -> None:
+        """Network and topical features of every bucket's customers into ``parts``."""
+        if not self.profiles or "social_interactions" not in source:
+            for b in range(self.buckets):  # what the families give without both social tables
+                for name in names:
+                    parts[b][name] = empty_features(FAMILY_FEATURES[name])
+            return
+        profile_set = self.take_profile_set()
+        codes = self._latest_codes(profile_set)
+        sums = self._interaction_sums(source["social_interactions"], profile_set, as_of, config, codes)
+        del profile_set
+        release_freed_memory()
+        values = dict(sums.centrality(config.pagerank_damping)) if "network" in names else {}
+        topical = "topical" in names and sums.topics  # else the family gives an empty frame
+        if topical:
+            values.update(sums.counts)
+        del sums
+        release_freed_memory()
+        self._route_to_owners(values, codes)
+        del values, codes
+        release_freed_memory()
+        for b in range(self.buckets):
+            paths = [self.ctx.owned_path(p, b) for p in range(self.buckets)]
+            tables = [read_arrow(path) for path in paths if path.exists()]
+            for path in paths:
+                path.unlink(missing_ok=True)
+            if not tables:  # no customer of this bucket owns a profile
+                for name in names:
+                    parts[b][name] = empty_features(FAMILY_FEATURES[name])
+                continue
+            rows = pa.concat_tables(tables).to_pandas()
+            owners = rows["customer_id"].astype("str")
+            if "network" in names:
+                parts[b]["network"] = network_by_customer(
+                    owners, {name: rows[name].to_numpy("float64") for name in NETWORK_FEATURES})
+            if "topical" in names:
+                parts[b]["topical"] = (
+                    topical_by_customer(owners, rows["engagements"].to_numpy("float64"),
+                                        {name: rows[name].to_numpy("int64") for name in TOPIC_COUNTS})
+                    if topical else empty_features(TOPICAL_FEATURES))
 
-    def _interactions(self, path: Path, profiles: IdSet, profile_ids: pd.CategoricalDtype,
-                      as_of: pd.Timestamp) -> pd.DataFrame:
-        """Interactions checked batch by batch; only those dated before as_of are kept (nothing reads later ones).
+    def _latest_codes(self, profile_set: IdSet) -> list[np.ndarray]:
+        """Each profile bucket's latest snapshots as codes (positions in ``profile_set``), in the
+        order of ctx.latest_path's rows."""
+        codes = []
+        for b in range(self.buckets):
+            latest = read_arrow(self.ctx.latest_path(b))
+            found = profile_set.positions(latest.column("profile_id").combine_chunks())
+            if (found < 0).any():
+                raise AssertionError("a latest snapshot's profile is missing from the run's profile set")
+            codes.append(found.astype(np.int32))
+        return codes
+
+    def _interaction_sums(self, path: Path, profiles: IdSet, as_of: pd.Timestamp, config,
+                          latest_codes: list[np.ndarray]) -> InteractionSums:
+        """The interactions checked batch by batch and added to features.interaction_sums.
 
         Each batch is checked against the known profiles it mentions, so a batch costs time in
-        proportion to its own rows, not to the number of profiles (which grows with the base), and
-        is kept as codes (serving.interaction_codes), not text.
+        proportion to its own rows, not to the number of profiles (which grows with the base); it
+        is then reduced to profile codes (positions in ``profiles``) and dropped.
         """
-        kept, offset = InteractionCodes(profiles, profile_ids), 0
+        topics = tuple(sorted({t.strip().lower() for t in config.market_topics}))
+        sums, offset = None, 0
+
+        def start(has_topic: bool) -> InteractionSums:
+            out = InteractionSums(len(profiles), as_of, config.interaction_half_life_days,
+                                  topics=bool(topics) and has_topic,
+                                  blocks=-(-len(profiles) // GRAPH_GROUP_PROFILES), spill=self.work / "graph")
+            for codes in latest_codes:
+                out.add_profiles(codes)
+            return out
+
         # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
         total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
         self.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
@@ -374,11 +443,39 @@ class _Run:
             self.log.record(reject_part)
             if total:
                 self.log.check_table("social_interactions", total, self.threshold, final=False)
-            kept.add(res.typed.loc[res.typed["timestamp"] < as_of], mentioned, where)
-            del raw, res
+            del raw
+            typed = res.typed
+            if sums is None:
+                sums = start("topic" in typed.columns)
+            source, target = profile_positions(typed, mentioned, where)
+            sums.add(source, target, typed["timestamp"].to_numpy("datetime64[ns]").view("int64"),
+                     typed["kind"].isin(GRAPH_KINDS).to_numpy(),
+                     typed["topic"].notna().to_numpy() if sums.topics else None,
+                     on_market_topic(typed["topic"], topics) if sums.topics else None)
+            del res, typed, source, target
             release_freed_memory()
         self.log.check_table("social_interactions", offset, self.threshold, final=True)
-        return kept.frame()
+        return sums if sums is not None else start(False)
+
+    def _route_to_owners(self, values: dict[str, np.ndarray], codes: list[np.ndarray]) -> None:
+        """Every owned profile's values (taken by its code), owner and latest engagements, written
+        to the owner's bucket (ctx.owned_path), one profile bucket at a time."""
+        for p, profile_codes in enumerate(codes):
+            latest = read_arrow(self.ctx.latest_path(p))
+            owned = latest.column("customer_id").is_valid().to_numpy(zero_copy_only=False)
+            if not owned.any():
+                continue
+            taken = profile_codes[owned]
+            mask = pa.array(owned)
+            columns = {"customer_id": latest.column("customer_id").filter(mask),
+                       "engagements": latest.column("engagements").filter(mask)}
+            columns.update({name: pa.array(v[taken]) for name, v in values.items()})
+            table = pa.table(columns)
+            writer = BucketWriter(lambda b, p=p: self.ctx.owned_path(p, b), table.schema)
+            try:
+                writer.write(table, bucket_of(table.column("customer_id").to_pandas(), self.buckets), self.buckets)
+            finally:
+                writer.close()
 
     def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, local: list,
               keep_inputs: bool) -> list[ScoredBucket]:
@@ -390,11 +487,6 @@ class _Run:
 def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,
                keep_inputs: bool) -> ScoredBucket:
     return score_bucket(b, ctx, as_of, model_key, local[b], keep_inputs)
-
-
-def _same_attrs(part: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    part.attrs = dict(frame.attrs)  # as_of stamp: build_features checks it against the chunk's
-    return part
 
 
 def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:

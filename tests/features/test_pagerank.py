@@ -1,5 +1,7 @@
 """Specification of features.pagerank: igraph's weighted (personalised) PageRank, from arrays."""
 
+import itertools
+
 import igraph
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from features.pagerank import (
     pagerank,
     stationary_distribution,
     transition_matrix,
+    transition_rows,
 )
 
 
@@ -91,6 +94,28 @@ def test_one_transition_matrix_serves_plain_and_personalised_pagerank():
                                pagerank(3, source, target, weight, 0.85), rtol=1e-15)
     np.testing.assert_allclose(stationary_distribution(transition, 0.85, reset),
                                pagerank(3, source, target, weight, 0.85, reset), rtol=1e-15)
+
+
+@settings(max_examples=50, deadline=None)
+@given(edges=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.floats(0.1, 5.0)), max_size=40),
+       cuts=st.lists(st.integers(1, 9), max_size=4))
+def test_row_blocks_give_the_scores_of_the_whole_matrix(edges, cuts):
+    """Rows built block by block, each from the edges into its targets, are the whole matrix."""
+    n = 10
+    source = np.array([e[0] for e in edges], dtype=np.int32)
+    target = np.array([e[1] for e in edges], dtype=np.int32)
+    weight = np.array([e[2] for e in edges], dtype="float64")
+    out_weight = np.bincount(source, weights=weight, minlength=n).astype("float64")
+    bounds = [0, *sorted(set(cuts)), n]
+    blocks = []
+    for start, stop in itertools.pairwise(bounds):
+        into = (target >= start) & (target < stop)
+        blocks.append(transition_rows(start, stop, source[into], target[into], weight[into], out_weight))
+    whole = transition_matrix(n, source, target, weight)
+    reset = np.linspace(1.0, 2.0, n) / np.linspace(1.0, 2.0, n).sum()
+    for jump in (None, reset):
+        np.testing.assert_array_equal(stationary_distribution(blocks, 0.85, jump),
+                                      stationary_distribution(whole, 0.85, jump))  # bit for bit
 
 
 def test_an_iteration_that_does_not_converge_is_an_error_not_a_result(monkeypatch):

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.referral import FEATURES, referral_features
+from features.referral import FEATURES, referral_features, revenue_rows
 from features.tables import Tables
 
 AS_OF = pd.Timestamp("2025-01-01")
@@ -82,3 +82,14 @@ def test_referrer_who_signed_up_after_as_of_gets_no_row():
     assert "late" not in out.index
     assert out.loc["a", "was_referred"] == 1.0
     assert np.all(out["referrals_made"] == 0.0)
+
+
+def test_revenue_rows_give_the_same_features_as_the_transactions():
+    """The batch scorer hands the family one summarised row per referred customer."""
+    refs = referrals([("a", "b", "2023-01-01"), ("a", "c", "2024-03-01"), ("b", "d", "2024-06-01")])
+    summary = revenue_rows(TX, AS_OF)
+    # b's refund is netted; c's transaction on as_of is not revenue before as_of.
+    assert summary.set_index("customer_id")["amount"].to_dict() == {"b": 80.0, "c": 50.0, "d": 7.0}
+    assert (summary["timestamp"] < AS_OF).all()
+    from_rows = referral_features(Tables(CUSTOMERS, summary, referrals=refs), AS_OF, FeatureConfig())
+    pd.testing.assert_frame_equal(from_rows, referral(refs), check_exact=True)

@@ -1,53 +1,40 @@
-"""Interactions held as codes read back as the same values as the text they came from."""
+"""Interaction ends become positions in the run's profile set: each code names its row's id."""
 
 import pandas as pd
 import pyarrow as pa
 
 from features.id_sets import IdSet
-from serving.interaction_codes import InteractionCodes
+from serving.interaction_codes import profile_positions
 
 PROFILES = IdSet([pa.array(["p1", "p2", "p3", "p4"])])
 
 
-def batch(rows, topic=True):
-    frame = pd.DataFrame(rows, columns=["source_profile_id", "target_profile_id", "timestamp", "kind", "topic"])
-    frame = frame.astype({"source_profile_id": "str", "target_profile_id": "str", "kind": "str",
-                          "topic": "str", "timestamp": "datetime64[ns]"})
-    return frame if topic else frame.drop(columns="topic")
+def batch(rows):
+    frame = pd.DataFrame(rows, columns=["source_profile_id", "target_profile_id"])
+    return frame.astype({"source_profile_id": "str", "target_profile_id": "str"})
 
 
-def mentioned(frame):
-    ids = pa.array(pd.concat([frame["source_profile_id"], frame["target_profile_id"]]).unique(),
-                   type=pa.string())
-    return ids, PROFILES.positions(ids)
+def test_both_ends_are_coded_by_their_position_in_the_profile_set():
+    frame = batch([("p1", "p2"), ("p3", "p1"), ("p4", "p4"), ("p2", "p3")])
+    ids = pa.array(pd.concat([frame["source_profile_id"], frame["target_profile_id"]]).unique(), type=pa.string())
+    source, target = profile_positions(frame, ids, PROFILES.positions(ids))
+    named = PROFILES.ids.to_pylist()
+    assert [named[s] for s in source] == frame["source_profile_id"].tolist()
+    assert [named[t] for t in target] == frame["target_profile_id"].tolist()
+    assert source.dtype == target.dtype == "int32"
 
 
-def as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype({c: "str" for c in frame.columns if c != "timestamp"})
+def test_ids_outside_the_set_or_missing_are_minus_one():
+    frame = batch([("p1", "zz"), (None, "p2")])
+    ids = pa.array(["p1", "zz", "p2"])
+    source, target = profile_positions(frame, ids, PROFILES.positions(ids))
+    assert source[1] == -1 and target[0] == -1
+    assert source[0] >= 0 and target[1] >= 0
 
 
-def test_batches_read_back_as_their_text_in_order():
-    first = batch([("p1", "p2", "2024-01-01", "mention", "running"),
-                   ("p3", "p1", "2024-01-02", "like", None)])
-    second = batch([("p2", "p4", "2024-02-01", "share", "Running"),
-                    ("p4", "p4", "2024-02-02", "mention", "running")])
-    codes = InteractionCodes(PROFILES)
-    codes.add(first, *mentioned(first))
-    codes.add(second, *mentioned(second))
-    frame = codes.frame()
-    assert isinstance(frame["source_profile_id"].dtype, pd.CategoricalDtype)
-    expected = pd.concat([first, second], ignore_index=True)
-    pd.testing.assert_frame_equal(as_text(frame), expected)
-
-
-def test_an_optional_topic_stays_absent_and_no_batch_gives_an_empty_frame_with_kind():
-    codes = InteractionCodes(PROFILES)
-    only = batch([("p1", "p2", "2024-01-01", "mention", None)], topic=False)
-    codes.add(only, *mentioned(only))
-    assert list(codes.frame().columns) == ["source_profile_id", "target_profile_id", "timestamp", "kind"]
-    empty = InteractionCodes(PROFILES).frame()
-    assert list(empty.columns) == ["source_profile_id", "target_profile_id", "timestamp", "kind"]
-    assert len(empty) == 0
+def test_an_empty_batch_has_no_codes():
+    source, target = profile_positions(batch([]), pa.array([], pa.string()), PROFILES.positions(pa.array([], pa.string())))
+    assert len(source) == len(target) == 0
 
 
 def test_id_set_positions_point_at_the_ids():
