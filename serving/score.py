@@ -302,7 +302,12 @@ class _Run:
         task = self.bar.task("population features", None)
         names = [f.name for f in select_families(model.families) if f.population_wide]
         parts: list[dict[str, pd.DataFrame]] = [{} for _ in range(self.buckets)]
-        if "referral" in names:
+        if "referral" in names and "referrals" not in source:
+            # Without the table every customer's referral features are unknown (NaN), not FILL:
+            # the family says so bucket by bucket, from each bucket's customers alone.
+            for b, bucket in enumerate(self.customers):
+                parts[b]["referral"] = self._referral_features({}, as_of, model, bucket.ids, bucket.signups)
+        elif "referral" in names:
             frame = self._referral_features(source, as_of, model)
             where = bucket_of(frame.index.to_series(), self.buckets)
             for b in range(self.buckets):
@@ -322,32 +327,35 @@ class _Run:
             pd.to_pickle(frames, self.ctx.population_path(b))
         self.bar.done(task)
 
-    def _referral_features(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> pd.DataFrame:
+    def _referral_features(self, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel,
+                           ids: pa.Array | None = None, signups: np.ndarray | None = None) -> pd.DataFrame:
         """The referral family over the customers the referrals name (no other customer has a row
         that differs from the family's FILL) and the referred customers' revenue
-        (features.referral.revenue_rows of each bucket's referred transactions)."""
+        (features.referral.revenue_rows of each bucket's referred transactions); or, given
+        customers' ``ids`` and ``signups``, over those customers alone."""
         referrals = None
-        mentioned = pa.array([], type=pa.string())
         if "referrals" in source:
             raw = read_table(source["referrals"])
-            ids = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
-            res = check_table("referrals", raw, {"customers": self.customer_set().known(ids)}, self.threshold)
+            named = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
+            res = check_table("referrals", raw, {"customers": self.customer_set().known(named)}, self.threshold)
             self.log.record(write_part(self.work, "referrals", "all", res.rows_in, res.rejects, None))
             referrals = res.typed
-            mentioned = pa.array(pd.concat([referrals["referrer_id"], referrals["referred_id"]]).unique(),
-                                 type=pa.string())
-            del raw, res
-        named = [pc.is_in(c.ids, value_set=mentioned).to_numpy(zero_copy_only=False) for c in self.customers]
-        customers = pd.DataFrame({
-            "customer_id": pd.array(pa.chunked_array([c.ids.filter(pa.array(m)) for c, m in
-                                                      zip(self.customers, named, strict=True)],
-                                                     type=pa.string()).to_pandas(), dtype="str"),
-            "signup_date": np.concatenate([c.signups[m] for c, m in zip(self.customers, named, strict=True)]
-                                          ).view("datetime64[ns]"),
-        })
+            del raw, res, named
+        if ids is None:
+            mentioned = pa.array([], type=pa.string()) if referrals is None else pa.array(
+                pd.concat([referrals["referrer_id"], referrals["referred_id"]]).unique(), type=pa.string())
+            masks = [pc.is_in(c.ids, value_set=mentioned).to_numpy(zero_copy_only=False) for c in self.customers]
+            ids = pa.chunked_array([c.ids.filter(pa.array(m)) for c, m in zip(self.customers, masks, strict=True)],
+                                   type=pa.string())
+            signups = np.concatenate([c.signups[m] for c, m in zip(self.customers, masks, strict=True)])
+        customers = pd.DataFrame({"customer_id": pd.array(ids.to_pandas(), dtype="str"),
+                                  "signup_date": signups.view("datetime64[ns]")})
         # One row per referred customer: the family reads only their revenue before as_of.
-        revenue = [revenue_rows(pd.read_pickle(self.ctx.referred_path(b)), as_of) for b in range(self.buckets)]
-        transactions = pd.concat(revenue, ignore_index=True)
+        revenue = [revenue_rows(pd.read_pickle(self.ctx.referred_path(b)), as_of)
+                   for b in (range(self.buckets) if referrals is not None else [])]
+        transactions = pd.concat(revenue, ignore_index=True) if revenue else pd.DataFrame(
+            {"customer_id": pd.Series([], dtype="str"), "timestamp": pd.Series([], dtype="datetime64[ns]"),
+             "amount": pd.Series([], dtype="float64")})
         del revenue
         tables = Tables(customers=customers, transactions=transactions, referrals=referrals)
         return population_features(tables, as_of, model.config, families=["referral"])["referral"]

@@ -211,6 +211,64 @@ def test_interactions_streamed_in_batches_and_the_graph_built_in_groups_change_n
                                   without_scored_at(whole).drop(columns="predicted_value"))
 
 
+def scorer_features(monkeypatch, source: Path, out: Path, **options) -> pd.DataFrame:
+    """The feature table the scorer hands the model, chunk by chunk, gathered (in this process)."""
+    import serving.chunks
+
+    seen = []
+
+    def recording(model, features):
+        seen.append(features)
+        return check_model_features(model, features)
+
+    check_model_features = serving.chunks.check_model_features
+    monkeypatch.setattr(serving.chunks, "check_model_features", recording)
+    summary = score_customers(source, out=out, as_of=AS_OF, progress=False, **options)
+    assert summary["workers"] == 1
+    return as_values(pd.concat(seen).sort_index())
+
+
+def as_values(features: pd.DataFrame) -> pd.DataFrame:
+    """Text features as plain values: a chunk's categorical levels are its own (the model's
+    encoder maps them to training's), so only the values compare."""
+    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c].dtype)
+            or isinstance(features[c].dtype, pd.CategoricalDtype)]
+    return features.astype(dict.fromkeys(text, "object"))
+
+
+def whole_table_features(source: Path) -> pd.DataFrame:
+    model = load_scoring_model("models:/customer-value@champion")
+    tables = load_source(source, reject_threshold=0.05).tables
+    return as_values(build_features(tables, AS_OF, model.config, families=model.families))
+
+
+def test_the_scorer_features_are_the_whole_table_features(world, registry, tmp_path, monkeypatch):
+    """Population-wide families streamed, routed to owners and summed per chunk: the same features
+    as training's whole-table build (float sums in another order: equal to rounding)."""
+    monkeypatch.setattr("serving.score.INTERACTION_BATCH_ROWS", 1_000)
+    monkeypatch.setattr("serving.score.GRAPH_GROUP_PROFILES", 50)
+    got = scorer_features(monkeypatch, world, tmp_path / "out.parquet", chunk_size=50)
+    expected = whole_table_features(world)
+    assert expected["pagerank"].notna().any() and expected["topical_share"].notna().any()
+    assert (expected["referrals_made"] > 0).any()
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False, rtol=1e-9)
+
+
+def test_a_source_without_interactions_or_referrals_gets_unknown_not_zero(world, registry, tmp_path, monkeypatch):
+    """Without those tables the population-wide families are unknown (NaN), not FILL, as in training."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for table in ("customers", "transactions", "social_profiles"):
+        shutil.copy(world / f"{table}.parquet", bare / f"{table}.parquet")
+    got = scorer_features(monkeypatch, bare, tmp_path / "bare.parquet", chunk_size=50)
+    expected = whole_table_features(bare)
+    assert expected["referrals_made"].isna().all() and expected["pagerank"].isna().all()
+    # Missing values must match exactly; numbers to rounding (sums in another order).
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False, rtol=1e-9)
+
+
 def test_the_same_inputs_give_the_same_output_apart_from_scored_at(world, registry, scored, tmp_path):
     _, first = scored
     out = tmp_path / "again.parquet"
