@@ -160,7 +160,7 @@ class _EdgeGroups:
     def __init__(self, n: int, groups: int, spill: Path | None):
         self.bounds = np.linspace(0, n, max(1, int(groups)) + 1).round().astype(np.int64)
         self.spill = spill
-        self.held: list[list[tuple]] = [[] for _ in range(len(self.bounds) - 1)]
+        self.held: list[list[list[np.ndarray]]] = [[] for _ in range(len(self.bounds) - 1)]
         if spill is not None:
             spill.mkdir(parents=True, exist_ok=True)
 

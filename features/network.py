@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.interaction_sums import GRAPH_KINDS, interaction_sums, interaction_weights
+from features.interaction_sums import interaction_sums
 from features.profiles import customer_codes, empty_features, latest_profiles
 from features.tables import Tables
 
@@ -23,13 +23,10 @@ FEATURES = {
 FILL: dict[str, float] = {}
 POPULATION_WIDE = True
 
-__all__ = ["FEATURES", "GRAPH_KINDS", "interaction_weights", "network_by_customer", "network_features"]
-
-
 def network_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
     """Per-customer centrality in the mention/share/reply graph of interactions before as_of.
 
-    Edge source -> target, weight = sum of recency-decayed interactions (see interaction_weights);
+    Edge source -> target, weight = sum of recency-decayed interactions (interaction_sums.interaction_weights);
     self-interactions are dropped (self-promotion confers no influence). Vertices are all profiles
     in interactions or snapshots, so a profile without interactions still gets baseline PageRank.
     topic_pagerank (after TwitterRank) jumps to profiles in proportion to their decayed market-topic
