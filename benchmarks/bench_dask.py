@@ -50,7 +50,7 @@ class PeakRSS:
 
 
 def ensure_world(path: Path, customers: int, seed: int) -> dict:
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     if (path / "world.json").exists():
         return json.loads((path / "world.json").read_text())
@@ -94,8 +94,8 @@ def _cpu_seconds() -> float:
 def run_case(
     data: Path, out: Path, model_uri: str, workers: int, chunk_size: int, reasons_for: str
 ) -> dict:
-    from features.dask_cluster import cluster
-    from serving.dask_score import score_customers_dask
+    from features.dask_engine.cluster import cluster
+    from serving.scoring.dask_engine import score_customers_dask
 
     load_before = os.getloadavg()[0]
     with PeakRSS() as client_rss, cluster(None, n_workers=workers, threads_per_worker=1) as client:
@@ -130,7 +130,7 @@ def run_case(
 
 
 def run_pandas(data: Path, out: Path, model_uri: str, chunk_size: int, reasons_for: str) -> dict:
-    from serving.score import score_customers
+    from serving.scoring.chunked import score_customers
 
     load_before = os.getloadavg()[0]
     with PeakRSS() as rss:

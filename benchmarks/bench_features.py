@@ -64,7 +64,7 @@ class PeakRSS:
 def ensure_world(data: Path | None, customers: int, seed: int) -> Path:
     if data is not None and (data / "customers.parquet").exists():
         return data
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     out = data or Path(tempfile.mkdtemp(prefix=f"clv-world-{customers}-"))
     print(f"generating a world of {customers:,} customers into {out} ...", flush=True)
@@ -76,7 +76,7 @@ def ensure_world(data: Path | None, customers: int, seed: int) -> Path:
 
 def load_tables(data: Path, direct: bool) -> Tables:
     try:
-        from features.source import load_source
+        from features.ingest.source import load_source
     except ImportError:
         load_source = None
     if load_source is not None and not direct:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", default="2026-01-01", help="cutoff (default: after all data)")
     parser.add_argument("--families", nargs="*", default=None, choices=FAMILY_NAMES)
     parser.add_argument("--direct", action="store_true",
-                        help="read the Parquet files directly instead of features.source.load_source")
+                        help="read the Parquet files directly instead of features.ingest.source.load_source")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 

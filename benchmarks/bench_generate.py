@@ -17,7 +17,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.synthetic import generate_world
+from features.synthetic.world import generate_world
 
 
 class PeakRss:

@@ -30,8 +30,8 @@ import pandas as pd
 from features.build import build_features
 from features.catalog import SOCIAL_FAMILIES
 from features.config import FeatureConfig
-from features.source import load_source
-from features.synthetic import WorldKnobs, generate_world
+from features.ingest.source import load_source
+from features.synthetic.world import WorldKnobs, generate_world
 from training.baselines import bgnbd_value, last_h_revenue
 from training.config import ModelParams, TrainConfig
 from training.metrics import value_metrics

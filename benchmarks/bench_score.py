@@ -42,7 +42,7 @@ ROUNDS = 300
 def ensure_world(data: Path, customers: int, seed: int) -> Path:
     if (data / "customers.parquet").exists():
         return data
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     print(f"generating a world of {customers:,} customers into {data} ...", flush=True)
     info = generate_world(data, n_customers=customers, seed=seed)
@@ -147,7 +147,7 @@ class TreePeak:
 def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers: int | None) -> dict:
     """score_customers in a fresh process: its summary, wall time, CPU time and peak tree RSS."""
     code = (
-        "import json, sys; from serving.score import score_customers; "
+        "import json, sys; from serving.scoring.chunked import score_customers; "
         f"s = score_customers({str(world)!r}, out={str(out)!r}, model_uri={model_path!r}, "
         f"reasons_for='none', chunk_size={chunk_size}, workers={workers!r}, progress=False); "
         "print('SUMMARY' + json.dumps(s, default=str))"

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.coverage import coverage_features
-from features.network import network_features
-from features.social import social_features
+from features.families.coverage import coverage_features
+from features.families.network import network_features
+from features.families.social import social_features
 from features.tables import Tables
-from features.topical import topical_features
+from features.families.topical import topical_features
 
 AS_OF = pd.Timestamp("2024-07-01")
 TOPICS = np.array([f"topic_{i}" for i in range(30)] + ["running", "trail", "cycling"], dtype=object)

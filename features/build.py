@@ -15,10 +15,10 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from features import attributes, coverage, history, network, referral, social, topical
+from features.families import attributes, coverage, history, network, referral, social, topical
 from features.catalog import FeatureFamily
 from features.config import FeatureConfig
-from features.history import customer_index, eligible_customers
+from features.families.history import customer_index, eligible_customers
 from features.tables import Tables
 
 

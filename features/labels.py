@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.history import (
+from features.families.history import (
     DAY_NS,
     customer_codes,
     customer_index,

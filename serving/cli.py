@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from features.contract import ContractError
+from features.ingest.contract import ContractError
 
 app = typer.Typer(
     help="Customer long-term value from CRM history, with social influence as one measured input.",
@@ -72,7 +72,7 @@ def generate(
     """Write a synthetic CRM + social world in the data contract, with its ground truth."""
     from dataclasses import replace
 
-    from features.synthetic import WorldKnobs, generate_world
+    from features.synthetic.world import WorldKnobs, generate_world
 
     knobs = WorldKnobs()
     if influence_on_purchases is not None:
@@ -101,7 +101,7 @@ def validate(
         None, "--mapping", help="JSON or TOML file naming database tables/columns that differ from the contract."),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
-    from features.source import describe_source, load_source, write_rejects
+    from features.ingest.source import describe_source, load_source, write_rejects
 
     result = load_source(data, reject_threshold=reject_threshold, mapping=mapping)
     console.print(f"source {describe_source(data)}: contract check in {result.seconds:.1f}s", soft_wrap=True)
@@ -134,7 +134,7 @@ def features(
     from features.config import FeatureConfig
     from features.labels import label_values
     from features.manifest import manifest_for
-    from features.source import load_source, write_atomic, write_rejects
+    from features.ingest.source import load_source, write_atomic, write_rejects
 
     start = time.perf_counter()
     cutoff = as_timestamp(as_of)
@@ -142,7 +142,7 @@ def features(
                            horizon_days=horizon_days or FeatureConfig.horizon_days)
     check_engine(engine)
     if engine == "dask":
-        from features.dask_engine import write_features_dask
+        from features.dask_engine.engine import write_features_dask
 
         try:
             done = write_features_dask(data, cutoff, config, out, scheduler=scheduler,
@@ -197,7 +197,7 @@ def train(
         raise typer.BadParameter("--promote must be auto, always or never")
     check_engine(engine)
     if engine == "dask":
-        from training.dask_train import train_dask
+        from training.dask_engine import train_dask
 
         train_dask(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
                    experiment=experiment, model_name=model_name, promote=promote, progress=True,
@@ -230,11 +230,11 @@ def score(
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
-    from serving.score import score_customers
+    from serving.scoring.chunked import score_customers
 
     try:
         if engine == "dask":
-            from serving.dask_score import score_customers_dask
+            from serving.scoring.dask_engine import score_customers_dask
 
             summary = score_customers_dask(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
@@ -271,7 +271,7 @@ def report(
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
 ):
     """Write the stakeholder feature-importance report (one self-contained HTML page)."""
-    from serving.report import build_report
+    from serving.report.build import build_report
 
     if model and run:
         raise typer.BadParameter("pass --model or --run, not both")
@@ -295,7 +295,7 @@ def load(
     replace: bool = typer.Option(False, "--replace", help="Drop the contract tables already in the schema first."),
 ):
     """Load a source directory (e.g. a generated world) into PostgreSQL: typed, indexed tables, bulk COPY."""
-    from features.database import load_source_to_database
+    from features.ingest.database import load_source_to_database
 
     s = load_source_to_database(data, to, schema=schema, if_exists="replace" if replace else "fail")
     rejected = {t: n for t, n in s["rows_rejected"].items() if n}

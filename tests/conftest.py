@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# ================================================================ PostgreSQL (features/database.py)
+# ================================================================ PostgreSQL (features/ingest/database.py)
 # A throwaway PostgreSQL cluster for the whole session: initdb in a temporary directory, a free
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong
 # password really fails). Where the server binaries are missing they are installed with apt as

@@ -18,9 +18,9 @@ import pytest
 
 from features.build import build_features
 from features.config import FeatureConfig
-from features.contract import ContractError
-from features.partition import bucket_of
-from features.source import load_source
+from features.ingest.contract import ContractError
+from features.ingest.partition import bucket_of
+from features.ingest.source import load_source
 from tests.training.small import MARKET_TOPICS, SMALL
 
 pytestmark = pytest.mark.slow
@@ -79,13 +79,13 @@ def small_parquet_partitions():
     """Row groups joined into partitions of at most 64 KiB, so a 2,000-customer world's Parquet
     files become several partitions as a large base's do."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("features.dask_engine.PARQUET_BLOCK_BYTES", 64 << 10)
+        mp.setattr("features.dask_engine.engine.PARQUET_BLOCK_BYTES", 64 << 10)
         yield
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     world = tmp_path_factory.mktemp("dask-world")
     generate_world(world, n_customers=2000, seed=11, end_date="2025-12-31")
@@ -94,7 +94,7 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dask_client():
-    from features.dask_cluster import cluster
+    from features.dask_engine.cluster import cluster
 
     with cluster(None, n_workers=2, threads_per_worker=1) as client:
         assert len(client.scheduler_info()["workers"]) == 2
@@ -112,8 +112,8 @@ def store(tmp_path_factory):
 
 
 def test_a_large_parquet_file_is_read_in_partitions_of_row_groups_numbered_in_file_order(source):
-    from features.dask_engine import ROW, read_raw
-    from features.source import read_table
+    from features.dask_engine.engine import ROW, read_raw
+    from features.ingest.source import read_table
 
     frame, rows = read_raw(source / "social_profiles.parquet")
     whole = read_table(source / "social_profiles.parquet")
@@ -127,7 +127,7 @@ def test_a_large_parquet_file_is_read_in_partitions_of_row_groups_numbered_in_fi
 
 
 def test_features_equal_the_pandas_engine(source, dask_client):
-    from features.dask_engine import build_features_dask
+    from features.dask_engine.engine import build_features_dask
 
     expected = build_features(load_source(source).tables, AS_OF, CONFIG)
     got = build_features_dask(source, AS_OF, CONFIG, scheduler=dask_client, buckets=BUCKETS)
@@ -136,7 +136,7 @@ def test_features_equal_the_pandas_engine(source, dask_client):
 
 
 def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_client, tmp_path):
-    from features.dask_engine import write_features_dask
+    from features.dask_engine.engine import write_features_dask
     from features.labels import label_values
 
     cutoff = "2024-06-01"
@@ -159,7 +159,7 @@ def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_cli
 
 
 def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
-    from features.dask_engine import load_source_dask
+    from features.dask_engine.engine import load_source_dask
 
     expected = load_source(source)
     got = load_source_dask(source, dask_client, buckets=BUCKETS, with_fingerprint=False)
@@ -173,7 +173,7 @@ def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
 def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
     source, dask_client, tmp_path
 ):
-    from features.dask_engine import load_source_dask
+    from features.dask_engine.engine import load_source_dask
 
     copy = tmp_path / "dup"
     shutil.copytree(source, copy)
@@ -188,7 +188,7 @@ def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
 
 
 def test_too_many_rejects_in_the_whole_table_stop_the_run(source, dask_client, tmp_path):
-    from features.dask_engine import load_source_dask
+    from features.dask_engine.engine import load_source_dask
 
     copy = tmp_path / "bad"
     shutil.copytree(source, copy)
@@ -221,8 +221,8 @@ def pandas_model(source, store):
 def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
     source, dask_client, pandas_model, store
 ):
-    from serving.dask_score import score_customers_dask
-    from serving.score import score_customers
+    from serving.scoring.dask_engine import score_customers_dask
+    from serving.scoring.chunked import score_customers
 
     uri = "models:/clv-pandas@champion"
     single = score_customers(
@@ -272,8 +272,8 @@ def test_training_on_dask_registers_a_model_like_the_single_machine_one(
 ):
     import mlflow
 
-    from serving.score import load_scoring_model
-    from training.dask_train import train_run_dask
+    from serving.scoring.chunked import load_scoring_model
+    from training.dask_engine import train_run_dask
     from training.model import CustomerValueModel
 
     config = replace(SMALL, social_ablation=False)

@@ -27,7 +27,7 @@ def test_notebooks_are_committed_without_outputs(path):
 
 @pytest.mark.slow
 def test_notebooks_run_in_order_on_a_small_world(tmp_path, monkeypatch):
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     world = tmp_path / "world"
     generate_world(world, n_customers=3000, seed=11)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 def defective_world(directory: Path) -> Path:
     """The tiny world of the training tests, with rows the contract rejects in three tables."""
-    from features.synthetic import generate_world
+    from features.synthetic.world import generate_world
 
     generate_world(directory, n_customers=CUSTOMERS, seed=SEED, end_date=END)
     customers = pd.read_parquet(directory / "customers.parquet")
@@ -71,8 +71,8 @@ def compute(work: Path) -> dict:
 
     from features.build import build_features
     from features.labels import label_values
-    from features.source import load_source
-    from serving.score import load_scoring_model, score_customers
+    from features.ingest.source import load_source
+    from serving.scoring.chunked import load_scoring_model, score_customers
     from training.report_inputs import load_report_inputs
     from training.train import train_run
 

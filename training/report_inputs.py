@@ -1,4 +1,4 @@
-"""Customer-level evaluation data of a training run, logged for the stakeholder report (serving/report.py).
+"""Customer-level evaluation data of a training run, logged for the stakeholder report (serving/report/build.py).
 
 The run's metrics and feature_importance.csv summarise the test window; the report also needs the
 customers themselves: predicted vs realised value (deciles, calibration, the influence x value

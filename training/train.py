@@ -507,7 +507,7 @@ def train(
 ) -> str:
     """Train, evaluate and register a customer-value model; returns the MLflow run id.
 
-    ``data``: a source directory (features.source.load_source), a LoadResult or Tables.
+    ``data``: a source directory (features.ingest.source.load_source), a LoadResult or Tables.
     ``horizon_days`` and a non-empty ``market_topics`` override the config's feature settings.
     """
     summary = train_run(
@@ -544,7 +544,7 @@ def load_tables(data, config: TrainConfig, *, until=None):
         return data, {"source": "in-memory tables"}, 0
     if hasattr(data, "tables") and hasattr(data, "fingerprint"):
         return data.tables, data.fingerprint, _rejected(data)
-    from features.source import load_source
+    from features.ingest.source import load_source
 
     result = load_source(data, reject_threshold=config.features.reject_threshold, until=until)
     return result.tables, {"source": describe_source(data), **result.fingerprint}, _rejected(result)
@@ -552,7 +552,7 @@ def load_tables(data, config: TrainConfig, *, until=None):
 
 def describe_source(data) -> str | None:
     """Where the data came from, safe to log: a resolved directory or a database URL without its password."""
-    from features.source import describe_source as describe
+    from features.ingest.source import describe_source as describe
 
     if isinstance(data, Tables) or hasattr(data, "tables"):
         return None

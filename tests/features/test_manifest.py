@@ -115,13 +115,13 @@ def test_code_hash_difference_is_reported():
 def test_code_hash_covers_core_family_and_helper_modules_but_not_tests_or_tools():
     names = [m.__name__ for m in feature_code_modules(["referral"])]
     # referral imports its helpers from history, so history's source is part of the hash.
-    assert names == ["features.build", "features.catalog", "features.config", "features.history",
-                     "features.referral", "features.tables"]
+    assert names == ["features.build", "features.catalog", "features.config", "features.families.history",
+                     "features.families.referral", "features.tables"]
     assert code_hash(["referral"]) != code_hash(["referral", "network"])
     assert code_hash() == code_hash(None)
     assert not any(n.startswith("tests") or n in ("features.manifest", "features.docs")
                    for n in (m.__name__ for m in feature_code_modules()))
-    assert "features.network" in sys.modules and "features.network" in [
+    assert "features.families.network" in sys.modules and "features.families.network" in [
         m.__name__ for m in feature_code_modules()]
 
 

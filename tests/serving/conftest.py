@@ -216,7 +216,7 @@ def tiny_run(store_uri) -> TinyRun:
 @pytest.fixture(scope="session")
 def built_report(tiny_run, store_uri, tmp_path_factory) -> Path:
     """report.html built for the tiny run's champion (default model URI)."""
-    from serving.report import build_report
+    from serving.report.build import build_report
 
     with tracking_to(store_uri):
         return build_report(out_dir=tmp_path_factory.mktemp("report"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from serving.cli import app
-from tests.features.test_contract import valid_tables, write_source
+from tests.features.ingest.test_contract import valid_tables, write_source
 
 runner = CliRunner()
 CLV = str(Path(sys.executable).with_name("clv"))

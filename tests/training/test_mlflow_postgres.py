@@ -16,8 +16,8 @@ import psycopg
 import pytest
 
 from features.config import FeatureConfig
-from features.database import load_source_to_database
-from features.synthetic import generate_world
+from features.ingest.database import load_source_to_database
+from features.synthetic.world import generate_world
 from training.config import ModelParams, TrainConfig
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))

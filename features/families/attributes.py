@@ -1,0 +1,60 @@
+"""Static customer attributes: every customers column besides the key and signup_date, as a feature.
+
+Which columns exist depends on the source, so the names are dynamic (``attr_<column>``); the
+feature manifest records the actual names and category levels. Caution for real CRMs: these columns
+are a snapshot taken at export time, not at as_of. A column that is updated after the fact (a
+"churned" flag, a loyalty tier earned by later purchases, a stored lifetime value) leaks the future
+into training windows; keep such columns out of the source.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.config import FeatureConfig
+from features.families.history import customer_index, eligible_customers
+from features.tables import Tables
+
+FAMILY = "attributes"
+POPULATION_WIDE = False
+PREFIX = "attr_"
+KEY_COLUMNS = ("customer_id", "signup_date")
+
+FEATURES = {
+    f"{PREFIX}<column>": "one per static customers column (other than customer_id and "
+    "signup_date): numbers and booleans as float64, text as category (levels as loaded, or the "
+    "sorted values of eligible customers when the column is plain text); date columns are left "
+    "out because they cannot be placed in time relative to as_of",
+}
+FILL: dict[str, float] = {}
+
+
+def attribute_columns(customers: pd.DataFrame) -> list[str]:
+    """The customers columns that become features, in table order."""
+    return [
+        c
+        for c in customers.columns
+        if c not in KEY_COLUMNS
+        and not pd.api.types.is_datetime64_any_dtype(customers[c])
+        and not isinstance(customers[c].dtype, pd.PeriodDtype)
+    ]
+
+
+def attributes_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
+    """One ``attr_`` column per static attribute, for customers who signed up before as_of."""
+    customers = eligible_customers(tables.customers, as_of)
+    index = customer_index(customers["customer_id"])
+    out = {}
+    for column in attribute_columns(customers):
+        values = customers[column]
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # Levels come from the loader (the whole table): identical across windows and chunks.
+            feature = values
+        elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            feature = values.astype("float64")
+        else:
+            # Plain text: levels from eligible customers only, so later signups cannot change them.
+            text = values.astype("str")
+            feature = text.astype(pd.CategoricalDtype(sorted(text.dropna().unique())))
+        out[PREFIX + str(column)] = feature.array  # positional: no alignment on the old index
+    return pd.DataFrame(out, index=index)

@@ -1,0 +1,225 @@
+"""Per-profile sums over the interactions before a cutoff, added batch by batch.
+
+Of millions of interaction rows, the network and topical families need only a few numbers per
+profile (decayed mentions, shares and replies received and sent; counts of on-topic interactions)
+and the graph's edges. ``InteractionSums`` collects exactly those from batches of rows: the
+whole-table families add the table as one batch, and the batch scorer streams the interactions
+through it without ever holding them (the edges can wait in files, grouped by target profile, and
+the transition matrix is then built one group of rows at a time). One code path for both, so
+training and scoring compute the same features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.config import FeatureConfig
+from features.families.pagerank import stationary_distribution, transition_rows
+from features.families.profiles import interactions_before, latest_profiles, market_topic_mask, profile_codes
+from features.tables import Tables
+
+# Being mentioned, shared or replied to costs the author effort and signals attention. Likes are
+# left out: they are one click, cheap to buy and to automate, and would swamp the other kinds.
+GRAPH_KINDS = ("mention", "share", "reply")
+RECENT_DAYS = 90  # the topical family's recent window
+# Per profile: interactions made or received whose topic is known / is a market topic, over all
+# time before as_of and over the RECENT_DAYS before it.
+TOPIC_COUNTS = ("known", "on_topic", "known_90d", "on_topic_90d")
+
+_DAY = pd.Timedelta(days=1)
+
+
+def interaction_weights(
+    timestamp_ns: np.ndarray, as_of: pd.Timestamp, half_life_days: float
+) -> np.ndarray:
+    """0.5 ** (age in days / half-life): a recent interaction counts more than an old one."""
+    age_days = (as_of.value - timestamp_ns) / _DAY.value
+    return np.power(0.5, age_days / half_life_days)
+
+
+class InteractionSums:
+    """Sums over interactions dated before ``as_of``, per profile code 0..n-1.
+
+    ``topics``: whether market topics are configured and the interactions carry a topic (else the
+    topic sums are not kept). ``blocks``: the graph's edges are grouped into this many ranges of
+    target code, each turned into its rows of the transition matrix on its own; ``spill``: a
+    directory where they wait in files instead of memory. Neither changes any result.
+    """
+
+    def __init__(self, n: int, as_of: pd.Timestamp, half_life_days: float, *, topics: bool,
+                 blocks: int = 1, spill: Path | None = None):
+        self.n, self.as_of, self.half_life_days, self.topics = n, as_of, half_life_days, topics
+        self.vertex = np.zeros(n, dtype=bool)  # a snapshot or a graph interaction before as_of
+        self.in_weight = np.zeros(n)  # decayed graph interactions received (self ones excluded)
+        self.out_weight = np.zeros(n)  # ... and made
+        # decayed market-topic graph interactions made or received: topic PageRank's jump weights
+        self.topic_activity = np.zeros(n) if topics else None
+        self.counts = {name: np.zeros(n, dtype=np.int64) for name in TOPIC_COUNTS} if topics else None
+        self.edges = _EdgeGroups(n, blocks, spill)
+        self._centrality: tuple[float, dict] | None = None
+
+    def add_profiles(self, codes: np.ndarray) -> None:
+        """Profiles with a snapshot before as_of: graph vertices even without interactions."""
+        self.vertex[codes] = True
+
+    def add(self, source: np.ndarray, target: np.ndarray, timestamp_ns: np.ndarray, kind_in_graph: np.ndarray,
+            topic_known: np.ndarray | None = None, on_topic: np.ndarray | None = None) -> None:
+        """A batch of interactions: profile codes of both ends (-1 = unknown), int64 ns timestamps,
+        whether the kind is a GRAPH_KINDS one, and (when ``topics``) whether the topic is known and
+        a market topic. Rows on or after as_of or with an unknown end are skipped (leakage)."""
+        usable = (timestamp_ns < self.as_of.value) & (source >= 0) & (target >= 0)
+        if not usable.all():
+            source, target, timestamp_ns, kind_in_graph = (
+                a[usable] for a in (source, target, timestamp_ns, kind_in_graph))
+            if self.topics:
+                topic_known, on_topic = topic_known[usable], on_topic[usable]
+        n = self.n
+        self.vertex[source[kind_in_graph]] = True
+        self.vertex[target[kind_in_graph]] = True
+        if self.topics:
+            self._count_topics(source, target, timestamp_ns, topic_known, on_topic)
+
+        # Self-mentions are self-promotion, not influence.
+        keep = kind_in_graph & (source != target)
+        weight = interaction_weights(timestamp_ns[keep], self.as_of, self.half_life_days)
+        source, target = source[keep], target[keep]
+        self.in_weight += np.bincount(target, weights=weight, minlength=n)
+        self.out_weight += np.bincount(source, weights=weight, minlength=n)
+        if self.topics:
+            topic_weight = weight * on_topic[keep]
+            self.topic_activity += np.bincount(source, weights=topic_weight, minlength=n)
+            self.topic_activity += np.bincount(target, weights=topic_weight, minlength=n)
+        self.edges.add(source, target, weight)
+
+    def _count_topics(self, source, target, timestamp_ns, topic_known, on_topic) -> None:
+        # Each interaction counts for its author and its target; with itself on both ends, once.
+        received = target != source
+        recent = timestamp_ns >= (self.as_of - pd.Timedelta(days=RECENT_DAYS)).value
+        flags = {"known": topic_known, "on_topic": on_topic,
+                 "known_90d": topic_known & recent, "on_topic_90d": on_topic & recent}
+        for name, flag in flags.items():
+            # Counting the flagged rows' codes: integer counts, no float copy of every row.
+            self.counts[name] += np.bincount(source[flag], minlength=self.n)
+            self.counts[name] += np.bincount(target[received & flag], minlength=self.n)
+
+    def centrality(self, damping: float) -> dict[str, np.ndarray]:
+        """Per profile code: ``pagerank`` and ``topic_pagerank`` (x number of vertices, so 1 is the
+        average) and ``weighted_in_degree``; NaN for codes that are not vertices, and topic_pagerank
+        NaN everywhere when no market-topic graph interaction exists.
+
+        Vertices are numbered in code order. topic_pagerank (after TwitterRank) jumps to profiles
+        in proportion to their topic_activity; dangling profiles jump by it too. The edges are
+        consumed by the first call; later calls with the same damping return its result.
+        """
+        if self._centrality is not None:
+            if self._centrality[0] != damping:
+                raise ValueError("centrality was computed with another damping; the edges are gone")
+            return self._centrality[1]
+        vertices = np.flatnonzero(self.vertex)
+        nv = len(vertices)
+        # below[c]: the number of vertices with a code below c, i.e. the vertex number of code c
+        below = np.concatenate([[0], np.cumsum(self.vertex, dtype=np.int64)])
+        out_weight = self.out_weight[vertices]
+        transition = [
+            transition_rows(below[start], below[stop], below[source].astype(np.int32),
+                            below[target].astype(np.int32), weight, out_weight)
+            for start, stop, source, target, weight in self.edges.groups()
+        ]
+        del below, out_weight
+        reset = None
+        if self.topics:
+            activity = self.topic_activity[vertices]
+            total = activity.sum()
+            reset = activity / total if total > 0 else None
+            del activity
+
+        def per_code(values: np.ndarray) -> np.ndarray:
+            out = np.full(self.n, np.nan)
+            out[vertices] = values
+            return out
+
+        out = {"weighted_in_degree": per_code(self.in_weight[vertices]),
+               "pagerank": per_code(stationary_distribution(transition, damping) * nv)}
+        if reset is not None:
+            out["topic_pagerank"] = per_code(stationary_distribution(transition, damping, reset) * nv)
+        else:
+            out["topic_pagerank"] = np.full(self.n, np.nan)
+        self._centrality = (damping, out)
+        return out
+
+
+class _EdgeGroups:
+    """Graph edges (source and target code, weight) grouped by ranges of target code, in order of
+    arrival within each group: in memory, or appended to three files per group under ``spill``."""
+
+    _PARTS = (("source", np.int32), ("target", np.int32), ("weight", np.float64))
+
+    def __init__(self, n: int, groups: int, spill: Path | None):
+        self.bounds = np.linspace(0, n, max(1, int(groups)) + 1).round().astype(np.int64)
+        self.spill = spill
+        self.held: list[list[list[np.ndarray]]] = [[] for _ in range(len(self.bounds) - 1)]
+        if spill is not None:
+            spill.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, group: int, part: str) -> Path:
+        return self.spill / f"edges-{group:04d}.{part}"
+
+    def add(self, source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> None:
+        if len(self.held) == 1:
+            parts = [(0, source, target, weight)]
+        else:
+            group = np.searchsorted(self.bounds, target, side="right") - 1
+            order = np.argsort(group, kind="stable")  # arrival order kept within each group
+            cuts = np.searchsorted(group[order], np.arange(len(self.held) + 1))
+            parts = [(g, *(a[order[cuts[g]:cuts[g + 1]]] for a in (source, target, weight)))
+                     for g in range(len(self.held)) if cuts[g + 1] > cuts[g]]
+        for g, s, t, w in parts:
+            arrays = [a.astype(dtype, copy=False) for a, (_, dtype) in zip((s, t, w), self._PARTS, strict=True)]
+            if self.spill is None:
+                self.held[g].append(arrays)
+            else:
+                for array, (part, _) in zip(arrays, self._PARTS, strict=True):
+                    with open(self._path(g, part), "ab") as fh:
+                        array.tofile(fh)
+
+    def groups(self):
+        """(first code, code after the last, source, target, weight) per group, in code order;
+        each group's edges are released (or its files deleted) once the next one is asked for."""
+        for g in range(len(self.held)):
+            if self.spill is None:
+                held, self.held[g] = self.held[g], []
+                arrays = [np.concatenate([h[i] for h in held]) if held else np.array([], dtype=dtype)
+                          for i, (_, dtype) in enumerate(self._PARTS)]
+                del held
+            else:
+                arrays = []
+                for part, dtype in self._PARTS:
+                    path = self._path(g, part)
+                    arrays.append(np.fromfile(path, dtype=dtype) if path.exists() else np.array([], dtype=dtype))
+                    path.unlink(missing_ok=True)
+            yield (int(self.bounds[g]), int(self.bounds[g + 1]), *arrays)
+
+
+def interaction_sums(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> InteractionSums:
+    """InteractionSums of a whole interactions table, added as one batch (memoised per Tables,
+    cutoff and config): the network and topical families share one pass over the rows."""
+    topics = tuple(sorted({t.strip().lower() for t in config.market_topics}))
+
+    def compute() -> InteractionSums:
+        frame = tables.social_interactions
+        has_topics = bool(topics) and "topic" in frame.columns
+        sums = InteractionSums(profile_codes(tables).n, as_of, config.interaction_half_life_days,
+                               topics=has_topics)
+        sums.add_profiles(latest_profiles(tables, as_of)[1])
+        inter = interactions_before(tables, as_of)
+        sums.add(inter.source, inter.target, inter.timestamp_ns,
+                 frame["kind"].isin(GRAPH_KINDS).to_numpy()[inter.rows],
+                 frame["topic"].notna().to_numpy()[inter.rows] if has_topics else None,
+                 market_topic_mask(tables, topics)[inter.rows] if has_topics else None)
+        return sums
+
+    key = ("interaction_sums", topics, config.interaction_half_life_days)
+    return tables.derived(key, compute, as_of=as_of)

@@ -1,0 +1,85 @@
+"""Topical relevance: how much of a customer's social activity is about the business's market.
+
+An audience only matters to the business if it listens on the business's topics: a fitness
+retailer gains little from a celebrity chef. The share of on-topic interactions turns raw
+engagement into context-aware influence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.config import FeatureConfig
+from features.families.interaction_sums import RECENT_DAYS, interaction_sums
+from features.families.profiles import customer_codes, empty_features, latest_profiles
+from features.tables import Tables
+
+FAMILY = "topical"
+FEATURES = {
+    "topical_share": "share of interactions made or received that are on market topics",
+    "topical_share_90d": f"the same share over the {RECENT_DAYS} days before as_of",
+    "topical_engagement": "latest snapshot engagements x topical_share, summed over profiles",
+}
+FILL: dict[str, float] = {}
+POPULATION_WIDE = True
+
+
+def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
+    """Per-customer market-topic share of interactions, and engagement weighted by that share.
+
+    Every interaction (all kinds, likes included: a like on a running post still says the audience
+    cares about running) counts for both its author and its target; one with the same profile on
+    both ends counts once (features.families.interaction_sums counts them). Interactions without a topic
+    are left out of the denominators. NaN where nothing is known; an empty frame when no market
+    topics are configured, the interactions carry no topic, or a social table is missing.
+    """
+    interactions = tables.social_interactions
+    if (
+        interactions is None
+        or tables.social_profiles is None
+        or not config.market_topics
+        or "topic" not in interactions.columns
+    ):
+        return empty_features(FEATURES)
+    everyone, profile_code = latest_profiles(tables, as_of)
+    owned = everyone["customer_id"].notna().to_numpy()
+    if not owned.any():
+        return empty_features(FEATURES)
+    counts = interaction_sums(tables, as_of, config).counts
+    codes = profile_code[owned]
+    profiles = everyone.loc[owned]
+    return topical_by_customer(profiles["customer_id"], profiles["engagements"].to_numpy("float64"),
+                               {name: values[codes] for name, values in counts.items()})
+
+
+def topical_by_customer(owners: pd.Series, engagements: np.ndarray, counts: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Each customer's topical features from their profiles' rows: owner, latest engagements and
+    the InteractionSums.counts of the profile.
+
+    Across a customer's profiles the share is interaction-weighted (sum of on-topic / sum of
+    topic-known interactions) and topical engagement is summed.
+    """
+    codes, customers = customer_codes(owners)
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=len(customers))
+
+    def share(on: np.ndarray, of: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(of > 0, on / of, np.nan)
+
+    profile_share = share(counts["on_topic"], counts["known"])
+    topical_engagement = engagements * profile_share
+    has_share = total(~np.isnan(profile_share)) > 0
+    out = pd.DataFrame(
+        {
+            "topical_share": share(total(counts["on_topic"]), total(counts["known"])),
+            "topical_share_90d": share(total(counts["on_topic_90d"]), total(counts["known_90d"])),
+            "topical_engagement": np.where(
+                has_share, total(np.nan_to_num(topical_engagement)), np.nan
+            ),
+        },
+        index=customers,
+    )
+    return out[list(FEATURES)].astype("float64")

@@ -1,0 +1,153 @@
+"""Rejected rows of a chunked run: written part by part, counted per table, published sorted by source row.
+
+A rejected row keeps its raw values, its row number in the source table and the contract's reason,
+exactly as ``clv validate`` writes them (features.ingest.source.write_rejects).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.ingest.contract import (
+    ColumnParse,
+    ContractError,
+    add_parsing,
+    check_parsing,
+    check_table,
+    part_parsing,
+)
+
+_QUOTED = re.compile(r" '.*?'")
+_ROWS_IN_MESSAGE = re.compile(r"\(rows ([\d, ]+)(, \.\.\.)?;")
+
+
+@dataclass
+class RejectPart:
+    """What the contract said about one part (bucket or batch) of a table."""
+
+    table: str
+    rows_in: int
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)  # reason without quoted values -> rows
+    parsing: dict[str, ColumnParse] = field(default_factory=dict)  # rows are the source's
+
+
+def checked_part(table: str, raw: pd.DataFrame, known: dict, source_rows: np.ndarray | None,
+                 directory: Path, part: str):
+    """check_table on a part of a table; its rejects go to ``rejects-<table>-<part>.csv`` in directory.
+
+    The share of rejected rows and whether a column parses at all are never judged here: only the
+    whole table can be (RejectLog.check_table). Returns (TableResult, RejectPart). Row numbers, in
+    the rejects and in any error, are the source's.
+    """
+    try:
+        result = check_table(table, raw, known, reject_threshold=1.0, part=True)
+    except ContractError as err:
+        raise _source_rows_message(err, source_rows) if source_rows is not None else err from None
+    out = write_part(directory, table, part, result.rows_in, result.rejects, source_rows)
+    out.parsing = part_parsing(result, source_rows)
+    return result, out
+
+
+def write_part(directory: Path, table: str, part: str, rows_in: int, rejects: pd.DataFrame,
+               source_rows: np.ndarray | None) -> RejectPart:
+    """Write a part's rejected rows (row numbers mapped to the source table's); return their counts."""
+    out = RejectPart(table, int(rows_in))
+    if not len(rejects):
+        return out
+    rejects = rejects.copy()
+    if source_rows is not None:
+        rejects["row"] = source_rows[rejects["row"].to_numpy(dtype="int64")]
+    rejects.to_csv(directory / f"rejects-{table}-{part}.csv", index=False)
+    out.rejected = len(rejects)
+    out.reasons.update(rejects["reason"].str.replace(_QUOTED, "", regex=True).tolist())
+    return out
+
+
+def _source_rows_message(err: ContractError, source_rows: np.ndarray) -> ContractError:
+    """A structural error raised on a part of a table, with its row numbers mapped to the source's."""
+    def mapped(match):
+        rows = [str(int(source_rows[int(p)])) for p in match.group(1).split(", ")]
+        return f"(rows {', '.join(rows)}{match.group(2) or ''};"
+
+    return ContractError(_ROWS_IN_MESSAGE.sub(mapped, str(err)))
+
+
+class RejectLog:
+    """Counts per table over every part, the reject threshold, and the published files."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.rows_in: Counter = Counter()
+        self.rejected: Counter = Counter()
+        self.reasons: dict[str, Counter] = {}
+        self.parsing: dict[str, dict[str, ColumnParse]] = {}
+
+    def record(self, part: RejectPart) -> None:
+        self.rows_in[part.table] += part.rows_in
+        self.rejected[part.table] += part.rejected
+        self.reasons.setdefault(part.table, Counter()).update(part.reasons)
+        add_parsing(self.parsing.setdefault(part.table, {}), part.parsing)
+
+    def check_table(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
+        """Stop as the whole-table loader does: on a column none of whose values parse (known only
+        once every part is in, ``final=True``), or when too many rows of the table are invalid."""
+        if final:
+            check_parsing(table, self.parsing.get(table, {}))
+        self.check_threshold(table, total_rows, threshold, final=final)
+
+    def check_threshold(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
+        """Stop, as the whole-table loader does, when too many rows of a table are invalid.
+
+        Checked after every part (``final=False``) so that a hopeless source stops early; the count
+        is then a lower bound.
+        """
+        bad = self.rejected[table]
+        if total_rows and bad / total_rows > threshold:
+            counts: Counter = Counter()
+            for reason, n in self.reasons.get(table, Counter()).items():
+                for piece in reason.split("; "):
+                    counts[piece] += n
+            detail = "; ".join(f"{n} x {r}" for r, n in counts.most_common(6))
+            raise ContractError(
+                f"{table}: {'' if final else 'at least '}{bad} of {total_rows} rows "
+                f"({bad / total_rows:.1%}) are invalid, more than the reject threshold of "
+                f"{threshold:.1%}; {detail}"
+            )
+
+    def summary(self) -> dict:
+        """Per table: rows_in, rows_kept, rows_rejected and the most frequent reason."""
+        out = {}
+        for table in self.rows_in:
+            top = self.reasons.get(table, Counter()).most_common(1)
+            out[table] = {"rows_in": int(self.rows_in[table]),
+                          "rows_kept": int(self.rows_in[table] - self.rejected[table]),
+                          "rows_rejected": int(self.rejected[table]),
+                          "top_reason": top[0][0] if top else ""}
+        return out
+
+    def publish(self, directory: Path) -> list[Path]:
+        """One ``<table>.csv`` per table with rejects, sorted by source row; stale ones removed."""
+        written = []
+        for table in self.rows_in:
+            target = directory / f"{table}.csv"
+            parts = sorted(self.directory.glob(f"rejects-{table}-*.csv"))
+            if not parts:
+                target.unlink(missing_ok=True)  # a previous run's rejects no longer apply
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            frame = pd.concat([pd.read_csv(p, dtype="str", keep_default_na=False, na_values=[""])
+                               for p in parts], ignore_index=True)
+            frame = frame.iloc[np.argsort(frame["row"].astype("int64").to_numpy(), kind="stable")]
+            tmp = directory / f".{table}.csv.{os.getpid()}-{os.urandom(4).hex()}.tmp"
+            frame.to_csv(tmp, index=False)
+            os.replace(tmp, target)
+            written.append(target)
+        return written

@@ -1,0 +1,165 @@
+"""The model a scoring run uses: loaded from MLflow, and refused unless its features are this code's.
+
+A model is served only with the features it was trained on: same feature code (the manifest's
+code hash), same FeatureConfig (taken from the manifest, so training and scoring cannot disagree),
+same feature names, order, dtypes and families. Predictions go through the pyfunc's predict, which
+enforces the logged MLflow signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from features.build import FAMILY_NAMES
+from features.config import FeatureConfig
+from features.ingest.contract import ContractError
+from features.manifest import (
+    FeatureManifest,
+    FeatureSkewError,
+    check_compatible,
+    code_hash,
+    manifest_for,
+)
+
+DEFAULT_MODEL_URI = "models:/customer-value@champion"
+
+
+class ScoringSkewError(ContractError, FeatureSkewError):
+    """The model's feature manifest does not match the features this code builds: scoring is refused.
+
+    A ContractError, so the command line reports it in one line and exits with code 2.
+    """
+
+
+@dataclass
+class ScoringModel:
+    """A loaded pyfunc model and what the scorer needs to know about it."""
+
+    pyfunc: object  # mlflow.pyfunc.PyFuncModel: predict() enforces the logged signature
+    python_model: object  # training.model.CustomerValueModel: encoder, contributions()
+    uri: str
+    name: str
+    version: str | None
+    run_id: str | None
+    manifest: FeatureManifest
+    config: FeatureConfig
+    families: tuple[str, ...]
+    local_path: str | None = None  # the model's files on this machine (worker processes load them)
+
+    @property
+    def horizon_days(self) -> int:
+        return int(self.config.horizon_days)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id, "uri": self.uri,
+                "feature_manifest_hash": self.manifest.manifest_hash,
+                "objective": getattr(self.python_model, "objective", None)}
+
+
+def feature_config_of(manifest: FeatureManifest) -> FeatureConfig:
+    """The FeatureConfig a model was trained with, rebuilt from its manifest (lists back to tuples)."""
+    names = {f.name for f in dataclasses.fields(FeatureConfig)}
+    unknown = sorted(set(manifest.config) - names)
+    if unknown:
+        raise ScoringSkewError(f"the model's feature config has settings this code does not know: {unknown}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.config.items()}
+    return FeatureConfig(**values)
+
+
+def model_families(manifest: FeatureManifest) -> tuple[str, ...]:
+    """The feature families the model was built with, identified by its manifest's code hash.
+
+    Training hashes the code of every family it selected, including families that happened to
+    produce no column (attributes without attribute columns), so the candidates are all families
+    and the families that produced the model's features. No match means the feature code changed.
+    """
+    present = tuple(name for name in FAMILY_NAMES if name in set(manifest.families.values()))
+    for candidate in (FAMILY_NAMES, present):
+        if code_hash(candidate) == manifest.code_hash:
+            return tuple(candidate)
+    raise ScoringSkewError(
+        "the model was trained with different feature code (manifest code_hash "
+        f"{manifest.code_hash[:12]}, this code {code_hash(FAMILY_NAMES)[:12]}): retrain it with "
+        "this code, or score with the code it was trained with"
+    )
+
+
+def check_model_features(model: ScoringModel, features: pd.DataFrame) -> None:
+    """Refuse to score when the built features differ from the model's (names, order, dtypes, families).
+
+    Category levels are not compared: the model maps categories by their text to its training
+    levels, and a level it never saw is treated as missing (counted in the run's manifest).
+    """
+    actual = manifest_for(features, model.config, model.families)
+    expected = model.manifest
+    categories = {name: expected.categories.get(name, levels) for name, levels in actual.categories.items()}
+    fields = {f.name: getattr(actual, f.name) for f in dataclasses.fields(actual)}
+    actual = FeatureManifest(**{**fields, "categories": categories, "manifest_hash": ""})
+    try:
+        check_compatible(expected, actual)
+    except FeatureSkewError as err:
+        raise ScoringSkewError(f"model {model.uri} refused: {err}") from None
+
+
+def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
+    """Load a pyfunc model (registry alias or version, runs:/ URI or a path) and check its feature code.
+
+    The tracking and registry store are training's (MLFLOW_TRACKING_URI, else ./mlflow.db).
+    """
+    import mlflow
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    from training import tracking
+
+    tracking.quiet_mlflow_warnings()
+    store = tracking.tracking_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+        pyfunc = mlflow.pyfunc.load_model(local)
+    except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
+        raise ContractError(f"cannot load model {model_uri!r}: {str(err).splitlines()[0]}") from None
+    name, version, run_id = _registry_facts(model_uri, pyfunc)
+    return _checked_model(pyfunc, model_uri, name, version, run_id, local)
+
+
+def load_local_model(path: str, uri: str) -> ScoringModel:
+    """The same model from its downloaded files (in a worker process): no registry lookup."""
+    import mlflow.pyfunc
+
+    from training import tracking
+
+    tracking.quiet_mlflow_warnings()
+    pyfunc = mlflow.pyfunc.load_model(path)
+    return _checked_model(pyfunc, uri, uri, None, None, path)
+
+
+def _checked_model(pyfunc, uri: str, name: str, version, run_id, local: str) -> ScoringModel:
+    python_model = pyfunc.unwrap_python_model()
+    text = getattr(python_model, "manifest_json", None)
+    if not text:
+        raise ScoringSkewError(f"model {uri} carries no feature manifest: it cannot be checked "
+                               "against this feature code, so it is not used")
+    manifest = FeatureManifest.from_json(text)
+    return ScoringModel(pyfunc, python_model, uri, name, version, run_id, manifest,
+                        feature_config_of(manifest), model_families(manifest), local)
+
+
+def _registry_facts(model_uri: str, pyfunc) -> tuple[str, str | None, str | None]:
+    """(name, version, run id) of a model: from the registry for models:/ URIs, else from its metadata."""
+    import mlflow
+
+    run_id = getattr(pyfunc.metadata, "run_id", None)
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if match is None:
+        return model_uri, None, run_id
+    name, alias, number = match.groups()
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    return name, str(mv.version), mv.run_id or run_id

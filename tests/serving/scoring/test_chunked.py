@@ -1,0 +1,545 @@
+"""The batch scorer, end to end: a generated world, a real LightGBM pyfunc in a temporary MLflow registry.
+
+What is specified here: chunked scores equal the whole-table build, whatever the chunk size or file
+format; no customer is lost; the output is ranked, tiered and explained; a killed run leaves the
+previous output intact; a model built with other feature code is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.build import FAMILY_NAMES, build_features
+from features.config import FeatureConfig
+from features.ingest.contract import ContractError
+from features.labels import label_values
+from features.manifest import FeatureManifest, manifest_for
+from features.ingest.partition import bucket_of, n_buckets
+from features.ingest.source import load_source
+from features.synthetic.world import generate_world
+from serving.scoring.chunked import ScoringSkewError, load_scoring_model, score_customers
+
+AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last transaction
+CONFIG = FeatureConfig(market_topics=("outdoor",))
+OUTPUT_COLUMNS = [
+    "customer_id", "predicted_value", "value_rank", "value_percentile", "value_tier",
+    "reason_1", "reason_2", "reason_3",
+    "model_name", "model_version", "model_run_id", "as_of", "horizon_days", "scored_at",
+]
+TABLES = ("customers", "transactions", "social_profiles", "social_interactions", "referrals")
+
+
+# ---------------------------------------------------------------------------------------------
+# A world with the awkward cases the chunked path must get right
+
+
+def make_world(directory: Path, n_customers: int, seed: int) -> Path:
+    """A generated world, plus: a re-linked profile, a profile whose newest snapshot lost its link,
+    and a postcode attribute that is digits everywhere but in one customer (so chunks disagree on
+    whether it is a number)."""
+    generate_world(directory, n_customers=n_customers, seed=seed)
+    customers = pd.read_parquet(directory / "customers.parquet")
+    postcode = pd.Series([f"{10000 + i}" for i in range(len(customers))], dtype="str")
+    postcode.iloc[len(customers) // 2] = "EC1A"
+    customers["postcode"] = postcode
+    customers.to_parquet(directory / "customers.parquet", index=False)
+
+    profiles = pd.read_parquet(directory / "social_profiles.parquet")
+    linked = profiles.dropna(subset=["customer_id"])
+    counts = linked.groupby("profile_id").size()
+    relinked, unlinked = counts[counts >= 3].index[:2]
+    other = customers["customer_id"].iloc[-1]
+    newest = profiles.loc[profiles["profile_id"] == relinked, "snapshot_date"].idxmax()
+    profiles.loc[newest, "customer_id"] = other  # identity resolution moved this profile
+    newest = profiles.loc[profiles["profile_id"] == unlinked, "snapshot_date"].idxmax()
+    profiles.loc[newest, "customer_id"] = np.nan  # ...and lost this link on the latest read
+    profiles.to_parquet(directory / "social_profiles.parquet", index=False)
+    return directory
+
+
+def as_csv(source: Path, target: Path) -> Path:
+    """The same source as text files (transactions gzipped), read by the CSV path."""
+    target.mkdir(parents=True, exist_ok=True)
+    for table in TABLES:
+        frame = pd.read_parquet(source / f"{table}.parquet")
+        name = f"{table}.csv.gz" if table == "transactions" else f"{table}.csv"
+        frame.to_csv(target / name, index=False)
+    return target
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return make_world(tmp_path_factory.mktemp("world"), n_customers=400, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real model, registered as the champion in a temporary MLflow store
+
+
+def fit_pyfunc(world: Path, *, manifest_edit=None, signature_extra: bool = False):
+    """A small tweedie LightGBM on the world's features at AS_OF - 365 days, as training wraps it."""
+    from mlflow.models import infer_signature
+
+    from training.config import ModelParams
+    from training.model import CustomerValueModel, make_model
+    from training.train import encoder_for
+
+    tables = load_source(world, reject_threshold=0.05).tables
+    cutoff = AS_OF - pd.Timedelta(days=CONFIG.horizon_days)
+    features = build_features(tables, cutoff, CONFIG)
+    label = label_values(tables, cutoff, CONFIG.horizon_days, CONFIG)
+    manifest = manifest_for(features, CONFIG, FAMILY_NAMES)
+    encoder = encoder_for(manifest)
+    params = ModelParams(num_leaves=7, max_depth=3, min_child_samples=5, num_threads=1)
+    model = make_model(params, encoder.categorical, seed=0)
+    model.fit(encoder.encode(features), label.to_numpy(), rounds={"value": 25})
+    if manifest_edit is not None:
+        manifest = manifest_edit(manifest)
+    wrapped = CustomerValueModel.from_fitted(model, encoder, manifest_json=manifest.to_json(),
+                                             families=dict(manifest.families))
+    example = encoder.model_input(features.head(50))
+    if signature_extra:
+        example = example.assign(not_a_feature=1.0)
+    signature = infer_signature(example, wrapped.predict_value(encoder.model_input(features.head(50))))
+    return wrapped, signature, example.head(3)
+
+
+@pytest.fixture(scope="module")
+def registry(world, tmp_path_factory):
+    """MLFLOW_TRACKING_URI -> a fresh SQLite store holding customer-value@champion."""
+    import mlflow
+
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    experiment = mlflow.create_experiment("scoring-tests", artifact_location=(store / "artifacts").as_uri())
+    model, signature, example = fit_pyfunc(world)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
+                                       input_example=example, registered_model_name="customer-value")
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("customer-value", "champion", info.registered_model_version)
+    yield {"uri": uri, "run_id": run.info.run_id, "version": str(info.registered_model_version)}
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="module")
+def scored(world, registry, tmp_path_factory):
+    """The champion scoring the world in 8 chunks of ~50 customers: (summary, output frame)."""
+    out = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    summary = score_customers(world, out=out, chunk_size=50, progress=False)
+    assert summary["workers"] == 1
+    return summary, pd.read_parquet(out)
+
+
+def whole_table_predictions(world: Path, model_uri: str) -> pd.Series:
+    """What training's code path gives: every table loaded whole, features built at once."""
+    model = load_scoring_model(model_uri)
+    tables = load_source(world, reject_threshold=0.05).tables
+    features = build_features(tables, AS_OF, model.config, families=model.families)
+    values = model.pyfunc.predict(model.python_model.encoder.model_input(features))
+    return pd.Series(np.asarray(values), index=features.index, name="predicted_value")
+
+
+def without_scored_at(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["scored_at"]).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Same scores as the whole-table build, however the source is cut
+
+
+def test_chunked_scores_equal_the_whole_table_build(world, registry, scored):
+    summary, frame = scored
+    expected = whole_table_predictions(world, "models:/customer-value@champion")
+    got = frame.set_index("customer_id")["predicted_value"].sort_index()
+    assert summary["chunks"] == 8
+    assert got.index.is_unique
+    pd.testing.assert_series_equal(got, expected.sort_index(), check_index_type=False, rtol=0, atol=0)
+
+
+def test_chunk_size_and_file_format_do_not_change_the_output(world, registry, scored, tmp_path):
+    _, chunked = scored
+    csv_source = as_csv(world, tmp_path / "csv")
+    out = tmp_path / "whole.parquet"
+    summary = score_customers(csv_source, out=out, chunk_size=100_000, progress=False)
+    assert summary["chunks"] == 1
+    pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(chunked))
+
+
+def test_worker_processes_give_the_same_output(world, registry, scored, tmp_path):
+    _, in_process = scored
+    out = tmp_path / "parallel.parquet"
+    summary = score_customers(world, out=out, chunk_size=50, workers=2, progress=False)
+    assert summary["workers"] == 2
+    pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(in_process))
+
+
+def test_interactions_streamed_in_batches_and_the_graph_built_in_groups_change_nothing(
+        world, registry, scored, tmp_path, monkeypatch):
+    """The scorer reads the interactions in batches and builds the transition matrix one group of
+    target profiles at a time from edges kept in files: the scores are those of the whole graph."""
+    import serving.scoring.chunked
+
+    _, whole = scored
+    monkeypatch.setattr(serving.scoring.chunked, "INTERACTION_BATCH_ROWS", 1_000)
+    monkeypatch.setattr(serving.scoring.chunked, "GRAPH_GROUP_PROFILES", 50)
+    out = tmp_path / "grouped.parquet"
+    summary = score_customers(world, out=out, chunk_size=50, progress=False)
+    assert summary["tables"]["social_interactions"]["rows_in"] > 3_000  # several batches
+    got = pd.read_parquet(out)
+    # Sums over batches add floats in another order: equal to rounding, same ranks and tiers.
+    pd.testing.assert_series_equal(got["predicted_value"], whole["predicted_value"], rtol=1e-9)
+    pd.testing.assert_frame_equal(without_scored_at(got).drop(columns="predicted_value"),
+                                  without_scored_at(whole).drop(columns="predicted_value"))
+
+
+def scorer_features(monkeypatch, source: Path, out: Path, **options) -> pd.DataFrame:
+    """The feature table the scorer hands the model, chunk by chunk, gathered (in this process)."""
+    import serving.scoring.buckets
+
+    seen = []
+
+    def recording(model, features):
+        seen.append(features)
+        return check_model_features(model, features)
+
+    check_model_features = serving.scoring.buckets.check_model_features
+    monkeypatch.setattr(serving.scoring.buckets, "check_model_features", recording)
+    summary = score_customers(source, out=out, as_of=AS_OF, progress=False, **options)
+    assert summary["workers"] == 1
+    return as_values(pd.concat(seen).sort_index())
+
+
+def as_values(features: pd.DataFrame) -> pd.DataFrame:
+    """Text features as plain values: a chunk's categorical levels are its own (the model's
+    encoder maps them to training's), so only the values compare."""
+    text = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c].dtype)
+            or isinstance(features[c].dtype, pd.CategoricalDtype)]
+    return features.astype(dict.fromkeys(text, "object"))
+
+
+def whole_table_features(source: Path) -> pd.DataFrame:
+    model = load_scoring_model("models:/customer-value@champion")
+    tables = load_source(source, reject_threshold=0.05).tables
+    return as_values(build_features(tables, AS_OF, model.config, families=model.families))
+
+
+def test_the_scorer_features_are_the_whole_table_features(world, registry, tmp_path, monkeypatch):
+    """Population-wide families streamed, routed to owners and summed per chunk: the same features
+    as training's whole-table build (float sums in another order: equal to rounding)."""
+    monkeypatch.setattr("serving.scoring.chunked.INTERACTION_BATCH_ROWS", 1_000)
+    monkeypatch.setattr("serving.scoring.chunked.GRAPH_GROUP_PROFILES", 50)
+    got = scorer_features(monkeypatch, world, tmp_path / "out.parquet", chunk_size=50)
+    expected = whole_table_features(world)
+    assert expected["pagerank"].notna().any() and expected["topical_share"].notna().any()
+    assert (expected["referrals_made"] > 0).any()
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False, rtol=1e-9)
+
+
+def test_a_source_without_interactions_or_referrals_gets_unknown_not_zero(world, registry, tmp_path, monkeypatch):
+    """Without those tables the population-wide families are unknown (NaN), not FILL, as in training."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for table in ("customers", "transactions", "social_profiles"):
+        shutil.copy(world / f"{table}.parquet", bare / f"{table}.parquet")
+    got = scorer_features(monkeypatch, bare, tmp_path / "bare.parquet", chunk_size=50)
+    expected = whole_table_features(bare)
+    assert expected["referrals_made"].isna().all() and expected["pagerank"].isna().all()
+    # Missing values must match exactly; numbers to rounding (sums in another order).
+    pd.testing.assert_frame_equal(got, expected, check_index_type=False, rtol=1e-9)
+
+
+def test_the_same_inputs_give_the_same_output_apart_from_scored_at(world, registry, scored, tmp_path):
+    _, first = scored
+    out = tmp_path / "again.parquet"
+    score_customers(world, out=out, chunk_size=50, progress=False)
+    again = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(without_scored_at(again), without_scored_at(first))
+    assert again["scored_at"].nunique() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# What the output says
+
+
+def test_output_is_ranked_tiered_and_names_the_registered_model(registry, scored):
+    summary, frame = scored
+    n = len(frame)
+    assert list(frame.columns) == OUTPUT_COLUMNS
+    assert frame["value_rank"].tolist() == list(range(1, n + 1))  # written most valuable first
+    # Rank = descending value, ties broken by customer_id.
+    order = frame.sort_values(["predicted_value", "customer_id"], ascending=[False, True])
+    assert order["value_rank"].tolist() == list(range(1, n + 1))
+    assert frame["value_percentile"].iloc[0] == 100.0
+    assert frame["value_percentile"].iloc[-1] == pytest.approx(100.0 / n)
+    tiers = frame["value_tier"].value_counts().to_dict()
+    assert tiers == {"top_1pct": -(-n // 100), "top_10pct": -(-n // 10) - -(-n // 100),
+                     "top_50pct": -(-n // 2) - -(-n // 10), "rest": n - -(-n // 2)}
+    assert set(frame["model_name"]) == {"customer-value"}
+    assert set(frame["model_version"]) == {registry["version"]}
+    assert set(frame["model_run_id"]) == {registry["run_id"]}
+    assert set(frame["as_of"]) == {AS_OF}
+    assert set(frame["horizon_days"]) == {365}
+    assert summary["as_of"] == str(AS_OF)  # defaulted to the day after the latest transaction
+
+
+def test_reasons_explain_the_top_tenth_with_the_model_contributions(world, registry, scored):
+    summary, frame = scored
+    top = -(-len(frame) // 10)
+    reasons = frame[["reason_1", "reason_2", "reason_3"]]
+    assert reasons.iloc[:top]["reason_1"].notna().all()
+    assert reasons.iloc[top:].isna().all().all()
+    assert summary["reasons"]["rows"] == top
+    assert all(re.fullmatch(r"\w+=.+: [+-]\d+\.\d\d", text) for text in reasons.iloc[:top].stack())
+
+    # The three largest contributions (in currency) of the whole-table features of the top customer.
+    model = load_scoring_model("models:/customer-value@champion")
+    tables = load_source(world, reject_threshold=0.05).tables
+    features = build_features(tables, AS_OF, model.config, families=model.families)
+    best = frame["customer_id"].iloc[0]
+    inputs = model.python_model.encoder.model_input(features.loc[[best]])
+    money = model.python_model.contributions(inputs).drop(columns="baseline").iloc[0]
+    largest = money.abs().sort_values(ascending=False, kind="stable").index[:3]
+    for text, name in zip(reasons.iloc[0], largest):
+        shown, value, effect = re.fullmatch(r"(\w+)=(.+): ([+-]\d+\.\d\d)", text).groups()
+        assert shown == name
+        assert float(effect) == pytest.approx(round(money[name], 2), abs=0.006)
+        actual = inputs[name].iloc[0]
+        if isinstance(actual, str):
+            assert value == actual
+        elif pd.isna(actual):
+            assert value == "missing"
+        else:
+            assert float(value) == pytest.approx(actual, rel=1e-5)
+
+
+def test_manifest_accounts_for_every_customer(scored):
+    summary, frame = scored
+    manifest = json.loads(Path(summary["manifest"]).read_text())
+    assert manifest["scored"] == len(frame)
+    assert manifest["customers_in"] == manifest["scored"] + manifest["rejected_customers"] \
+        + manifest["not_yet_customers"]
+    assert manifest["model"]["name"] == "customer-value"
+    assert set(manifest["inputs"]) == set(TABLES)
+    assert manifest["feature_manifest_hash"]
+    assert manifest["tables"]["transactions"]["rows_in"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing lost
+
+
+def test_planted_bad_rows_are_rejected_and_every_customer_is_accounted_for(world, registry, tmp_path):
+    source = as_csv(world, tmp_path / "bad")
+    customers = pd.read_csv(source / "customers.csv", dtype="str", keep_default_na=False)
+    customers.loc[5, "signup_date"] = "31/02/2024"  # unparsable
+    customers.loc[9, "customer_id"] = ""  # missing key
+    customers.loc[12, "signup_date"] = "2026-03-01"  # after as_of: not yet a customer
+    customers.to_csv(source / "customers.csv", index=False)
+    transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    transactions.loc[3, "customer_id"] = "NOBODY"
+    transactions.loc[4, "amount"] = "12,50"
+    transactions.to_csv(source / "transactions.csv.gz", index=False)
+
+    out = tmp_path / "scores.parquet"
+    summary = score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False,
+                              reject_threshold=0.05)
+    frame = pd.read_parquet(out)
+    assert summary["customers_in"] == 400
+    assert summary["rejected_customers"] == 2
+    assert summary["not_yet_customers"] == 1
+    assert summary["scored"] == len(frame) == 397
+    assert customers.loc[12, "customer_id"] not in set(frame["customer_id"])
+    assert customers.loc[5, "customer_id"] not in set(frame["customer_id"])
+
+    # The rejects are exactly those of the whole-table loader, with source row numbers.
+    expected = load_source(source, reject_threshold=0.05).rejects
+    rejects = Path(summary["output"]).with_name("scores.rejects")
+    assert sorted(p.stem for p in rejects.glob("*.csv")) == sorted(expected)
+    for table, rows in expected.items():
+        got = pd.read_csv(rejects / f"{table}.csv", dtype="str", keep_default_na=False, na_values=[""])
+        want = rows.astype("str").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    got = pd.read_csv(rejects / "customers.csv", dtype="str")
+    assert got["row"].tolist() == ["5", "9"]
+    assert "unparsable signup_date" in got["reason"].iloc[0]
+    assert got["reason"].iloc[1] == "missing customer_id"
+
+
+def test_too_many_invalid_rows_stop_the_run_before_anything_is_written(world, registry, tmp_path):
+    source = as_csv(world, tmp_path / "bad")
+    transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    transactions.loc[: len(transactions) // 10, "amount"] = "n/a"
+    transactions.to_csv(source / "transactions.csv.gz", index=False)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(Exception, match=r"transactions: .* rows .* are invalid, more than the reject threshold"):
+        score_customers(source, out=out, chunk_size=60, progress=False)
+    assert list(tmp_path.glob("scores*")) == []
+    assert list(tmp_path.glob(".scores*")) == []
+
+
+def _quantity_only_for(source: Path, values: dict[str, str]) -> pd.DataFrame:
+    """Blank every transaction's quantity except those of the given customers (id -> raw text)."""
+    transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    transactions["quantity"] = ""
+    for customer, text in values.items():
+        transactions.loc[transactions["customer_id"] == customer, "quantity"] = text
+    transactions.to_csv(source / "transactions.csv.gz", index=False)
+    return transactions
+
+
+def _customers_in_two_buckets(source: Path, buckets: int) -> tuple[str, str]:
+    ids = pd.read_csv(source / "customers.csv", dtype="str")["customer_id"]
+    where = bucket_of(ids, buckets)
+    first = ids.iloc[0]
+    second = ids[where != where[0]].iloc[0]
+    return first, second
+
+
+def test_a_column_is_judged_on_the_whole_table_not_on_one_chunk(world, registry, tmp_path):
+    """One chunk's quantities are all unparsable while another chunk's parse: as for the whole
+    table, those rows are rejected and the run goes on."""
+    source = as_csv(world, tmp_path / "bad")
+    garbled, fine = _customers_in_two_buckets(source, n_buckets(400, 60))
+    _quantity_only_for(source, {garbled: "lots", fine: "2"})
+    out = tmp_path / "scores.parquet"
+    summary = score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False,
+                              reject_threshold=0.05)
+    expected = load_source(source, reject_threshold=0.05).rejects["transactions"]
+    got = pd.read_csv(out.with_name("scores.rejects") / "transactions.csv", dtype="str",
+                      keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(got, expected.astype("str").reset_index(drop=True), check_dtype=False)
+    assert len(got) and set(got["customer_id"]) == {garbled}
+    assert summary["scored"] == 400
+
+
+def test_a_column_that_parses_nowhere_stops_the_run_as_the_loader_does(world, registry, tmp_path):
+    source = as_csv(world, tmp_path / "bad")
+    garbled, other = _customers_in_two_buckets(source, n_buckets(400, 60))
+    _quantity_only_for(source, {garbled: "lots", other: "a few"})
+    with pytest.raises(ContractError) as loader:
+        load_source(source, reject_threshold=0.05)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ContractError) as scorer:
+        score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False, reject_threshold=0.05)
+    assert "transactions: column 'quantity' cannot be parsed as number at all" in str(scorer.value)
+    assert str(scorer.value) == str(loader.value)
+    assert list(tmp_path.glob("scores*")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic
+
+
+def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_path):
+    out = tmp_path / "scores.parquet"
+    score_customers(world, out=out, chunk_size=50, progress=False, reasons_for="none")
+    before = out.read_bytes()
+    manifest_before = out.with_name("scores.manifest.json").read_bytes()
+
+    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
+    code = ("from serving.scoring.chunked import score_customers; "
+            f"score_customers({str(big)!r}, out={str(out)!r}, chunk_size=500, reasons_for='all', progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(tmp_path.glob(".scores.parquet.*.parquet.tmp")):
+            assert proc.poll() is None, "the run ended before its output was being written"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert out.read_bytes() == before
+    assert out.with_name("scores.manifest.json").read_bytes() == manifest_before
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".scores.parquet.")]
+    assert left and all(name.endswith(".tmp") for name in left)
+
+    score_customers(world, out=out, chunk_size=50, progress=False, reasons_for="none")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert pd.read_parquet(out)["value_rank"].iloc[0] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# No training/serving skew
+
+
+def _saved(model_and_signature, path: Path) -> str:
+    import mlflow.pyfunc
+
+    model, signature, example = model_and_signature
+    mlflow.pyfunc.save_model(path, python_model=model, signature=signature, input_example=example)
+    return str(path)
+
+
+def _edited(manifest: FeatureManifest, **changes) -> FeatureManifest:
+    fields = json.loads(manifest.to_json())
+    fields.update(changes, manifest_hash="")
+    return FeatureManifest(**fields)
+
+
+def test_a_model_built_by_other_feature_code_is_refused(world, registry, tmp_path):
+    path = _saved(fit_pyfunc(world, manifest_edit=lambda m: _edited(m, code_hash="0" * 64)), tmp_path / "m")
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ScoringSkewError, match="different feature code"):
+        score_customers(world, out=out, model_uri=path, progress=False)
+    assert not out.exists()
+
+
+def test_a_model_expecting_other_features_is_refused(world, registry, tmp_path):
+    def rename(manifest: FeatureManifest) -> FeatureManifest:
+        features = ["spend_366d" if f == "spend_365d" else f for f in manifest.features]
+        families = {("spend_366d" if f == "spend_365d" else f): v for f, v in manifest.families.items()}
+        dtypes = {("spend_366d" if f == "spend_365d" else f): v for f, v in manifest.dtypes.items()}
+        return _edited(manifest, features=features, families=families, dtypes=dtypes)
+
+    path = _saved(fit_pyfunc(world, manifest_edit=rename), tmp_path / "m")
+    with pytest.raises(ScoringSkewError, match=r"missing features: \['spend_366d'\]"):
+        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, progress=False)
+    assert not (tmp_path / "scores.parquet").exists()
+
+
+def test_the_model_signature_is_enforced(world, registry, tmp_path):
+    path = _saved(fit_pyfunc(world, signature_extra=True), tmp_path / "m")
+    with pytest.raises(Exception, match="not_a_feature"):
+        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, progress=False)
+    assert not (tmp_path / "scores.parquet").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# A database source
+
+
+@pytest.mark.slow
+def test_a_postgresql_source_scores_like_its_files(world, registry, scored, postgres_url, tmp_path):
+    from features.ingest.database import load_source_to_database
+
+    _, from_files = scored
+    load_source_to_database(world, postgres_url)
+    out = tmp_path / "scores.parquet"
+    summary = score_customers(postgres_url, out=out, chunk_size=50, progress=False)
+    pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(from_files))
+    assert summary["scored"] == len(from_files)

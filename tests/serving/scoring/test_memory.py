@@ -1,0 +1,34 @@
+"""Specification of serving.scoring.memory: freed memory goes back to the operating system on request."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from serving.scoring.memory import _LIBC
+
+# In a fresh interpreter: arrays of 8 MiB land in glibc's heap once one array of that size has been
+# freed (the mmap threshold rises to it); freeing all but the last leaves the heap's pages resident,
+# since the last one pins the top of the heap.
+PROGRAM = textwrap.dedent(
+    """
+    import numpy as np, psutil
+    from serving.scoring.memory import release_freed_memory
+    rss = lambda: psutil.Process().memory_info().rss
+    first = np.ones(1 << 20); del first
+    arrays = [np.ones(1 << 20) for _ in range(40)]
+    last = arrays[-1]; del arrays
+    before = rss(); release_freed_memory(); after = rss()
+    print(before - after)
+    """
+)
+
+
+@pytest.mark.skipif(_LIBC is None, reason="the C library is not glibc: nothing to trim")
+def test_memory_freed_inside_the_heap_is_returned_to_the_operating_system():
+    returned = int(subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
+                                  check=True, cwd=Path(__file__).parents[3]).stdout)
+    assert returned > 200 * 2**20  # of the 39 freed arrays' 312 MiB
+

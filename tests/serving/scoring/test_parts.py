@@ -1,0 +1,106 @@
+"""The scorer's parts: ranking and tiers, reason text, temp files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.scoring.reasons import top_reasons
+from serving.scoring.chunked import manifest_path, rejects_path, remove_stale_temporaries
+from serving.scoring.tiers import tier_sizes, value_ranks
+
+# ---------------------------------------------------------------- ranks and tiers
+
+
+def test_the_most_valuable_customer_ranks_first_and_ties_go_by_customer_id():
+    ranked = value_ranks(["c", "b", "a", "d"], [5.0, 9.0, 5.0, 0.0])
+    pd.testing.assert_frame_equal(ranked, pd.DataFrame({
+        "value_rank": [3, 1, 2, 4],
+        "value_percentile": [50.0, 100.0, 75.0, 25.0],
+        # Of 4 customers the top 1% and the top 10% are both the first one, the top 50% two.
+        "value_tier": pd.array(["rest", "top_1pct", "top_50pct", "rest"], dtype="str"),
+    }))
+
+
+def test_tier_sizes_are_exact_ceilings_of_the_shares():
+    # 700 x 0.01 is 7.000000000000001 in floating point: the top 1% is still 7 customers.
+    assert tier_sizes(700) == {"top_1pct": 7, "top_10pct": 70, "top_50pct": 350}
+    assert tier_sizes(1) == {"top_1pct": 1, "top_10pct": 1, "top_50pct": 1}
+    ranked = value_ranks([f"c{i:03d}" for i in range(700)], np.arange(700.0))
+    counts = ranked["value_tier"].value_counts()
+    assert counts.to_dict() == {"rest": 350, "top_50pct": 280, "top_10pct": 63, "top_1pct": 7}
+
+
+def test_a_prediction_that_is_not_a_number_stops_the_ranking():
+    with pytest.raises(ValueError, match="1 predicted values are not finite"):
+        value_ranks(["a", "b"], [1.0, np.nan])
+
+
+# ---------------------------------------------------------------- reasons
+
+
+def test_reasons_are_the_largest_effects_in_currency_with_the_feature_value():
+    contributions = pd.DataFrame({
+        "spend_365d": [123.456, 0.001], "attr_region": [-250.1, 0.0], "followers_log": [4.0, 0.0],
+        "baseline": [10.0, 10.0],
+    }, index=["a", "b"])
+    features = pd.DataFrame({
+        "spend_365d": [1234.5678, np.nan],
+        "attr_region": pd.array(["north", None], dtype="str"),
+        "followers_log": [7.123456789, 0.0],
+    }, index=["a", "b"])
+    out = top_reasons(contributions, features, 3)
+    assert out.loc["a"].tolist() == [
+        "attr_region=north: -250.10", "spend_365d=1234.57: +123.46", "followers_log=7.12346: +4.00",
+    ]
+    # Effects that round to 0.00 are not reasons.
+    assert out.loc["b"].isna().all()
+
+
+def test_reasons_show_missing_values_and_large_numbers_plainly():
+    contributions = pd.DataFrame({"days_since_last_order": [-30.0], "gross_spend_total": [500.0]})
+    features = pd.DataFrame({"days_since_last_order": [np.nan], "gross_spend_total": [12345678.9]})
+    out = top_reasons(contributions, features, 2)
+    assert out.iloc[0].tolist() == ["gross_spend_total=12345700: +500.00",
+                                    "days_since_last_order=missing: -30.00"]
+
+
+def test_asking_for_more_reasons_than_features_leaves_the_rest_empty():
+    out = top_reasons(pd.DataFrame({"x": [2.0]}), pd.DataFrame({"x": [1.0]}), 3)
+    assert out.iloc[0].tolist()[0] == "x=1: +2.00"
+    assert out.iloc[0].iloc[1:].isna().all()
+
+
+# ---------------------------------------------------------------- files of a run
+
+
+def test_temporaries_of_dead_runs_are_removed_and_a_live_runs_are_kept(tmp_path):
+    out = tmp_path / "scores.parquet"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale_file = tmp_path / f".scores.parquet.{dead}-abcd.parquet.tmp"
+    stale_dir = tmp_path / f".scores.parquet.{dead}-abce.work.tmp"
+    live = tmp_path / f".scores.parquet.{os.getppid()}-abcf.parquet.tmp"
+    other = tmp_path / ".other.parquet.1-abcd.parquet.tmp"
+    stale_manifest = tmp_path / f".scores.manifest.json.{dead}-abcd.tmp"
+    stale_rejects = tmp_path / "scores.rejects" / f".customers.csv.{dead}-abcd.tmp"
+    stale_rejects.parent.mkdir()
+    for path in (stale_file, live, other, stale_manifest, stale_rejects):
+        path.write_text("x")
+    stale_dir.mkdir()
+    (stale_dir / "bucket.arrow").write_text("x")
+    removed = remove_stale_temporaries(out)
+    assert sorted(p.name for p in removed) == sorted(
+        [stale_file.name, stale_dir.name, stale_manifest.name, stale_rejects.name])
+    assert live.exists() and other.exists()
+
+
+def test_manifest_and_rejects_sit_beside_the_output(tmp_path):
+    out = tmp_path / "2026-01-01.parquet"
+    assert manifest_path(out) == tmp_path / "2026-01-01.manifest.json"
+    assert rejects_path(out) == tmp_path / "2026-01-01.rejects"
