@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
 
         start, cpu_start = time.perf_counter(), time.process_time()
-        features = build_features(tables, args.as_of, config, families=args.families,
+        features = build_features(tables, pd.Timestamp(args.as_of), config, families=args.families,
                                   on_family=on_family)
         total_s, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     figures = {

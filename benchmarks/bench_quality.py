@@ -36,7 +36,10 @@ from training.baselines import bgnbd_value, last_h_revenue
 from training.config import ModelParams, TrainConfig
 from training.metrics import value_metrics
 from training.progress import Steps
-from training.train import build_windows, default_as_of, evaluate_pipeline, plan_windows
+from features.run_request import default_as_of
+from training.pandas_engine import PandasFitter, PandasSource
+from training.pipeline import build_windows, evaluate
+from training.plan import plan_windows
 
 
 def world_dir(args) -> Path:
@@ -126,7 +129,7 @@ def main(argv=None) -> dict:
         f"loaded {len(tables.customers):,} customers, {len(tables.transactions):,} transactions "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    as_of = default_as_of(tables)
+    as_of = default_as_of(tables.transactions["timestamp"].max())
     base = TrainConfig(
         features=FeatureConfig(market_topics=tuple(world["market_topics"])),
         model=ModelParams(num_threads=args.threads, learning_rate=args.learning_rate),
@@ -136,8 +139,9 @@ def main(argv=None) -> dict:
         shap_sample=args.shap_sample,
     )
     steps = Steps(enabled=True)
-    plan = plan_windows(as_of, base.horizon_days, base)
-    windows = build_windows(tables, plan, base, steps=steps)
+    plan = plan_windows(as_of, base)
+    source = PandasSource(tables)
+    windows = build_windows(source, plan, base, steps=steps)
 
     results = {
         "world": {
@@ -152,7 +156,7 @@ def main(argv=None) -> dict:
     for objective in args.objectives.split(","):
         config = replace(base, model=replace(base.model, objective=objective))
         t0 = time.perf_counter()
-        ev = evaluate_pipeline(tables, as_of, config, steps=steps, windows=windows)
+        ev = evaluate(source, PandasFitter(), as_of, config, steps=steps, windows=windows)
         seconds = time.perf_counter() - t0
         figures = dict(ev.metrics)
         figures.update(oracle_on_test_window(truth, ev))

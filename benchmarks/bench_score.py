@@ -69,7 +69,7 @@ def training_frames(world: Path):
     frames = []
     for years in (2, 1):
         cutoff = AS_OF - pd.Timedelta(days=365 * years)
-        frames += [build_features(tables, cutoff, config), label_values(tables, cutoff, 365, config)]
+        frames += [build_features(tables, cutoff, config), label_values(tables, cutoff, config)]
     return config, frames
 
 
@@ -79,12 +79,11 @@ def fit_model(config, frames, *, max_depth: int, num_leaves: int, rounds: int = 
     from features.manifest import manifest_for
     from training.config import ModelParams
     from training.metrics import norm_gini
-    from training.model import CustomerValueModel, make_model
-    from training.train import encoder_for
+    from training.model import CustomerValueModel, FeatureEncoder, make_model
 
     train_x, train_y, test_x, test_y = frames
     manifest = manifest_for(train_x, config, FAMILY_NAMES)
-    encoder = encoder_for(manifest)
+    encoder = FeatureEncoder.from_manifest(manifest)
     params = ModelParams(max_depth=max_depth, num_leaves=num_leaves, num_threads=2)
     booster = make_model(params, encoder.categorical, seed=0)
     booster.fit(encoder.encode(train_x), train_y.to_numpy(), rounds={"value": rounds})

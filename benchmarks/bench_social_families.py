@@ -20,8 +20,8 @@ from features.config import FeatureConfig
 from features.families.coverage import coverage_features
 from features.families.network import network_features
 from features.families.social import social_features
-from features.tables import Tables
 from features.families.topical import topical_features
+from features.tables import Tables
 
 AS_OF = pd.Timestamp("2024-07-01")
 TOPICS = np.array([f"topic_{i}" for i in range(30)] + ["running", "trail", "cycling"], dtype=object)

@@ -44,14 +44,21 @@ def publishing(path, *, directory: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     try:
         yield tmp
-        if directory:
-            _sync_tree(tmp)
-        else:
-            _sync_file(tmp)
-        _replace(tmp, path)
-        _sync_file(path.parent)
+        publish_path(tmp, path)
     finally:
-        _remove(tmp)
+        remove(tmp)
+
+
+def publish_path(tmp: Path, path) -> Path:
+    """Sync a finished temporary file or folder (written beside ``path``) and rename it to ``path``."""
+    path = Path(path)
+    if tmp.is_dir():
+        _sync_tree(tmp)
+    else:
+        _sync_file(tmp)
+    _replace(tmp, path)
+    _sync_file(path.parent)
+    return path
 
 
 def write_text(path, text: str) -> Path:
@@ -87,7 +94,7 @@ def remove_stale(path) -> list[Path]:
         match = re.match(rf"\.{re.escape(path.name)}\.(\d+)-", candidate.name)
         if match is None or (int(match.group(1)) != os.getpid() and _alive(int(match.group(1)))):
             continue  # not ours to judge, or another run writing the same output right now
-        _remove(candidate)
+        remove(candidate)
         removed.append(candidate)
     return removed
 
@@ -98,12 +105,12 @@ def _replace(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
         return
     if _exchange(tmp, path):
-        _remove(tmp)  # now holds the previous output
+        remove(tmp)  # now holds the previous output
         return
     old = temporary_path(path, "old")
     os.replace(path, old)
     os.replace(tmp, path)
-    _remove(old)
+    remove(old)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -131,7 +138,8 @@ def _sync_tree(folder: Path) -> None:
         _sync_file(Path(root))
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Delete a file or folder if it is there (a temporary that is no longer needed)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -7,7 +7,6 @@ feature manifest). Every family reads only rows dated strictly before as_of.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -15,10 +14,11 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
-from features.families import attributes, coverage, history, network, referral, social, topical
-from features.catalog import FeatureFamily
+from features.catalog import UNKNOWN, FeatureFamily
 from features.config import FeatureConfig
-from features.families.history import customer_index, eligible_customers
+from features.encoding import customer_index, eligible_customers
+from features.families import attributes, coverage, history, network, referral, social, topical
+from features.run_request import check_cutoff
 from features.tables import Tables
 
 
@@ -49,21 +49,6 @@ FAMILIES: tuple[FeatureFamily, ...] = (
 FAMILY_NAMES = tuple(f.name for f in FAMILIES)
 
 OnFamily = Callable[[str, float], None]
-
-
-def as_timestamp(value) -> pd.Timestamp:
-    """A cutoff as a naive UTC nanosecond Timestamp: accepts ISO strings, dates, datetimes, numpy.
-
-    Timezone-aware values are converted to UTC first (the contract tables are naive UTC).
-    """
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        value = dt.datetime(value.year, value.month, value.day)
-    stamp = pd.Timestamp(value)
-    if pd.isna(stamp):
-        raise ValueError(f"not a date: {value!r}")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp.as_unit("ns")
 
 
 def select_families(families=None) -> tuple[FeatureFamily, ...]:
@@ -99,7 +84,7 @@ def population_features(
     depend on other customers (graph centrality, referred customers' revenue) then stay correct
     when a chunk's tables hold only its own customers.
     """
-    as_of = as_timestamp(as_of)
+    check_cutoff(as_of)
     out = {}
     for family in select_families(families):
         if family.population_wide:
@@ -123,7 +108,7 @@ def build_features(
     ``precomputed`` maps a family name to its frame over the whole population (population_features).
     ``on_family(name, seconds)`` is called after each family, e.g. to report progress or timing.
     """
-    as_of = as_timestamp(as_of)
+    check_cutoff(as_of)
     rows = customer_index(eligible_customers(tables.customers, as_of)["customer_id"])
     precomputed = precomputed or {}
     blocks = []
@@ -132,7 +117,7 @@ def build_features(
             start = time.perf_counter()
             frame = precomputed[family.name]
             stamped = frame.attrs.get("as_of")
-            if stamped is not None and as_timestamp(stamped) != as_of:
+            if stamped is not None and pd.Timestamp(stamped) != as_of:
                 raise ValueError(
                     f"precomputed {family.name!r} features are as of {stamped}, not {as_of}"
                 )
@@ -163,14 +148,19 @@ def feature_family_of(name: str, families=None) -> str:
 def _compute(family: FeatureFamily, tables, as_of, config, on_family) -> pd.DataFrame:
     start = time.perf_counter()
     frame = family.compute(tables, as_of, config)
-    frame.attrs = {"as_of": str(as_of), "family": family.name}
+    frame.attrs = {**frame.attrs, "as_of": str(as_of), "family": family.name}
     if on_family is not None:
         on_family(family.name, time.perf_counter() - start)
     return frame
 
 
 def _conform(family: FeatureFamily, frame: pd.DataFrame, rows: pd.Index) -> pd.DataFrame:
-    """The family's frame on exactly ``rows``, in declared column order, filled and typed."""
+    """The family's frame on exactly ``rows``, in declared column order, filled and typed.
+
+    Customers without a row get the family's FILL, or NaN when the frame says nothing is known
+    (catalog.unknown_features: the source lacks the family's table).
+    """
+    fill = {} if frame.attrs.get(UNKNOWN) else family.fill
     if frame.index.name != "customer_id":
         raise ValueError(f"{family.name} features must be indexed by customer_id")
     if frame.index.has_duplicates:
@@ -204,8 +194,8 @@ def _conform(family: FeatureFamily, frame: pd.DataFrame, rows: pd.Index) -> pd.D
                 taken = source
             else:
                 taken = np.where(absent, np.nan, source[positions] if len(source) else np.nan)
-                if column in family.fill:
-                    taken[absent] = family.fill[column]
+                if column in fill:
+                    taken[absent] = fill[column]
         out[column] = taken
     return pd.DataFrame(out, index=rows, columns=columns)
 

@@ -1,15 +1,16 @@
 """The feature families: what each computes, how it is documented, and what missing means.
 
-Every family module (history.py, social.py, ...) declares ``FAMILY``, ``FEATURES`` (name ->
-one-line description, in output order) and ``FILL`` (value for customers the family has no row
-for; anything not listed stays NaN, because unknown must never silently become zero), plus one
-pure function ``<family>_features(tables, as_of, config) -> DataFrame`` indexed by customer_id
-that uses only rows dated strictly before ``as_of``.
+Every family module (features/families/history.py, social.py, ...) declares ``FAMILY``,
+``FEATURES`` (name -> one-line description, in output order) and ``FILL`` (value for customers the
+family has no row for; anything not listed stays NaN, because unknown must never silently become
+zero), plus one pure function ``<family>_features(tables, as_of, config) -> DataFrame`` indexed by
+customer_id that uses only rows dated strictly before ``as_of``. A family whose source table is
+absent returns ``unknown_features``: then every customer's value is NaN, whatever the FILL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -40,3 +41,21 @@ class FeatureFamily:
     @property
     def is_social(self) -> bool:
         return self.name in SOCIAL_FAMILIES
+
+
+# attrs key of a family frame that says "nothing is known for anyone" (the source lacks the table).
+UNKNOWN = "unknown"
+
+
+def empty_features(columns: Iterable[str]) -> pd.DataFrame:
+    """A zero-row feature frame with the family's float64 columns and a str customer_id index."""
+    index = pd.Index([], dtype="str", name="customer_id")
+    return pd.DataFrame({c: pd.Series([], dtype="float64", index=index) for c in columns})
+
+
+def unknown_features(columns: Iterable[str]) -> pd.DataFrame:
+    """empty_features marked so that build_features gives every customer NaN instead of the FILL:
+    without the source table a count of referrals is unknown, not zero."""
+    frame = empty_features(columns)
+    frame.attrs[UNKNOWN] = True
+    return frame

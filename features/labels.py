@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.families.history import (
+from features.encoding import (
     DAY_NS,
     customer_codes,
     customer_index,
@@ -54,15 +54,13 @@ def check_label_coverage(tables: Tables, as_of: pd.Timestamp, horizon_days: int)
         )
 
 
-def label_values(
-    tables: Tables, as_of: pd.Timestamp, horizon_days: int | None, config: FeatureConfig
-) -> pd.Series:
-    """Net revenue (or margin) per eligible customer in [as_of, as_of + horizon_days), named "label".
+def label_values(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.Series:
+    """Net revenue (or margin) per eligible customer in [as_of, as_of + config.horizon_days), "label".
 
     Rows: customers who signed up before as_of, sorted by customer_id (the rows of build_features).
-    Refunds count negatively; a missing margin counts as 0. horizon_days=None uses config's.
+    Refunds count negatively; a missing margin counts as 0.
     """
-    horizon_days = config.horizon_days if horizon_days is None else int(horizon_days)
+    horizon_days = config.horizon_days
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, not {horizon_days}")
     column = label_column(tables, config)

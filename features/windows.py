@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from features.build import as_timestamp, build_features
+from features.build import build_features
 from features.config import FeatureConfig
 from features.labels import label_values
 from features.tables import Tables
@@ -20,20 +20,21 @@ from features.tables import Tables
 OnWindow = Callable[[pd.Timestamp, int, float], None]
 
 
-def training_cutoffs(eval_cutoff, horizon_days: int, n_windows: int, step_days: int) -> list[pd.Timestamp]:
+def training_cutoffs(eval_cutoff: pd.Timestamp, horizon_days: int, n_windows: int,
+                     step_days: int) -> list[pd.Timestamp]:
     """eval_cutoff - horizon - k * step for k = 0 .. n_windows - 1 (latest first)."""
     if horizon_days <= 0 or n_windows <= 0 or step_days <= 0:
         raise ValueError(
             f"horizon_days, n_windows and step_days must be positive "
             f"(got {horizon_days}, {n_windows}, {step_days})"
         )
-    last = as_timestamp(eval_cutoff) - pd.Timedelta(days=horizon_days)
+    last = eval_cutoff - pd.Timedelta(days=horizon_days)
     return [last - pd.Timedelta(days=k * step_days) for k in range(n_windows)]
 
 
 def build_training_set(
     tables: Tables,
-    eval_cutoff,
+    eval_cutoff: pd.Timestamp,
     config: FeatureConfig,
     *,
     n_windows: int,
@@ -48,7 +49,6 @@ def build_training_set(
     without error (``on_window`` still hears about it, with 0 rows). ``on_window(cutoff, rows,
     seconds)`` is called after each window. Raises ValueError when no window has any history.
     """
-    eval_cutoff = as_timestamp(eval_cutoff)
     horizon = config.horizon_days
     cutoffs = sorted(training_cutoffs(eval_cutoff, horizon, n_windows, step_days))
     first = tables.transactions["timestamp"].min()
@@ -63,7 +63,7 @@ def build_training_set(
                 on_window(cutoff, 0, time.perf_counter() - start)
             continue
         window = build_features(tables, cutoff, config, families=families)
-        label = label_values(tables, cutoff, horizon, config)
+        label = label_values(tables, cutoff, config)
         window = window.assign(
             cutoff=pd.Series(cutoff, index=window.index, dtype="datetime64[ns]"),
             label=label,

@@ -1,17 +1,40 @@
-"""The ``clv`` command line: thin wrappers that parse options, call the Python API and print a summary."""
+"""The ``clv`` command line: each verb parses its options, calls one Python function, prints a summary.
+
+Dates and the horizon are read once, into a features.run_request.RunRequest; every error a user
+can cause is a features.errors.UserError, printed as one line with exit code 2.
+"""
 
 from __future__ import annotations
 
 import functools
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from features.ingest.contract import ContractError
+from features import atomic
+from features.build import build_features
+from features.config import FeatureConfig
+from features.dask_engine.features import write_features_dask
+from features.errors import UserError
+from features.ingest.database import load_source_to_database
+from features.ingest.source import describe_source, load_source, write_rejects
+from features.labels import label_values
+from features.manifest import manifest_for
+from features.run_request import RunRequest, parse_date
+from features.synthetic.world import WorldKnobs, generate_world
+from serving.report.build import build_report
+from serving.scoring.chunked import score_customers
+from serving.scoring.dask_engine import score_customers_dask
+from training.config import TrainConfig
+from training.dask_engine import DaskEngine
+from training.pandas_engine import PandasEngine
+from training.registry import PROMOTE_MODES
+from training.train import train as train_model
 
 app = typer.Typer(
     help="Customer long-term value from CRM history, with social influence as one measured input.",
@@ -23,10 +46,6 @@ console = Console()
 errors = Console(stderr=True)
 
 
-class CommandError(Exception):
-    """A problem the user can fix (unknown model, uncovered label window): one line, exit code 2."""
-
-
 def friendly_errors(command):
     """Bad input ends with one clear line on stderr and exit code 2, not a traceback."""
 
@@ -34,7 +53,7 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (ContractError, CommandError) as err:
+        except UserError as err:
             errors.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
@@ -43,7 +62,7 @@ def friendly_errors(command):
 
 def check_engine(engine: str) -> None:
     if engine not in ("pandas", "dask"):
-        raise typer.BadParameter(f"--engine must be pandas or dask, not {engine!r}")
+        raise UserError(f"--engine must be pandas or dask, not {engine!r}")
 
 
 def print_frame(frame, title: str) -> None:
@@ -70,10 +89,6 @@ def generate(
     no_influence: bool = typer.Option(False, "--no-influence", help="Set both influence effects to zero."),
 ):
     """Write a synthetic CRM + social world in the data contract, with its ground truth."""
-    from dataclasses import replace
-
-    from features.synthetic.world import WorldKnobs, generate_world
-
     knobs = WorldKnobs()
     if influence_on_purchases is not None:
         knobs = replace(knobs, influence_on_purchases=influence_on_purchases)
@@ -101,8 +116,6 @@ def validate(
         None, "--mapping", help="JSON or TOML file naming database tables/columns that differ from the contract."),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
-    from features.ingest.source import describe_source, load_source, write_rejects
-
     result = load_source(data, reject_threshold=reject_threshold, mapping=mapping)
     console.print(f"source {describe_source(data)}: contract check in {result.seconds:.1f}s", soft_wrap=True)
     print_frame(result.summary.rename(columns={"rows_in": "in", "rows_kept": "kept",
@@ -130,46 +143,37 @@ def features(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
 ):
     """Build point-in-time customer features as of a date (and the label, with --horizon-days)."""
-    from features.build import as_timestamp, build_features
-    from features.config import FeatureConfig
-    from features.labels import label_values
-    from features.manifest import manifest_for
-    from features.ingest.source import load_source, write_atomic, write_rejects
-
     start = time.perf_counter()
-    cutoff = as_timestamp(as_of)
-    config = FeatureConfig(market_topics=tuple(market_topic), label=label,
-                           horizon_days=horizon_days or FeatureConfig.horizon_days)
     check_engine(engine)
+    request = RunRequest.from_text(as_of, horizon_days or FeatureConfig.horizon_days)
+    cutoff, labels = request.as_of, horizon_days is not None
+    config = FeatureConfig(market_topics=tuple(market_topic), label=label, horizon_days=request.horizon_days)
     if engine == "dask":
-        from features.dask_engine.engine import write_features_dask
-
         try:
             done = write_features_dask(data, cutoff, config, out, scheduler=scheduler,
-                                       reject_threshold=reject_threshold, horizon_days=horizon_days)
+                                       reject_threshold=reject_threshold, labels=labels)
         except ValueError as err:
-            raise CommandError(str(err)) from None
+            raise UserError(str(err)) from None
         console.print(f"features as of {cutoff.date()} on dask: {done['customers_in']:,} customers in, "
                       f"{done['rows']:,} rows x {done['features']} features out in {done['seconds']:.1f}s\n"
                       f"  -> {done['output']} ({done['parts']} parts)\n  -> {done['manifest']}", soft_wrap=True)
         return
-    until = None if horizon_days else cutoff  # labels need the rows after as_of
-    loaded = load_source(data, reject_threshold=reject_threshold, until=until)
+    loaded = load_source(data, reject_threshold=reject_threshold, until=None if labels else cutoff)
     frame = build_features(loaded.tables, cutoff, config)
     manifest = manifest_for(frame, config)
-    if horizon_days:
+    if labels:
         try:
-            frame = frame.assign(label=label_values(loaded.tables, cutoff, horizon_days, config))
+            frame = frame.assign(label=label_values(loaded.tables, cutoff, config))
         except ValueError as err:
-            raise CommandError(str(err)) from None
+            raise UserError(str(err)) from None
     rejects_dir = out.parent / "rejects"
     written = write_rejects(loaded.rejects, rejects_dir)
-    write_atomic(frame, out)
+    atomic.write_frame(out, frame)
     manifest_path = manifest.save(out.with_name(out.name.removesuffix(".parquet") + ".manifest.json"))
     console.print(
         f"features as of {cutoff.date()}: {len(loaded.tables.customers):,} customers in, {len(frame):,} rows x "
         f"{len(manifest.features)} features out"
-        + (f", label over {horizon_days} days" if horizon_days else "")
+        + (f", label over {config.horizon_days} days" if labels else "")
         + f" in {time.perf_counter() - start:.1f}s\n  -> {out}\n  -> {manifest_path}"
         + (f"\n  rejected rows -> {rejects_dir}" if written else ""),
         soft_wrap=True,
@@ -191,20 +195,14 @@ def train(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
 ):
     """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
-    from training.train import train as train_model
-
-    if promote not in ("auto", "always", "never"):
-        raise typer.BadParameter("--promote must be auto, always or never")
+    if promote not in PROMOTE_MODES:
+        raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}, not {promote!r}")
     check_engine(engine)
-    if engine == "dask":
-        from training.dask_engine import train_dask
-
-        train_dask(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
-                   experiment=experiment, model_name=model_name, promote=promote, progress=True,
-                   scheduler=scheduler)
-        return
-    train_model(data, as_of=as_of, horizon_days=horizon_days, market_topics=tuple(market_topic),
-                experiment=experiment, model_name=model_name, promote=promote, progress=True)
+    request = RunRequest.from_text(as_of, horizon_days)
+    config = TrainConfig(features=FeatureConfig(market_topics=tuple(market_topic), horizon_days=request.horizon_days))
+    train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
+                promote=promote, progress=True,
+                engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
 
 
 @app.command()
@@ -230,21 +228,19 @@ def score(
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
-    from serving.scoring.chunked import score_customers
-
+    check_engine(engine)
+    cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
-            from serving.scoring.dask_engine import score_customers_dask
-
-            summary = score_customers_dask(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+            summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
                                            rejects=rejects, reject_threshold=reject_threshold)
         else:
-            summary = score_customers(data, out=out, as_of=as_of, model_uri=model, reasons=reasons,
+            summary = score_customers(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
                                       reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
                                       workers=workers, rejects=rejects, reject_threshold=reject_threshold)
     except MlflowException as err:  # e.g. no such registered model or alias
-        raise CommandError(f"cannot load model {model}: {err.message}") from None
+        raise UserError(f"cannot load model {model}: {err.message}") from None
     print_score_summary(summary)
 
 
@@ -271,15 +267,13 @@ def report(
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
 ):
     """Write the stakeholder feature-importance report (one self-contained HTML page)."""
-    from serving.report.build import build_report
-
     if model and run:
-        raise typer.BadParameter("pass --model or --run, not both")
+        raise UserError("pass --model or --run, not both")
     start = time.perf_counter()
     try:
         page = build_report(model_uri=model, run_id=run, out_dir=out)
     except (LookupError, ValueError) as err:  # unknown model or run, or not a training run
-        raise CommandError(str(err)) from None
+        raise UserError(str(err)) from None
     console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
                   f"  figures as PNG in {page.parent}; the same files are logged to the model's run under report/",
                   soft_wrap=True)
@@ -295,8 +289,6 @@ def load(
     replace: bool = typer.Option(False, "--replace", help="Drop the contract tables already in the schema first."),
 ):
     """Load a source directory (e.g. a generated world) into PostgreSQL: typed, indexed tables, bulk COPY."""
-    from features.ingest.database import load_source_to_database
-
     s = load_source_to_database(data, to, schema=schema, if_exists="replace" if replace else "fail")
     rejected = {t: n for t, n in s["rows_rejected"].items() if n}
     console.print(f"loaded into {s['url']} (schema {s['schema']}) in {s['seconds']:.1f}s\n  "

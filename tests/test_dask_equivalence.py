@@ -25,7 +25,7 @@ from tests.training.small import MARKET_TOPICS, SMALL
 
 pytestmark = pytest.mark.slow
 
-AS_OF = "2025-03-01"
+AS_OF = pd.Timestamp("2025-03-01")
 CONFIG = FeatureConfig(market_topics=MARKET_TOPICS)
 BUCKETS = 5
 
@@ -79,7 +79,7 @@ def small_parquet_partitions():
     """Row groups joined into partitions of at most 64 KiB, so a 2,000-customer world's Parquet
     files become several partitions as a large base's do."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("features.dask_engine.engine.PARQUET_BLOCK_BYTES", 64 << 10)
+        mp.setattr("features.dask_engine.read.PARQUET_BLOCK_BYTES", 64 << 10)
         yield
 
 
@@ -112,7 +112,8 @@ def store(tmp_path_factory):
 
 
 def test_a_large_parquet_file_is_read_in_partitions_of_row_groups_numbered_in_file_order(source):
-    from features.dask_engine.engine import ROW, read_raw
+    from features.dask_engine.read import read_raw
+    from features.ingest.partition import ROW
     from features.ingest.source import read_table
 
     frame, rows = read_raw(source / "social_profiles.parquet")
@@ -127,7 +128,7 @@ def test_a_large_parquet_file_is_read_in_partitions_of_row_groups_numbered_in_fi
 
 
 def test_features_equal_the_pandas_engine(source, dask_client):
-    from features.dask_engine.engine import build_features_dask
+    from features.dask_engine.features import build_features_dask
 
     expected = build_features(load_source(source).tables, AS_OF, CONFIG)
     got = build_features_dask(source, AS_OF, CONFIG, scheduler=dask_client, buckets=BUCKETS)
@@ -136,16 +137,16 @@ def test_features_equal_the_pandas_engine(source, dask_client):
 
 
 def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_client, tmp_path):
-    from features.dask_engine.engine import write_features_dask
+    from features.dask_engine.features import write_features_dask
     from features.labels import label_values
 
-    cutoff = "2024-06-01"
+    cutoff = pd.Timestamp("2024-06-01")
     tables = load_source(source).tables
     expected = build_features(tables, cutoff, CONFIG)
-    expected = expected.assign(label=label_values(tables, cutoff, 365, CONFIG))
+    expected = expected.assign(label=label_values(tables, cutoff, CONFIG))
     out = tmp_path / "features.parquet"
     summary = write_features_dask(
-        source, cutoff, CONFIG, out, scheduler=dask_client, buckets=BUCKETS, horizon_days=365
+        source, cutoff, CONFIG, out, scheduler=dask_client, buckets=BUCKETS, labels=True
     )
     got = pd.read_parquet(out).sort_index()
     assert summary["rows"] == len(expected) and len(list(out.glob("part-*.parquet"))) == BUCKETS
@@ -159,7 +160,7 @@ def test_a_feature_dataset_with_labels_equals_the_pandas_engine(source, dask_cli
 
 
 def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
-    from features.dask_engine.engine import load_source_dask
+    from features.dask_engine.source import load_source_dask
 
     expected = load_source(source)
     got = load_source_dask(source, dask_client, buckets=BUCKETS, with_fingerprint=False)
@@ -173,7 +174,7 @@ def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
 def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
     source, dask_client, tmp_path
 ):
-    from features.dask_engine.engine import load_source_dask
+    from features.dask_engine.source import load_source_dask
 
     copy = tmp_path / "dup"
     shutil.copytree(source, copy)
@@ -188,7 +189,7 @@ def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
 
 
 def test_too_many_rejects_in_the_whole_table_stop_the_run(source, dask_client, tmp_path):
-    from features.dask_engine.engine import load_source_dask
+    from features.dask_engine.source import load_source_dask
 
     copy = tmp_path / "bad"
     shutil.copytree(source, copy)
@@ -209,7 +210,6 @@ def pandas_model(source, store):
     config = replace(SMALL, social_ablation=False)
     return train_run(
         source,
-        market_topics=MARKET_TOPICS,
         model_name="clv-pandas",
         experiment="dask",
         promote="always",
@@ -221,8 +221,8 @@ def pandas_model(source, store):
 def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
     source, dask_client, pandas_model, store
 ):
-    from serving.scoring.dask_engine import score_customers_dask
     from serving.scoring.chunked import score_customers
+    from serving.scoring.dask_engine import score_customers_dask
 
     uri = "models:/clv-pandas@champion"
     single = score_customers(
@@ -272,21 +272,21 @@ def test_training_on_dask_registers_a_model_like_the_single_machine_one(
 ):
     import mlflow
 
-    from serving.scoring.chunked import load_scoring_model
-    from training.dask_engine import train_run_dask
+    from serving.scoring.model import load_scoring_model
+    from training.dask_engine import DaskEngine
     from training.model import CustomerValueModel
+    from training.train import train_run
 
     config = replace(SMALL, social_ablation=False)
-    summary = train_run_dask(
+    summary = train_run(
         source,
-        as_of="2026-01-01",  # the pandas run's default (the day after the last transaction)
-        market_topics=MARKET_TOPICS,
+        as_of=pd.Timestamp("2026-01-01"),  # the pandas run's default (the day after the last transaction)
         model_name="clv-dask",
         experiment="dask",
         promote="always",
         config=config,
         progress=False,
-        scheduler=dask_client,
+        engine=DaskEngine(scheduler=dask_client),
     )
     client = mlflow.MlflowClient()
     dask_run, pandas_run = (

@@ -70,9 +70,10 @@ def compute(work: Path) -> dict:
     import mlflow
 
     from features.build import build_features
-    from features.labels import label_values
     from features.ingest.source import load_source
-    from serving.scoring.chunked import load_scoring_model, score_customers
+    from features.labels import label_values
+    from serving.scoring.chunked import score_customers
+    from serving.scoring.model import load_scoring_model
     from training.report_inputs import load_report_inputs
     from training.train import train_run
 
@@ -82,9 +83,9 @@ def compute(work: Path) -> dict:
     tables = loaded.tables
     as_of = pd.Timestamp(FEATURES_AS_OF)
     features = build_features(tables, as_of, config.features)
-    features = features.assign(label=label_values(tables, as_of, 365, config.features))
+    features = features.assign(label=label_values(tables, as_of, config.features))
 
-    summary = train_run(source, market_topics=MARKET_TOPICS, model_name="golden", experiment="golden",
+    summary = train_run(source, model_name="golden", experiment="golden",
                         promote="always", config=config, progress=False)
     client = mlflow.MlflowClient()
     run = client.get_run(summary.run_id)

@@ -1,4 +1,4 @@
-"""Out-of-time evaluation: metrics of model and baselines on one test window, paired bootstrap, decile chart."""
+"""Out-of-time evaluation: metrics of model and baselines on one test window, paired bootstrap, deciles."""
 
 from __future__ import annotations
 
@@ -82,35 +82,3 @@ def deciles(actual: pd.Series, predictions: dict[str, pd.Series]) -> pd.DataFram
     """Decile table (see training.metrics.decile_table) of each named prediction, aligned on customer_id."""
     aligned = {name: p.reindex(actual.index).to_numpy() for name, p in predictions.items()}
     return decile_table(actual.to_numpy(), aligned)
-
-
-def decile_chart(
-    table: pd.DataFrame, path, *, title: str = "Predicted vs realised value by decile"
-) -> None:
-    """PNG: mean realised value per predicted decile for each model (bars) and the model's mean prediction (line)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(table["model"]))
-    fig, axes = plt.subplots(
-        1, len(models), figsize=(4.2 * len(models), 3.8), sharey=True, squeeze=False
-    )
-    for ax, model in zip(axes[0], models):
-        part = table[table["model"] == model]
-        ax.bar(
-            part["decile"], part["mean_actual"], color="#4C72B0", alpha=0.8, label="mean realised"
-        )
-        ax.plot(
-            part["decile"], part["mean_predicted"], "o-", color="#DD8452", label="mean predicted"
-        )
-        ax.set_title(model)
-        ax.set_xlabel("predicted decile (10 = highest)")
-        ax.set_xticks(range(1, 11))
-    axes[0][0].set_ylabel("value per customer")
-    axes[0][0].legend(loc="upper left", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -40,6 +40,14 @@ class FeatureEncoder:
                 levels[name] = tuple(sorted(values))
         return cls(tuple(features), levels)
 
+    @classmethod
+    def from_manifest(cls, manifest) -> FeatureEncoder:
+        """Feature order and category levels (as strings, in the manifest's code order) of a
+        features.manifest.FeatureManifest: training encodes exactly the features it records."""
+        levels = {name: tuple(str(v) for v in manifest.categories[name])
+                  for name in manifest.features if manifest.dtypes[name] == "category"}
+        return cls(tuple(manifest.features), levels)
+
     @property
     def categorical(self) -> list[str]:
         return [name for name in self.features if name in self.levels]
@@ -131,7 +139,7 @@ class ValueModel:
     boosters: dict[str, lgb.Booster] = field(default_factory=dict)
     rounds: dict[str, int] = field(default_factory=dict)
 
-    def _parts(self, y: np.ndarray) -> dict[str, tuple[dict, np.ndarray, np.ndarray]]:
+    def parts(self, y: np.ndarray) -> dict[str, tuple[dict, np.ndarray, np.ndarray]]:
         """(objective params, row mask, label) of each booster."""
         y = np.asarray(y, dtype=np.float64)
         clipped = np.clip(y, 0.0, None)
@@ -176,8 +184,8 @@ class ValueModel:
             raise ValueError(
                 "pass either a validation set (early stopping) or fixed rounds, not both"
             )
-        parts = self._parts(y)
-        valid_parts = self._parts(y_valid) if X_valid is not None else None
+        parts = self.parts(y)
+        valid_parts = self.parts(y_valid) if X_valid is not None else None
         self.boosters, self.rounds = {}, {}
         for part, (objective, mask, label) in parts.items():
             params = {**self.params, **objective}

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-PROMOTE_MODES = ("auto", "always", "never")
 
 # What the logged model needs to be loaded and served: the model module is pickled by value, so
 # only these (pinned to the versions that trained it, as MLflow recommends).
@@ -50,6 +44,17 @@ def tracking_uri() -> str:
     if uri:
         return uri
     return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def use_store() -> str:
+    """Point MLflow's tracking and registry at tracking_uri() (quietly); returns the URI."""
+    import mlflow
+
+    quiet_mlflow_warnings()
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
 
 
 def ui_command(uri: str) -> str:
@@ -133,87 +138,6 @@ def fingerprint_hash(fingerprint: dict) -> str:
     """Short stable hash of a source fingerprint (file names, sizes and content hashes per table)."""
     text = json.dumps(fingerprint, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class ChampionScore:
-    """The current champion, re-scored on the candidate's test window when its features are compatible."""
-
-    version: str
-    norm_gini: float | None  # None when it could not be re-scored
-    note: str  # why it could not be scored, or a caveat about the comparison
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    promote: bool
-    decision: str  # "promoted" or "kept_champion"
-    reason: str
-    champion_version: str | None = None
-    champion_norm_gini: float | None = None
-
-
-def decide_promotion(
-    mode: str, candidate_norm_gini: float, champion: ChampionScore | None
-) -> PromotionDecision:
-    """Whether the new version becomes champion.
-
-    auto: yes when there is no champion, when the champion cannot be compared on the same test
-    window (incompatible features), or when the candidate's test_norm_gini is at least the
-    champion's on that window; otherwise the champion stays. always / never: as named.
-    """
-    if mode not in PROMOTE_MODES:
-        raise ValueError(f"promote must be one of {PROMOTE_MODES}, got {mode!r}")
-    version = champion.version if champion else None
-    score = champion.norm_gini if champion else None
-    if mode == "always":
-        return PromotionDecision(True, "promoted", "promote=always", version, score)
-    if mode == "never":
-        return PromotionDecision(
-            False, "kept_champion" if champion else "not_promoted", "promote=never", version, score
-        )
-    if champion is None:
-        return PromotionDecision(
-            True, "promoted", "no champion yet: the first model becomes champion"
-        )
-    if score is None or not math.isfinite(score):
-        return PromotionDecision(
-            True,
-            "promoted",
-            f"champion v{version} cannot be compared on this test window ({champion.note}): promoted",
-            version,
-            score,
-        )
-    note = f" ({champion.note})" if champion.note else ""
-    if candidate_norm_gini >= score:
-        return PromotionDecision(
-            True,
-            "promoted",
-            f"test_norm_gini {candidate_norm_gini:.4f} >= champion v{version}'s {score:.4f} on the same test window{note}",
-            version,
-            score,
-        )
-    return PromotionDecision(
-        False,
-        "kept_champion",
-        f"test_norm_gini {candidate_norm_gini:.4f} < champion v{version}'s {score:.4f} on the same test window{note}",
-        version,
-        score,
-    )
-
-
-def current_champion(client, model_name: str):
-    """The model version holding alias ``champion``, or None."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        return None
-    try:
-        return client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        return None
 
 
 def local_artifact_dir(uri: str) -> Path | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from features.config import FeatureConfig
-from features.families.history import customer_index, eligible_customers
+from features.encoding import customer_index, eligible_customers
 from features.tables import Tables
 
 FAMILY = "attributes"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from features.catalog import empty_features
 from features.config import FeatureConfig
-from features.families.profiles import customer_profiles, empty_features
+from features.families.profiles import customer_profiles
 from features.tables import Tables
 
 FAMILY = "coverage"

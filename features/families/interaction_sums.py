@@ -17,8 +17,14 @@ import numpy as np
 import pandas as pd
 
 from features.config import FeatureConfig
+from features.encoding import timestamps_ns
 from features.families.pagerank import stationary_distribution, transition_rows
-from features.families.profiles import interactions_before, latest_profiles, market_topic_mask, profile_codes
+from features.families.profiles import (
+    interactions_before,
+    latest_profiles,
+    on_market_topic,
+    profile_codes,
+)
 from features.tables import Tables
 
 # Being mentioned, shared or replied to costs the author effort and signals attention. Likes are
@@ -38,6 +44,20 @@ def interaction_weights(
     """0.5 ** (age in days / half-life): a recent interaction counts more than an old one."""
     age_days = (as_of.value - timestamp_ns) / _DAY.value
     return np.power(0.5, age_days / half_life_days)
+
+
+def normalised_topics(market_topics) -> tuple[str, ...]:
+    """Market topics as the families compare them: trimmed, lower case, sorted, each once."""
+    return tuple(sorted({t.strip().lower() for t in market_topics}))
+
+
+def interaction_flags(interactions: pd.DataFrame, topics: tuple[str, ...]):
+    """Per interaction row: whether its kind is one of GRAPH_KINDS, and (when market ``topics`` are
+    given and the rows carry a topic) whether its topic is known and whether it is a market topic."""
+    in_graph = interactions["kind"].isin(GRAPH_KINDS).to_numpy()
+    if not topics or "topic" not in interactions.columns:
+        return in_graph, None, None
+    return in_graph, interactions["topic"].notna().to_numpy(), on_market_topic(interactions["topic"], topics)
 
 
 class InteractionSums:
@@ -93,6 +113,13 @@ class InteractionSums:
             self.topic_activity += np.bincount(source, weights=topic_weight, minlength=n)
             self.topic_activity += np.bincount(target, weights=topic_weight, minlength=n)
         self.edges.add(source, target, weight)
+
+    def add_frame(self, interactions: pd.DataFrame, source: np.ndarray, target: np.ndarray,
+                  topics: tuple[str, ...]) -> None:
+        """A batch of checked interaction rows with the profile codes of both ends (-1 = unknown);
+        ``topics``: the market topics (normalised, as InteractionSums counts them)."""
+        in_graph, known, on_topic = interaction_flags(interactions, topics if self.topics else ())
+        self.add(source, target, timestamps_ns(interactions["timestamp"]), in_graph, known, on_topic)
 
     def _count_topics(self, source, target, timestamp_ns, topic_known, on_topic) -> None:
         # Each interaction counts for its author and its target; with itself on both ends, once.
@@ -206,7 +233,7 @@ class _EdgeGroups:
 def interaction_sums(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> InteractionSums:
     """InteractionSums of a whole interactions table, added as one batch (memoised per Tables,
     cutoff and config): the network and topical families share one pass over the rows."""
-    topics = tuple(sorted({t.strip().lower() for t in config.market_topics}))
+    topics = normalised_topics(config.market_topics)
 
     def compute() -> InteractionSums:
         frame = tables.social_interactions
@@ -215,10 +242,10 @@ def interaction_sums(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
                                topics=has_topics)
         sums.add_profiles(latest_profiles(tables, as_of)[1])
         inter = interactions_before(tables, as_of)
-        sums.add(inter.source, inter.target, inter.timestamp_ns,
-                 frame["kind"].isin(GRAPH_KINDS).to_numpy()[inter.rows],
-                 frame["topic"].notna().to_numpy()[inter.rows] if has_topics else None,
-                 market_topic_mask(tables, topics)[inter.rows] if has_topics else None)
+        in_graph, known, on_topic = interaction_flags(frame, topics if has_topics else ())
+        sums.add(inter.source, inter.target, inter.timestamp_ns, in_graph[inter.rows],
+                 None if known is None else known[inter.rows],
+                 None if on_topic is None else on_topic[inter.rows])
         return sums
 
     key = ("interaction_sums", topics, config.interaction_half_life_days)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.catalog import empty_features
 from features.config import FeatureConfig
 from features.families.interaction_sums import interaction_sums
-from features.families.profiles import customer_codes, empty_features, latest_profiles
+from features.families.profiles import customer_codes, latest_profiles
 from features.tables import Tables
 
 FAMILY = "network"

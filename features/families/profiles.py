@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.families.history import arrow_text, factorize_ids, timestamps_ns
+from features.encoding import arrow_text, factorize_ids, timestamps_ns
 from features.tables import Tables
 
 
@@ -139,15 +139,6 @@ def interactions_before(tables: Tables, as_of: pd.Timestamp) -> InteractionsBefo
     return tables.derived("interactions_before", compute, as_of=as_of)
 
 
-def market_topic_mask(tables: Tables, market_topics: Iterable[str]) -> np.ndarray:
-    """on_market_topic of every interaction row (memoised per set of topics)."""
-    topics = tuple(sorted({t.strip().lower() for t in market_topics}))
-    return tables.derived(
-        ("market_topic_mask", topics),
-        lambda: on_market_topic(tables.social_interactions["topic"], topics),
-    )
-
-
 def on_market_topic(topic: pd.Series, market_topics: Iterable[str]) -> np.ndarray:
     """Mask of interactions whose topic is a market topic (ignoring case and surrounding spaces).
 
@@ -262,9 +253,3 @@ def customer_codes(customer_ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """
     codes, customers = pd.factorize(customer_ids, sort=True)
     return codes, pd.Index(customers, dtype="str", name="customer_id")
-
-
-def empty_features(columns) -> pd.DataFrame:
-    """A zero-row feature frame with the family's float64 columns and a str customer_id index."""
-    index = pd.Index([], dtype="str", name="customer_id")
-    return pd.DataFrame({c: pd.Series([], dtype="float64", index=index) for c in columns})

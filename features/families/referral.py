@@ -1,17 +1,21 @@
 """Referrals: how many customers someone brought in, and what those customers have spent so far.
 
 Population-wide, because a referrer's ``referred_revenue`` reads the transactions of OTHER
-customers; the batch scorer computes it once over everyone. Only referrals and transactions dated
-strictly before as_of count. Without a referrals table every value is NaN (unknown, not 0).
+customers: engines that never hold a whole table gather what the family reads with ``ReferralSums``
+(features.population). Only referrals and transactions dated strictly before as_of count. Without a
+referrals table every value is NaN (unknown, not 0).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from features.catalog import unknown_features
 from features.config import FeatureConfig
-from features.families.history import (
+from features.encoding import (
     DAY_NS,
     customer_codes,
     customer_index,
@@ -35,11 +39,11 @@ FILL = {name: 0.0 for name in FEATURES}
 
 def referral_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
     """Referral counts, referred customers' revenue and referred status per eligible customer."""
+    if tables.referrals is None:
+        return unknown_features(FEATURES)
     now = pd.Timestamp(as_of).as_unit("ns").value
     ids = customer_index(eligible_customers(tables.customers, as_of)["customer_id"])
     n = len(ids)
-    if tables.referrals is None:
-        return pd.DataFrame(np.nan, index=ids, columns=list(FEATURES), dtype="float64")
 
     refs = tables.referrals
     t = timestamps_ns(refs["timestamp"])
@@ -106,3 +110,53 @@ def revenue_rows(transactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFram
                          minlength=len(names))
     return pd.DataFrame({"customer_id": pd.array(names, dtype="str"),
                          "timestamp": first.view("datetime64[ns]"), "amount": amount})
+
+
+class ReferralSums:
+    """What referral_features reads, gathered from batches: the referrals, the customers they name,
+    and the net revenue before as_of of the referred ones (one row each, revenue_rows).
+
+    ``finish`` computes the family from those alone; it equals referral_features on the whole
+    tables (every other customer's row would be the family's FILL). Referrals come first, then
+    each batch of customers with their transactions (a customer's transactions all in one batch).
+    """
+
+    def __init__(self, as_of: pd.Timestamp):
+        self.as_of = as_of
+        self.referrals: pd.DataFrame | None = None  # None: the source has no referrals table
+        self._named = self._referred = pa.array([], type=pa.string())
+        self._customers: list[pd.DataFrame] = []
+        self._revenue: list[pd.DataFrame] = []
+
+    def add_referrals(self, referrals: pd.DataFrame | None) -> None:
+        if referrals is None:
+            return
+        self.referrals = referrals
+        self._referred = pa.array(referrals["referred_id"].unique(), type=pa.string())
+        named = pd.concat([referrals["referrer_id"], referrals["referred_id"]]).unique()
+        self._named = pa.array(named, type=pa.string())
+
+    def add_customers(self, customers: pd.DataFrame, transactions: pd.DataFrame) -> None:
+        """A batch of customers (customer_id, signup_date) and all their transactions."""
+        if self.referrals is None:
+            return
+        named = _is_in(customers["customer_id"], self._named)
+        self._customers.append(customers.loc[named, ["customer_id", "signup_date"]])
+        referred = transactions.loc[_is_in(transactions["customer_id"], self._referred)]
+        self._revenue.append(revenue_rows(referred, self.as_of))
+
+    def finish(self, config: FeatureConfig) -> pd.DataFrame:
+        if self.referrals is None:
+            return unknown_features(FEATURES)
+        customers = pd.concat(self._customers, ignore_index=True) if self._customers else pd.DataFrame(
+            {"customer_id": pd.Series([], dtype="str"), "signup_date": pd.Series([], dtype="datetime64[ns]")})
+        revenue = pd.concat(self._revenue, ignore_index=True) if self._revenue else revenue_rows(
+            pd.DataFrame({"customer_id": pd.Series([], dtype="str"),
+                          "timestamp": pd.Series([], dtype="datetime64[ns]"),
+                          "amount": pd.Series([], dtype="float64")}), self.as_of)
+        tables = Tables(customers=customers, transactions=revenue, referrals=self.referrals)
+        return referral_features(tables, self.as_of, config)
+
+
+def _is_in(ids: pd.Series, keys: pa.Array) -> np.ndarray:
+    return pc.is_in(pa.array(ids.array, type=pa.string()), value_set=keys).to_numpy(zero_copy_only=False)

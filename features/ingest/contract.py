@@ -8,6 +8,9 @@ rejected, always. The column rules are declared once in ``TABLE_SPECS`` and chec
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,10 +19,11 @@ import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
 
+from features.errors import UserError
 from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
 
 
-class ContractError(ValueError):
+class ContractError(UserError):
     """A structural problem with the input: the run stops before any output is written."""
 
 
@@ -79,6 +83,7 @@ TABLE_SPECS: dict[str, tuple[ColumnSpec, ...]] = {
 
 NON_NEGATIVE = {"social_profiles": ("followers", "following", "posts", "engagements")}
 EXAMPLES = 5  # offending values quoted in an error message
+QUOTED = re.compile(r" '.*?'")  # the offending value quoted in a reject reason
 
 
 def _examples(values, limit: int = EXAMPLES) -> str:
@@ -305,13 +310,8 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
     why = reasons.joined()
     bad = np.zeros(n, dtype=bool)
     bad[why.index.to_numpy(dtype=int)] = True
-    if n and bad.sum() / n > reject_threshold:
-        counts = why.str.split("; ").explode().str.replace(r" '.*'$", "", regex=True).value_counts()
-        detail = "; ".join(f"{c} x {r}" for r, c in counts.head(6).items())
-        raise ContractError(
-            f"{table}: {int(bad.sum())} of {n} rows ({bad.sum() / n:.1%}) are invalid, more than the "
-            f"reject threshold of {reject_threshold:.1%}; {detail} (rows {_rows(np.flatnonzero(bad))})"
-        )
+    check_reject_share(table, int(bad.sum()), n, reject_threshold, lambda: reason_counts(why),
+                       rows=np.flatnonzero(bad))
     rejects = raw.loc[bad].astype("str").assign(reason=why.to_numpy())
     rejects.insert(0, "row", np.flatnonzero(bad))
     kept = typed.loc[~bad].reset_index(drop=True)
@@ -391,9 +391,7 @@ def validate_tables(raw: dict[str, pd.DataFrame | None], *,
     unknown = sorted(set(raw) - set(TABLE_NAMES))
     if unknown:
         raise ContractError(f"unknown table name(s): {', '.join(unknown)}")
-    for name in REQUIRED_TABLES:
-        if raw.get(name) is None:
-            raise ContractError(f"{name}: required table is missing")
+    check_table_set({name for name, frame in raw.items() if frame is not None})
     known: dict[str, pd.Index] = {}
     results: dict[str, TableResult] = {}
     for name in TABLE_NAMES:
@@ -402,24 +400,77 @@ def validate_tables(raw: dict[str, pd.DataFrame | None], *,
             continue
         results[name] = check_table(name, frame, known, reject_threshold)
         if name == "customers":
-            if results[name].typed.empty:
-                raise ContractError("customers: the table has no valid rows")
+            check_has_customers(len(results[name].typed))
             known["customers"] = pd.Index(results[name].typed["customer_id"])
         if name == "social_profiles":
             known["profiles"] = pd.Index(results[name].typed["profile_id"].unique())
-    if "social_interactions" in results and "profiles" not in known:
-        raise ContractError("social_interactions: needs the social_profiles table to resolve profile ids")
-    rows = []
-    for name, res in results.items():
-        top = ""
-        if len(res.rejects):
-            top = res.rejects["reason"].str.replace(r" '.*?'", "", regex=True).value_counts().index[0]
-        rows.append({"table": name, "rows_in": res.rows_in, "rows_kept": len(res.typed),
-                     "rows_rejected": len(res.rejects), "top_reason": top})
     tables = Tables(**{name: res.typed for name, res in results.items()},
                     **{name: None for name in OPTIONAL_TABLES if name not in results})
     return ValidatedTables(
         tables=tables,
         rejects={name: res.rejects for name, res in results.items() if len(res.rejects)},
-        summary=pd.DataFrame(rows, columns=["table", "rows_in", "rows_kept", "rows_rejected", "top_reason"]),
+        summary=table_summary({name: (res.rows_in, res.rejects) for name, res in results.items()}),
     )
+
+
+# ---------------------------------------------------------------- rules on whole tables, for every engine
+
+def check_table_set(present: set[str]) -> None:
+    """The required tables are there, and interactions come with the profiles they refer to."""
+    for name in REQUIRED_TABLES:
+        if name not in present:
+            raise ContractError(f"{name}: required table is missing")
+    if "social_interactions" in present and "social_profiles" not in present:
+        raise ContractError("social_interactions: needs the social_profiles table to resolve profile ids")
+
+
+def check_has_customers(valid_customers: int) -> None:
+    if valid_customers == 0:
+        raise ContractError("customers: the table has no valid rows")
+
+
+def reason_counts(reasons: Iterable[str]) -> Counter:
+    """Rows per reject reason (quoted values removed; a row with several reasons counts for each)."""
+    counts: Counter = Counter()
+    for reason in reasons:
+        for piece in str(reason).split("; "):
+            counts[QUOTED.sub("", piece)] += 1
+    return counts
+
+
+def check_reject_share(table: str, rejected: int, rows_in: int, threshold: float,
+                       counts: Callable[[], Counter], *, rows=None, at_least: bool = False) -> None:
+    """Stop when more than ``threshold`` of a table's rows are invalid, naming the top reasons.
+
+    ``counts`` gives rows per reason (only asked when the threshold is crossed); ``rows``: some of
+    the invalid rows' numbers; ``at_least``: the count is a lower bound (a part of the table so far).
+    """
+    if not rows_in or rejected / rows_in <= threshold:
+        return
+    detail = "; ".join(f"{n} x {r}" for r, n in counts().most_common(6))
+    where = "" if rows is None else f" (rows {_rows(np.sort(np.asarray(rows)))})"
+    raise ContractError(
+        f"{table}: {'at least ' if at_least else ''}{rejected} of {rows_in} rows ({rejected / rows_in:.1%}) "
+        f"are invalid, more than the reject threshold of {threshold:.1%}; {detail}{where}"
+    )
+
+
+def parsed_ids(raw: pd.Series) -> pd.Series:
+    """The distinct ids of a raw column, parsed as the contract parses ids (missing dropped)."""
+    distinct = pd.Series(raw.dropna().unique(), dtype=raw.dtype)
+    return PARSERS["id"](distinct).dropna()
+
+
+def table_summary(counts: dict[str, tuple[int, pd.DataFrame | None]]) -> pd.DataFrame:
+    """Per table (in contract order): rows_in, rows_kept, rows_rejected and the most frequent reason,
+    from each table's rows in and rejected rows (None: none)."""
+    rows = []
+    for table in TABLE_NAMES:
+        if table not in counts:
+            continue
+        rows_in, rejects = counts[table]
+        bad = 0 if rejects is None else len(rejects)
+        top = rejects["reason"].str.replace(QUOTED, "", regex=True).value_counts().index[0] if bad else ""
+        rows.append({"table": table, "rows_in": int(rows_in), "rows_kept": int(rows_in) - bad,
+                     "rows_rejected": bad, "top_reason": top})
+    return pd.DataFrame(rows, columns=["table", "rows_in", "rows_kept", "rows_rejected", "top_reason"])

@@ -1,12 +1,13 @@
 """Rejected rows of a chunked run: written part by part, counted per table, published sorted by source row.
 
 A rejected row keeps its raw values, its row number in the source table and the contract's reason,
-exactly as ``clv validate`` writes them (features.ingest.source.write_rejects).
+exactly as ``clv validate`` writes them (features.ingest.source.write_rejects). The chunked scorer
+and the Dask engine check tables in parts (buckets, batches); the whole-table rules (the reject
+threshold, a column that parses nowhere) are judged here on the totals.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,16 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features import atomic
 from features.ingest.contract import (
+    QUOTED,
     ColumnParse,
     ContractError,
     add_parsing,
     check_parsing,
+    check_reject_share,
     check_table,
     part_parsing,
 )
 
-_QUOTED = re.compile(r" '.*?'")
 _ROWS_IN_MESSAGE = re.compile(r"\(rows ([\d, ]+)(, \.\.\.)?;")
 
 
@@ -50,7 +53,7 @@ def checked_part(table: str, raw: pd.DataFrame, known: dict, source_rows: np.nda
     try:
         result = check_table(table, raw, known, reject_threshold=1.0, part=True)
     except ContractError as err:
-        raise _source_rows_message(err, source_rows) if source_rows is not None else err from None
+        raise source_rows_error(err, source_rows) if source_rows is not None else err from None
     out = write_part(directory, table, part, result.rows_in, result.rejects, source_rows)
     out.parsing = part_parsing(result, source_rows)
     return result, out
@@ -67,11 +70,11 @@ def write_part(directory: Path, table: str, part: str, rows_in: int, rejects: pd
         rejects["row"] = source_rows[rejects["row"].to_numpy(dtype="int64")]
     rejects.to_csv(directory / f"rejects-{table}-{part}.csv", index=False)
     out.rejected = len(rejects)
-    out.reasons.update(rejects["reason"].str.replace(_QUOTED, "", regex=True).tolist())
+    out.reasons.update(rejects["reason"].str.replace(QUOTED, "", regex=True).tolist())
     return out
 
 
-def _source_rows_message(err: ContractError, source_rows: np.ndarray) -> ContractError:
+def source_rows_error(err: ContractError, source_rows: np.ndarray) -> ContractError:
     """A structural error raised on a part of a table, with its row numbers mapped to the source's."""
     def mapped(match):
         rows = [str(int(source_rows[int(p)])) for p in match.group(1).split(", ")]
@@ -109,18 +112,14 @@ class RejectLog:
         Checked after every part (``final=False``) so that a hopeless source stops early; the count
         is then a lower bound.
         """
-        bad = self.rejected[table]
-        if total_rows and bad / total_rows > threshold:
-            counts: Counter = Counter()
+        def counts() -> Counter:
+            pieces: Counter = Counter()
             for reason, n in self.reasons.get(table, Counter()).items():
                 for piece in reason.split("; "):
-                    counts[piece] += n
-            detail = "; ".join(f"{n} x {r}" for r, n in counts.most_common(6))
-            raise ContractError(
-                f"{table}: {'' if final else 'at least '}{bad} of {total_rows} rows "
-                f"({bad / total_rows:.1%}) are invalid, more than the reject threshold of "
-                f"{threshold:.1%}; {detail}"
-            )
+                    pieces[piece] += n
+            return pieces
+
+        check_reject_share(table, self.rejected[table], total_rows, threshold, counts, at_least=not final)
 
     def summary(self) -> dict:
         """Per table: rows_in, rows_kept, rows_rejected and the most frequent reason."""
@@ -142,12 +141,9 @@ class RejectLog:
             if not parts:
                 target.unlink(missing_ok=True)  # a previous run's rejects no longer apply
                 continue
-            directory.mkdir(parents=True, exist_ok=True)
             frame = pd.concat([pd.read_csv(p, dtype="str", keep_default_na=False, na_values=[""])
                                for p in parts], ignore_index=True)
             frame = frame.iloc[np.argsort(frame["row"].astype("int64").to_numpy(), kind="stable")]
-            tmp = directory / f".{table}.csv.{os.getpid()}-{os.urandom(4).hex()}.tmp"
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, target)
+            atomic.write_frame(target, frame)
             written.append(target)
         return written

@@ -117,7 +117,9 @@ def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
     start = time.perf_counter()
     until = _utc_naive(until)
     if is_database_url(source):
-        from features.ingest.database import read_database  # SQLAlchemy is imported only for databases
+        from features.ingest.database import (
+            read_database,  # SQLAlchemy is imported only for databases
+        )
 
         read = read_database(source, mapping=mapping, until=until)
         raw, prints = read.raw, read.fingerprint

@@ -1,19 +1,14 @@
-"""The per-bucket work of a scoring run, run in this process or in worker processes (one bucket each).
+"""The per-bucket steps of a scoring run: validate a bucket, build its features, score it.
 
-Every step reads its bucket's files from the run's work directory and writes its outputs there, so
-a worker needs only the bucket number and a few shared objects (the model, the population-wide
-features, the set of valid customer ids), which ``BucketRunner.share`` hands over once per worker.
-Results come back in bucket order whatever the number of workers: the output does not depend on it.
+Each step takes the bucket number and the run's ChunkContext (where its files are), reads its
+bucket's files and writes its outputs beside them; serving.scoring.runner runs it here or in a
+worker process.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import pickle
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,134 +17,16 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import ipc
 
-from features.ingest.attribute_kinds import conform_attributes
 from features.build import build_features, select_families
+from features.families.profiles import profile_snapshots
+from features.ingest.attribute_kinds import conform_attributes
+from features.ingest.contract import parsed_ids
 from features.ingest.id_sets import hash_ids, is_in
 from features.ingest.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
-from features.families.profiles import profile_snapshots
-from features.tables import Tables
 from features.ingest.rejects import RejectPart, checked_part
+from features.tables import Tables
 from serving.scoring.model import check_model_features
-
-# ---------------------------------------------------------------------------------------------
-# Shared objects
-
-
-_SHARED: dict[str, object] = {}
-
-
-def shared(key: str):
-    """An object handed to the bucket steps: cached in this process, loaded on first use in a worker."""
-    if key not in _SHARED:
-        if key.startswith("model:"):
-            from serving.scoring.model import load_local_model
-
-            path, uri = key[len("model:"):].split("\n", 1)
-            _SHARED[key] = load_local_model(path, uri)
-        else:
-            with open(key, "rb") as fh:
-                _SHARED[key] = pickle.load(fh)
-    return _SHARED[key]
-
-
-class BucketRunner:
-    """Runs a bucket step over every bucket, here (workers=1) or in a pool of spawned processes."""
-
-    def __init__(self, work: Path, workers: int):
-        self.work = work
-        self.workers = max(1, int(workers))
-        self.pool: ProcessPoolExecutor | None = None
-        self.keys: list[str] = []
-
-    def share(self, name: str, value) -> str:
-        """Make ``value`` available to the steps under the returned key."""
-        key = str(self.work / f"shared-{name}.pkl")
-        _SHARED[key] = value
-        self.keys.append(key)
-        if self.workers > 1:
-            with open(key, "wb") as fh:
-                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        return key
-
-    def share_model(self, model) -> str:
-        """The model, loaded once per worker from its local files (a pyfunc is not picklable)."""
-        key = f"model:{model.local_path}\n{model.uri}"
-        _SHARED[key] = model
-        self.keys.append(key)
-        if self.workers > 1 and model.local_path is None:
-            raise ValueError("a model without local files cannot be used by worker processes; use workers=1")
-        return key
-
-    def map(self, step, buckets: int, *args, on_result=None) -> list:
-        """[step(b, *args) for b in range(buckets)], calling on_result(b, result) as each one ends."""
-        results: list = [None] * buckets
-        if self.workers == 1 or buckets == 1:
-            for b in range(buckets):
-                results[b] = step(b, *args)
-                if on_result is not None:
-                    on_result(b, results[b])
-            return results
-        self._start_pool()
-        pending = {self.pool.submit(step, b, *args): b for b in range(buckets)}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    b = pending.pop(future)
-                    results[b] = future.result()
-                    if on_result is not None:
-                        on_result(b, results[b])
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        return results
-
-    def submit(self, step, buckets: int, *args) -> Pending:
-        """Start step(b, *args) on every bucket; with workers, it runs while this process goes on."""
-        if self.workers == 1 or buckets == 1:
-            return Pending(results=[step(b, *args) for b in range(buckets)])
-        self._start_pool()
-        return Pending(futures=[self.pool.submit(step, b, *args) for b in range(buckets)])
-
-    def _start_pool(self) -> None:
-        # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
-        if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_one_thread_each,
-                                            mp_context=multiprocessing.get_context("spawn"))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-        for key in self.keys:
-            _SHARED.pop(key, None)
-
-
-def _one_thread_each() -> None:
-    """Worker start-up: the workers already share the cores, so each runs LightGBM (OpenMP) and Arrow
-    on one thread; more threads per worker only make them wait on each other."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
-
-
-class Pending:
-    """Results of BucketRunner.submit, in bucket order once ``results`` returns."""
-
-    def __init__(self, results=None, futures=None):
-        self.results_, self.futures = results, futures
-
-    def results(self) -> list:
-        if self.futures is not None:
-            try:
-                self.results_ = [future.result() for future in self.futures]
-            finally:
-                for future in self.futures:
-                    future.cancel()
-            self.futures = None
-        return self.results_
-
+from serving.scoring.runner import shared
 
 # ---------------------------------------------------------------------------------------------
 # The context every step gets
@@ -297,30 +174,21 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
                          [part], typed.iloc[:0])
 
 
-def parsed_ids(raw: pd.Series) -> pd.Series:
-    """The distinct ids of a raw column, parsed as the contract parses ids (missing dropped)."""
-    from features.ingest.contract import PARSERS
-
-    distinct = pd.Series(raw.dropna().unique(), dtype=raw.dtype)
-    return PARSERS["id"](distinct).dropna()
-
-
 # ---------------------------------------------------------------------------------------------
 # Step 3: features and predictions
 
 
 @dataclass
 class LocalFeatures:
-    columns: dict[str, list[str]]  # family -> its columns, for the families computed per chunk
-    seconds: float
+    seconds: float  # spent building the bucket's own families
 
 
 def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
                           social_empty: pd.DataFrame | None) -> LocalFeatures:
     """The families that read only this bucket's customers (history, attributes, social, ...).
 
-    Each family is built by build_features on its own; concatenated in registry order with the
-    population-wide ones (score_bucket), the blocks are exactly what one build_features call makes.
+    Each is built by build_features on its own and saved; score_bucket hands them to build_features
+    again as ``precomputed``, beside the population-wide ones, for the bucket's whole feature frame.
     With worker processes this runs while the population-wide families are computed.
     """
     start = time.perf_counter()
@@ -331,15 +199,12 @@ def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_
         parts = [read_arrow(p).to_pandas() for p in sorted(ctx.work.glob(f"social-*-{b:05d}.arrow"))]
         social = pd.concat(parts, ignore_index=True) if parts else social_empty
     tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
-    blocks = {f.name: build_features(tables, as_of, model.config, families=[f.name])
+    frames = {f.name: build_features(tables, as_of, model.config, families=[f.name])
               for f in select_families(model.families) if not f.population_wide}
-    rows = build_features(tables, as_of, model.config, families=[])
-    frame = pd.concat([rows, *blocks.values()], axis=1)
-    pd.to_pickle({"features": frame, "customers": typed["customers"][["customer_id", "signup_date"]],
+    pd.to_pickle({"features": frames, "customers": typed["customers"][["customer_id", "signup_date"]],
                   "transactions": typed["transactions"].iloc[:0]}, ctx.features_path(b))
     ctx.typed_path(b).unlink()
-    return LocalFeatures({name: list(block.columns) for name, block in blocks.items()},
-                         time.perf_counter() - start)
+    return LocalFeatures(time.perf_counter() - start)
 
 
 @dataclass
@@ -360,21 +225,14 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
     model = shared(model_key)
     saved = pd.read_pickle(ctx.features_path(b))
     tables = Tables(customers=saved["customers"], transactions=saved["transactions"])
-    population = pd.read_pickle(ctx.population_path(b))
-    blocks = []
-    for family in select_families(model.families):
-        if family.name in local.columns:
-            blocks.append(saved["features"][local.columns[family.name]])
-        else:
-            blocks.append(build_features(tables, as_of, model.config, families=[family.name],
-                                         precomputed=population))
-    features = pd.concat([saved["features"].iloc[:, :0], *blocks], axis=1)
+    precomputed = {**saved["features"], **pd.read_pickle(ctx.population_path(b))}
+    features = build_features(tables, as_of, model.config, families=model.families, precomputed=precomputed)
     check_model_features(model, features)
     encoder = model.python_model.encoder
     inputs = encoder.model_input(features)
     out = ScoredBucket(pa.array(features.index.array, type=pa.string()), np.array([], dtype="float64"), None)
     out.feature_seconds = local.seconds + time.perf_counter() - start
-    del saved, tables, features, blocks
+    del saved, tables, features, precomputed
 
     for name, levels in encoder.levels.items():
         unseen = inputs[name].notna().to_numpy() & ~is_in(inputs[name], list(levels))

@@ -9,7 +9,6 @@ enforces the logged MLflow signature.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -24,6 +23,8 @@ from features.manifest import (
     code_hash,
     manifest_for,
 )
+from training import tracking
+from training.registry import parse_model_uri
 
 DEFAULT_MODEL_URI = "models:/customer-value@champion"
 
@@ -110,16 +111,10 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
 
     The tracking and registry store are training's (MLFLOW_TRACKING_URI, else ./mlflow.db).
     """
-    import mlflow
     import mlflow.artifacts
     import mlflow.pyfunc
 
-    from training import tracking
-
-    tracking.quiet_mlflow_warnings()
-    store = tracking.tracking_uri()
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
+    tracking.use_store()
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
         pyfunc = mlflow.pyfunc.load_model(local)
@@ -132,8 +127,6 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
 def load_local_model(path: str, uri: str) -> ScoringModel:
     """The same model from its downloaded files (in a worker process): no registry lookup."""
     import mlflow.pyfunc
-
-    from training import tracking
 
     tracking.quiet_mlflow_warnings()
     pyfunc = mlflow.pyfunc.load_model(path)
@@ -156,10 +149,10 @@ def _registry_facts(model_uri: str, pyfunc) -> tuple[str, str | None, str | None
     import mlflow
 
     run_id = getattr(pyfunc.metadata, "run_id", None)
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
-    if match is None:
+    parsed = parse_model_uri(model_uri)
+    if parsed is None:
         return model_uri, None, run_id
-    name, alias, number = match.groups()
+    name, alias, number = parsed
     client = mlflow.MlflowClient()
     mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     return name, str(mv.version), mv.run_id or run_id

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 # (tier, share of customers in percent): a customer's tier is the first whose top share holds its rank.
 TIERS = (("top_1pct", 1), ("top_10pct", 10), ("top_50pct", 50))
 REST = "rest"
+TIER_NAMES = tuple(name for name, _ in TIERS) + (REST,)
 
 
 def tier_sizes(n: int) -> dict[str, int]:

@@ -8,7 +8,6 @@ from features import build
 from features.build import (
     FAMILIES,
     FAMILY_NAMES,
-    as_timestamp,
     build_features,
     feature_family_of,
     population_features,
@@ -133,7 +132,7 @@ def test_precomputed_population_wide_features_are_joined_to_a_chunk():
 
 
 def test_precomputed_features_for_another_cutoff_are_refused():
-    everyone = population_features(TABLES, "2024-07-01", CONFIG, families=["referral"])
+    everyone = population_features(TABLES, pd.Timestamp("2024-07-01"), CONFIG, families=["referral"])
     with pytest.raises(ValueError, match="as of 2024-07-01"):
         build_features(TABLES, AS_OF, CONFIG, families=["referral"], precomputed=everyone)
 
@@ -151,19 +150,15 @@ def test_same_inputs_give_identical_outputs():
 
 
 def test_no_eligible_customers_gives_an_empty_frame_with_every_column():
-    out = build_features(TABLES, "2020-01-01", CONFIG)
+    out = build_features(TABLES, pd.Timestamp("2020-01-01"), CONFIG)
     assert len(out) == 0
     assert list(out.columns) == list(build_features(TABLES, AS_OF, CONFIG).columns)
 
 
-def test_as_timestamp_normalises_dates_to_naive_utc_nanoseconds():
-    expected = pd.Timestamp("2025-01-01").as_unit("ns")
-    for value in ("2025-01-01", dt.date(2025, 1, 1), dt.datetime(2025, 1, 1),
-                  np.datetime64("2025-01-01"), pd.Timestamp("2025-01-01 01:00", tz="Europe/Paris")):
-        stamp = as_timestamp(value)
-        assert stamp == expected and stamp.unit == "ns" and stamp.tzinfo is None
-    with pytest.raises(ValueError, match="not a date"):
-        as_timestamp(None)
+def test_a_cutoff_is_a_naive_timestamp_never_parsed_here():
+    for value in ("2025-01-01", dt.date(2025, 1, 1), pd.Timestamp("2025-01-01", tz="UTC")):
+        with pytest.raises(TypeError, match="as_of must be a naive pd.Timestamp"):
+            build_features(TABLES, value, CONFIG)
 
 
 def test_feature_family_of_resolves_dynamic_names_by_prefix():

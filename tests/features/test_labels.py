@@ -26,7 +26,7 @@ TABLES = Tables(CUSTOMERS, TX)
 
 
 def test_label_is_net_revenue_in_the_horizon_window_starting_at_as_of():
-    label = label_values(TABLES, AS_OF, 31, FeatureConfig())
+    label = label_values(TABLES, AS_OF, FeatureConfig(horizon_days=31))
     # Window [2024-01-01, 2024-02-01): the purchase on as_of counts, the one on 2024-02-01 does not,
     # refunds reduce it, customers without transactions get 0, later signups get no row.
     expected = pd.Series([5.0, 7.0, 0.0], index=pd.Index(["a", "b", "c"], name="customer_id"),
@@ -35,21 +35,21 @@ def test_label_is_net_revenue_in_the_horizon_window_starting_at_as_of():
 
 
 def test_margin_label_sums_margin_with_missing_as_zero():
-    label = label_values(TABLES, AS_OF, 31, FeatureConfig(label="margin"))
+    label = label_values(TABLES, AS_OF, FeatureConfig(label="margin", horizon_days=31))
     assert label.tolist() == [0.0, 0.0, 0.0]
-    label = label_values(TABLES, AS_OF, 32, FeatureConfig(label="margin"))
+    label = label_values(TABLES, AS_OF, FeatureConfig(label="margin", horizon_days=32))
     assert label.tolist() == [2.0, 0.0, 0.0]
 
 
 def test_margin_label_without_a_margin_column_is_a_clear_error():
     tables = Tables(CUSTOMERS, TX.drop(columns="margin"))
     with pytest.raises(ValueError, match="no 'margin' column"):
-        label_values(tables, AS_OF, 31, FeatureConfig(label="margin"))
+        label_values(tables, AS_OF, FeatureConfig(label="margin", horizon_days=31))
 
 
-def test_horizon_defaults_to_config():
-    label = label_values(TABLES, AS_OF, None, FeatureConfig(horizon_days=31))
-    assert label.tolist() == [5.0, 7.0, 0.0]
+def test_the_horizon_is_the_feature_configs():
+    assert label_values(TABLES, AS_OF, FeatureConfig(horizon_days=31)).tolist() == [5.0, 7.0, 0.0]
+    assert label_values(TABLES, AS_OF, FeatureConfig(horizon_days=1)).tolist() == [10.0, 0.0, 0.0]
 
 
 def test_window_not_covered_by_the_source_is_refused():
@@ -58,4 +58,4 @@ def test_window_not_covered_by_the_source_is_refused():
     with pytest.raises(ValueError, match="not covered"):
         check_label_coverage(TABLES, AS_OF, 33)
     with pytest.raises(ValueError, match="not covered"):
-        label_values(TABLES, AS_OF, 365, FeatureConfig())
+        label_values(TABLES, AS_OF, FeatureConfig())

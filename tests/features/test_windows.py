@@ -28,7 +28,7 @@ EVAL = pd.Timestamp("2024-05-01")
 
 
 def test_cutoffs_step_back_from_eval_cutoff_minus_the_horizon():
-    assert training_cutoffs("2024-05-01", 30, 3, 30) == [
+    assert training_cutoffs(pd.Timestamp("2024-05-01"), 30, 3, 30) == [
         pd.Timestamp("2024-04-01"), pd.Timestamp("2024-03-02"), pd.Timestamp("2024-02-01")]
     with pytest.raises(ValueError, match="must be positive"):
         training_cutoffs(EVAL, 30, 0, 30)
@@ -65,7 +65,7 @@ def test_windows_before_the_first_transaction_are_skipped_and_reported():
 
 def test_no_window_with_history_is_an_error():
     with pytest.raises(ValueError, match="no training window"):
-        build_training_set(TABLES, "2024-02-01", CONFIG, n_windows=2, step_days=30,
+        build_training_set(TABLES, pd.Timestamp("2024-02-01"), CONFIG, n_windows=2, step_days=30,
                            families=FAMILIES)
 
 

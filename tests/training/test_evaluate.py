@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.evaluate import decile_chart, deciles, evaluate_predictions, paired_bootstrap_lift
+from training.charts import decile_chart
+from training.evaluate import deciles, evaluate_predictions, paired_bootstrap_lift
 from training.metrics import norm_gini
 
 

@@ -37,7 +37,6 @@ def runs(store, tiny_world):
     def go(config, promote):
         return train_run(
             tiny_world,
-            market_topics=MARKET_TOPICS,
             model_name=MODEL,
             experiment="clv-tests",
             promote=promote,
@@ -134,7 +133,7 @@ def test_registered_champion_scores_features_given_as_plain_strings(runs, tiny_t
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     inner = model.unwrap_python_model()
-    features = build_features(tiny_tables, "2026-01-01", SMALL.features)
+    features = build_features(tiny_tables, pd.Timestamp("2026-01-01"), SMALL.features)
     frame = inner.encoder.model_input(features)
     predicted = model.predict(frame)
     assert (

@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from features.families.attributes import attributes_features
 from features.config import FeatureConfig
+from features.families.attributes import attributes_features
 from features.tables import Tables
 
 AS_OF = pd.Timestamp("2025-01-01")

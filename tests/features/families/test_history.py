@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.families import history as history_module
 from features.config import FeatureConfig
+from features.families import history as history_module
 from features.families.history import FEATURES, history_features
 from features.tables import Tables
 

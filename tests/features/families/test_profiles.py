@@ -106,7 +106,7 @@ def test_interactions_before_a_cutoff_after_all_of_them_are_the_table_itself_not
 
 def test_memo_follows_the_cutoff(tables):
     """Features from one Tables object visited at several cutoffs equal those of fresh objects."""
-    for as_of in ("2024-06-01", "2025-06-01", "2024-06-01"):
+    for as_of in map(pd.Timestamp, ("2024-06-01", "2025-06-01", "2024-06-01")):
         reused = build_features(tables, as_of, CONFIG)
         fresh = build_features(Tables(**dict(tables.items())), as_of, CONFIG)
         tm.assert_frame_equal(reused, fresh)

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from features.config import FeatureConfig
-from features.tables import Tables
 from features.families.topical import FEATURES, topical_features
+from features.tables import Tables
 
 AS_OF = pd.Timestamp("2024-07-01")
 CONFIG = FeatureConfig(market_topics=("running", "trail"))

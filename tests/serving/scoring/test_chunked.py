@@ -23,12 +23,13 @@ import pytest
 from features.build import FAMILY_NAMES, build_features
 from features.config import FeatureConfig
 from features.ingest.contract import ContractError
-from features.labels import label_values
-from features.manifest import FeatureManifest, manifest_for
 from features.ingest.partition import bucket_of, n_buckets
 from features.ingest.source import load_source
+from features.labels import label_values
+from features.manifest import FeatureManifest, manifest_for
 from features.synthetic.world import generate_world
-from serving.scoring.chunked import ScoringSkewError, load_scoring_model, score_customers
+from serving.scoring.chunked import score_customers
+from serving.scoring.model import ScoringSkewError, load_scoring_model
 
 AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last transaction
 CONFIG = FeatureConfig(market_topics=("outdoor",))
@@ -92,15 +93,14 @@ def fit_pyfunc(world: Path, *, manifest_edit=None, signature_extra: bool = False
     from mlflow.models import infer_signature
 
     from training.config import ModelParams
-    from training.model import CustomerValueModel, make_model
-    from training.train import encoder_for
+    from training.model import CustomerValueModel, FeatureEncoder, make_model
 
     tables = load_source(world, reject_threshold=0.05).tables
     cutoff = AS_OF - pd.Timedelta(days=CONFIG.horizon_days)
     features = build_features(tables, cutoff, CONFIG)
-    label = label_values(tables, cutoff, CONFIG.horizon_days, CONFIG)
+    label = label_values(tables, cutoff, CONFIG)
     manifest = manifest_for(features, CONFIG, FAMILY_NAMES)
-    encoder = encoder_for(manifest)
+    encoder = FeatureEncoder.from_manifest(manifest)
     params = ModelParams(num_leaves=7, max_depth=3, min_child_samples=5, num_threads=1)
     model = make_model(params, encoder.categorical, seed=0)
     model.fit(encoder.encode(features), label.to_numpy(), rounds={"value": 25})
@@ -196,11 +196,11 @@ def test_interactions_streamed_in_batches_and_the_graph_built_in_groups_change_n
         world, registry, scored, tmp_path, monkeypatch):
     """The scorer reads the interactions in batches and builds the transition matrix one group of
     target profiles at a time from edges kept in files: the scores are those of the whole graph."""
-    import serving.scoring.chunked
+    import serving.scoring.population_step
 
     _, whole = scored
-    monkeypatch.setattr(serving.scoring.chunked, "INTERACTION_BATCH_ROWS", 1_000)
-    monkeypatch.setattr(serving.scoring.chunked, "GRAPH_GROUP_PROFILES", 50)
+    monkeypatch.setattr(serving.scoring.population_step, "INTERACTION_BATCH_ROWS", 1_000)
+    monkeypatch.setattr(serving.scoring.population_step, "GRAPH_GROUP_PROFILES", 50)
     out = tmp_path / "grouped.parquet"
     summary = score_customers(world, out=out, chunk_size=50, progress=False)
     assert summary["tables"]["social_interactions"]["rows_in"] > 3_000  # several batches
@@ -245,8 +245,8 @@ def whole_table_features(source: Path) -> pd.DataFrame:
 def test_the_scorer_features_are_the_whole_table_features(world, registry, tmp_path, monkeypatch):
     """Population-wide families streamed, routed to owners and summed per chunk: the same features
     as training's whole-table build (float sums in another order: equal to rounding)."""
-    monkeypatch.setattr("serving.scoring.chunked.INTERACTION_BATCH_ROWS", 1_000)
-    monkeypatch.setattr("serving.scoring.chunked.GRAPH_GROUP_PROFILES", 50)
+    monkeypatch.setattr("serving.scoring.population_step.INTERACTION_BATCH_ROWS", 1_000)
+    monkeypatch.setattr("serving.scoring.population_step.GRAPH_GROUP_PROFILES", 50)
     got = scorer_features(monkeypatch, world, tmp_path / "out.parquet", chunk_size=50)
     expected = whole_table_features(world)
     assert expected["pagerank"].notna().any() and expected["topical_share"].notna().any()

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.scoring.core import manifest_path, rejects_path, remove_stale_temporaries
 from serving.scoring.reasons import top_reasons
-from serving.scoring.chunked import manifest_path, rejects_path, remove_stale_temporaries
 from serving.scoring.tiers import tier_sizes, value_ranks
 
 # ---------------------------------------------------------------- ranks and tiers

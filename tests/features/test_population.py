@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.ingest.id_sets import IdSet
-from serving.scoring.interaction_codes import profile_positions
+from features.population import profile_positions
 
 PROFILES = IdSet([pa.array(["p1", "p2", "p3", "p4"])])
 

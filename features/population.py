@@ -1,0 +1,192 @@
+"""The population-wide families (referral, network, topical) computed from batches of the whole base.
+
+A customer's values in these families depend on other customers' rows (whom they referred and what
+those customers spent; the interaction graph), so an engine that never holds a whole table (the
+chunked scorer, the Dask engine) cannot build them chunk by chunk. It feeds ``PopulationFeatures``
+instead, in this order: the referrals, each chunk's customers with their transactions, every
+profile's latest snapshot, then the interactions in batches. The families' own accumulators do the
+work (features.families.referral.ReferralSums, features.families.interaction_sums.InteractionSums),
+so the numbers are the whole-table build's; ``precomputed`` turns the results into the frames
+``build_features(..., precomputed=...)`` joins to each chunk.
+
+Profiles are numbered by their position in the run's set of valid profile ids (an IdSet), so a
+batch of interactions costs time in proportion to its own rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.build import FAMILIES
+from features.catalog import empty_features
+from features.config import FeatureConfig
+from features.encoding import arrow_text
+from features.families.interaction_sums import TOPIC_COUNTS, InteractionSums, normalised_topics
+from features.families.network import FEATURES as NETWORK_FEATURES
+from features.families.network import network_by_customer
+from features.families.referral import ReferralSums
+from features.families.topical import FEATURES as TOPICAL_FEATURES
+from features.families.topical import topical_by_customer
+from features.ingest.id_sets import IdSet
+
+POPULATION_FAMILIES = tuple(f.name for f in FAMILIES if f.population_wide)
+SOCIAL_GRAPH_FAMILIES = ("network", "topical")  # the population-wide families fed by interactions
+ENDS = ("source_profile_id", "target_profile_id")
+_EMPTY = {"network": NETWORK_FEATURES, "topical": TOPICAL_FEATURES}
+
+
+class PopulationFeatures:
+    """The population-wide families among ``families`` as of ``as_of``, fed in batches.
+
+    profiles: every valid profile id of the source (None without a social_profiles table).
+    interactions: whether the source has a social_interactions table (even one without rows).
+    graph_groups / spill: the interaction graph's edges are grouped into this many ranges of
+    profiles, and wait in files under ``spill`` until the transition matrix is built
+    (InteractionSums); neither changes a number.
+    """
+
+    def __init__(self, as_of: pd.Timestamp, config: FeatureConfig, families, *,
+                 profiles: IdSet | None = None, interactions: bool = False, graph_groups: int = 1,
+                 spill: Path | None = None):
+        self.as_of, self.config = as_of, config
+        self.families = tuple(name for name in POPULATION_FAMILIES if name in set(families))
+        self.referrals = ReferralSums(as_of) if "referral" in self.families else None
+        self.graph = [name for name in SOCIAL_GRAPH_FAMILIES if name in self.families]
+        self.profiles = profiles
+        self.topics = normalised_topics(config.market_topics)
+        self._graph_groups, self._spill = graph_groups, spill
+        self._vertices: list[np.ndarray] = []
+        self._sums: InteractionSums | None = None
+        # Without both social tables the graph families have no rows (as in the whole-table build).
+        self._social_data = profiles is not None and interactions
+
+    # ------------------------------------------------------------------ referral inputs
+
+    def add_referrals(self, referrals: pd.DataFrame | None) -> None:
+        """The checked referrals table (None: the source has none, so referral features are unknown)."""
+        if self.referrals is not None:
+            self.referrals.add_referrals(referrals)
+
+    def add_customers(self, customers: pd.DataFrame, transactions: pd.DataFrame) -> None:
+        """A chunk's customers (customer_id, signup_date) and every transaction of theirs (or at
+        least every one of the customers the referrals name as referred)."""
+        if self.referrals is not None:
+            self.referrals.add_customers(customers, transactions)
+
+    # ------------------------------------------------------------------ social inputs
+
+    def add_latest_profiles(self, profile_ids) -> np.ndarray:
+        """Profiles with a snapshot before as_of (graph vertices even without interactions); returns
+        their codes, which index profile_values."""
+        if self.profiles is None:
+            raise ValueError("latest profiles given to a run without a profile set")
+        codes = _codes(self.profiles, profile_ids)
+        if (codes < 0).any():
+            raise ValueError("a latest snapshot's profile is missing from the run's profile set")
+        self._vertices.append(codes)
+        return codes
+
+    def add_interactions(self, interactions: pd.DataFrame, mentioned: pa.Array | None = None,
+                         positions: np.ndarray | None = None) -> None:
+        """A checked batch of interactions. ``mentioned`` (distinct ids covering the batch's ends)
+        and their ``positions`` in the profile set may be passed when already known."""
+        if not self.graph or not self._social_data:
+            return
+        if mentioned is None:
+            mentioned = pa.array(pd.concat([interactions[c] for c in ENDS]).dropna().unique(), type=pa.string())
+            positions = self.profiles.positions(mentioned)
+        sums = self._start("topic" in interactions.columns)
+        source, target = profile_positions(interactions, mentioned, positions)
+        sums.add_frame(interactions, source, target, self.topics)
+
+    def profile_values(self) -> dict[str, np.ndarray]:
+        """Per profile code: the network family's centrality and the topical family's counts (only
+        the families asked for and computable), read once the last interaction is in."""
+        if not self.graph or not self._social_data:
+            return {}
+        sums = self._start(False)
+        values = dict(sums.centrality(self.config.pagerank_damping)) if "network" in self.graph else {}
+        if "topical" in self.graph and sums.topics:
+            values.update(sums.counts)
+        self._sums = None  # the edges are consumed; the sums are no longer needed
+        return values
+
+    # ------------------------------------------------------------------ results
+
+    def referral_frame(self) -> pd.DataFrame | None:
+        """The referral family's frame over the customers whose rows differ from its fill (None when
+        the family was not asked for)."""
+        return None if self.referrals is None else self.referrals.finish(self.config)
+
+    def social_frames(self, owned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+        """The network and topical frames of the customers owning the profiles in ``owned``: one row
+        per owned profile with customer_id (the owner), engagements (latest snapshot) and the
+        profile's profile_values. A chunk's owned profiles give that chunk's customers' rows."""
+        out = {}
+        computable = self._social_data and owned is not None and len(owned)
+        for name in self.graph:
+            if not computable or (name == "topical" and not all(c in owned for c in TOPIC_COUNTS)):
+                out[name] = empty_features(_EMPTY[name])
+                continue
+            owners = owned["customer_id"].astype("str")
+            if name == "network":
+                out[name] = network_by_customer(
+                    owners, {c: owned[c].to_numpy("float64") for c in NETWORK_FEATURES})
+            else:
+                out[name] = topical_by_customer(owners, owned["engagements"].to_numpy("float64"),
+                                                {c: owned[c].to_numpy("int64") for c in TOPIC_COUNTS})
+        return out
+
+    def _start(self, has_topic: bool) -> InteractionSums:
+        if self._sums is None:
+            self._sums = InteractionSums(
+                len(self.profiles), self.as_of, self.config.interaction_half_life_days,
+                topics=bool(self.topics) and has_topic, blocks=self._graph_groups, spill=self._spill)
+            for codes in self._vertices:
+                self._sums.add_profiles(codes)
+        return self._sums
+
+
+def precomputed(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """Population-wide frames as build_features takes them for a chunk: stamped with as_of, without
+    the rows it rebuilds for a customer it has no row for (every value its fill, or NaN)."""
+    out = {}
+    for name, frame in frames.items():
+        fill = {} if frame.attrs.get("unknown") else next(f.fill for f in FAMILIES if f.name == name)
+        same = np.ones(len(frame), dtype=bool)
+        for column in frame.columns:
+            values = frame[column]
+            numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+            if numeric and column in fill:
+                same &= values.to_numpy(dtype="float64", na_value=np.nan) == fill[column]
+            else:
+                same &= values.isna().to_numpy()
+        kept = frame.loc[~same]
+        kept.attrs = {**frame.attrs, "as_of": str(as_of), "family": name}
+        out[name] = kept
+    return out
+
+
+def profile_positions(typed: pd.DataFrame, ids: pa.Array, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(source, target) int32 codes of a batch's rows (-1 where an id is missing or not in ``ids``).
+
+    ``ids`` are distinct ids covering the batch's profile ids and ``positions`` their positions in
+    the profile set (IdSet.positions), so no id is hashed twice.
+    """
+    lookup = np.append(positions, -1).astype(np.int32)
+    # Both ends in one lookup: Arrow builds the hash table of ``ids`` once, not once per end.
+    ends = pa.chunked_array([arrow_text(typed[name]) for name in ENDS], type=pa.large_string())
+    index = pc.index_in(ends, value_set=ids.cast(pa.large_string())).fill_null(-1)
+    codes = lookup[index.to_numpy()] if len(typed) else np.array([], dtype=np.int32)
+    return codes[:len(typed)], codes[len(typed):]
+
+
+def _codes(profiles: IdSet, profile_ids) -> np.ndarray:
+    if isinstance(profile_ids, pa.ChunkedArray):
+        profile_ids = profile_ids.combine_chunks()
+    return profiles.positions(profile_ids).astype(np.int32)

@@ -1,0 +1,221 @@
+"""The scoring core both engines share: options, output columns and lineage, reasons, accounting, manifest.
+
+A scorer (serving.scoring.chunked on one machine, serving.scoring.dask_engine on a cluster) gets
+predictions for every customer its own way; from there the output is made here: ranks and tiers
+over the whole base (serving.scoring.tiers), reasons for the customers ranked high enough
+(serving.scoring.reasons), the lineage columns naming the model and the cutoff, the check that every
+customer of the source is accounted for, and the manifest written beside the output.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features import atomic
+from features.errors import UserError
+from features.tables import TABLE_NAMES
+from serving.scoring.model import ScoringModel
+from serving.scoring.reasons import reason_columns, top_reasons
+from serving.scoring.tiers import TIER_NAMES, tier_sizes
+
+REASONS_FOR = ("top10", "all", "none")
+SCORE_COLUMNS = ("customer_id", "predicted_value", "value_rank", "value_percentile", "value_tier")
+
+
+def check_options(reasons: int, reasons_for: str, chunk_size: int) -> None:
+    """The scoring options a user gives, checked before anything is read."""
+    if reasons_for not in REASONS_FOR:
+        raise UserError(f"reasons_for must be one of {', '.join(REASONS_FOR)}, not {reasons_for!r}")
+    if reasons < 0:
+        raise UserError(f"reasons must be >= 0, not {reasons}")
+    if chunk_size < 1:
+        raise UserError(f"chunk_size must be positive, not {chunk_size}")
+
+
+def reason_cut(n: int, reasons: int, reasons_for: str) -> int:
+    """Customers ranked 1..cut get reasons: the top 10% (ceil), all of them, or none."""
+    if not reasons:
+        return 0
+    return {"top10": tier_sizes(n)["top_10pct"], "all": n, "none": 0}[reasons_for]
+
+
+def lineage(model: ScoringModel, as_of: pd.Timestamp, scored_at: pd.Timestamp) -> dict[str, pa.Scalar]:
+    """The columns every output row carries: which model scored it, as of when, for what horizon."""
+    return {
+        "model_name": pa.scalar(model.name, pa.string()),
+        "model_version": pa.scalar(model.version, pa.string()),
+        "model_run_id": pa.scalar(model.run_id, pa.string()),
+        "as_of": pa.scalar(as_of.as_unit("ns").to_datetime64(), pa.timestamp("ns")),
+        "horizon_days": pa.scalar(model.horizon_days, pa.int64()),
+        "scored_at": pa.scalar(scored_at.as_unit("ns").to_datetime64(), pa.timestamp("ns")),
+    }
+
+
+def output_schema(reasons: int, constants: dict[str, pa.Scalar]) -> pa.Schema:
+    """customer_id, predicted_value, value_rank, value_percentile, value_tier, reason_1..k, lineage."""
+    return pa.schema(
+        [("customer_id", pa.string()), ("predicted_value", pa.float64()), ("value_rank", pa.int64()),
+         ("value_percentile", pa.float64()), ("value_tier", pa.string())]
+        + [(name, pa.string()) for name in reason_columns(reasons)]
+        + [(name, value.type) for name, value in constants.items()]
+    )
+
+
+def output_columns(ids: pa.Array, values: np.ndarray, ranked: pd.DataFrame,
+                   reasons: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """The scored columns of some customers, in their order (ranked: serving.scoring.tiers.value_ranks)."""
+    return {
+        "customer_id": ids,
+        "predicted_value": pa.array(values, type=pa.float64()),
+        "value_rank": pa.array(ranked["value_rank"].to_numpy(), type=pa.int64()),
+        "value_percentile": pa.array(ranked["value_percentile"].to_numpy(), type=pa.float64()),
+        "value_tier": pa.array(ranked["value_tier"].array, type=pa.string()),
+        **reasons,
+    }
+
+
+def output_table(columns: dict, order: np.ndarray, constants: dict[str, pa.Scalar],
+                 schema: pa.Schema) -> pa.Table:
+    """The rows ``order`` of ``columns`` (positions), with the lineage columns, as an Arrow table."""
+    take = pa.array(order, type=pa.int64())
+    arrays = [columns[name].take(take) for name in columns]
+    arrays += [pa.repeat(value, len(take)) for value in constants.values()]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@dataclass
+class Reasons:
+    """reason_1..k of one partition, aligned with its rows (null outside the wanted rows)."""
+
+    columns: dict[str, pa.Array]
+    rows: int = 0
+    seconds: float = 0.0
+
+
+def partition_reasons(model: ScoringModel, inputs, rank: np.ndarray, cut: int, reasons: int) -> Reasons:
+    """Reasons for the rows of one partition ranked 1..cut. ``inputs``: the partition's model input
+    frame, or a callable returning the rows at the given positions (read only when needed)."""
+    names = reason_columns(reasons)
+    wanted = np.flatnonzero(rank <= cut)
+    found, seconds = None, 0.0
+    if len(wanted):
+        start = time.perf_counter()
+        rows = inputs(wanted) if callable(inputs) else inputs.iloc[wanted]
+        found = top_reasons(model.python_model.contributions(rows), rows, len(names))
+        seconds = time.perf_counter() - start
+    columns = {}
+    for name in names:
+        full = np.full(len(rank), None, dtype=object)
+        if found is not None:
+            full[wanted] = found[name].to_numpy(dtype=object, na_value=None)
+        columns[name] = pa.array(full, type=pa.string())
+    return Reasons(columns, len(wanted), seconds)
+
+
+def tier_counts(tiers) -> dict[str, int]:
+    """Customers per tier, in tier order, from every customer's tier (or from counts per tier)."""
+    counts = dict(tiers) if isinstance(tiers, Counter) else pd.Series(tiers, dtype="str").value_counts().to_dict()
+    return {name: int(counts[name]) for name in TIER_NAMES if counts.get(name)}
+
+
+def check_accounted(customers_in: int, scored: int, not_yet: int, rejected: int) -> None:
+    """Every customer row of the source is scored, not yet a customer at as_of, or rejected.
+
+    The counts come from different places (predictions, signup dates, the contract check), so a
+    customer lost or duplicated anywhere between the source and the output stops the run.
+    """
+    if scored + not_yet + rejected != customers_in or not_yet < 0:
+        raise AssertionError(f"customers unaccounted for: {customers_in} in, {scored} scored, "
+                             f"{not_yet} not yet customers, {rejected} rejected")
+
+
+@dataclass
+class ScoredRun:
+    """What a scorer hands to the manifest, whichever engine ran."""
+
+    out: Path
+    model: ScoringModel
+    tables: dict  # table -> rows_in, rows_kept, rows_rejected, top_reason
+    scored: int
+    not_yet: int
+    tiers: dict[str, int]
+    as_of: pd.Timestamp
+    scored_at: pd.Timestamp
+    rejects: list[Path]
+    fingerprint: dict
+    chunks: int
+    chunk_size: int
+    reasons: int
+    reasons_for: str
+    reasons_rows: int
+    reasons_seconds: float
+    unseen_levels: Counter = field(default_factory=Counter)
+    features_seconds: float = 0.0
+    predict_seconds: float = 0.0
+
+
+def scoring_manifest(run: ScoredRun) -> dict:
+    """The run's manifest (also its summary); checks the accounting on the way."""
+    customers_in = run.tables["customers"]["rows_in"]
+    rejected = run.tables["customers"]["rows_rejected"]
+    check_accounted(customers_in, run.scored, run.not_yet, rejected)
+    return {
+        "output": str(run.out),
+        "manifest": str(manifest_path(run.out)),
+        "rejects": [str(p) for p in run.rejects],
+        "customers_in": customers_in,
+        "scored": run.scored,
+        "rejected_customers": rejected,
+        "not_yet_customers": run.not_yet,
+        "tables": run.tables,
+        "tiers": run.tiers,
+        "as_of": str(run.as_of),
+        "horizon_days": run.model.horizon_days,
+        "scored_at": str(run.scored_at),
+        "model": run.model.describe(),
+        "feature_manifest_hash": run.model.manifest.manifest_hash,
+        "unseen_category_levels": dict(run.unseen_levels),
+        "inputs": run.fingerprint,
+        "chunks": run.chunks,
+        "chunk_size": run.chunk_size,
+        "reasons": {
+            "per_customer": run.reasons, "for": run.reasons_for, "rows": run.reasons_rows,
+            "seconds": round(run.reasons_seconds, 3),
+            "rows_per_second": (round(run.reasons_rows / run.reasons_seconds, 1)
+                                if run.reasons_seconds else None),
+        },
+        "features_seconds": round(run.features_seconds, 3),
+        "predict_seconds": round(run.predict_seconds, 3),
+    }
+
+
+def publish(tmp_scores: Path, out: Path, manifest: dict) -> dict:
+    """Rename the finished scores into place, then write the manifest beside them (both whole)."""
+    atomic.publish_path(tmp_scores, out)
+    atomic.write_json(manifest_path(out), manifest)
+    return manifest
+
+
+def manifest_path(out: Path) -> Path:
+    """OUT_STEM.manifest.json beside OUT_STEM.parquet."""
+    return out.with_name(f"{out.name.removesuffix('.parquet')}.manifest.json")
+
+
+def rejects_path(out: Path) -> Path:
+    """OUT_STEM.rejects/ beside OUT_STEM.parquet: one <table>.csv per table with rejected rows."""
+    return out.with_name(f"{out.name.removesuffix('.parquet')}.rejects")
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Delete the hidden temporaries left beside ``out``, its manifest and rejects by killed runs."""
+    removed = atomic.remove_stale(out) + atomic.remove_stale(manifest_path(out))
+    for table in TABLE_NAMES:
+        removed += atomic.remove_stale(rejects_path(out) / f"{table}.csv")
+    return removed

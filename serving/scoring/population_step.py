@@ -1,0 +1,151 @@
+"""The chunked scorer's population step: the population-wide families fed from the run's work files.
+
+features.population.PopulationFeatures does the computing; this step only moves rows to it, in its
+order, without ever holding a whole table: the referrals (read and checked whole: they are small),
+each customer bucket's customers and the transactions of referred customers (saved by the customer
+step), each profile bucket's latest snapshots, then the interactions in batches, each checked against
+the profiles it mentions before it is added. Each owned profile's values then travel with its owner
+to the owner's bucket (files), where the families sum them per customer. Every bucket's frames are
+saved to ctx.population_path(bucket), so a worker later holds only its chunk's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from features.build import select_families
+from features.ingest.contract import check_table, parsed_ids
+from features.ingest.id_sets import IdSet
+from features.ingest.partition import BucketWriter, bucket_of, count_rows, iter_batches, read_arrow
+from features.ingest.rejects import checked_part, write_part
+from features.ingest.source import read_table
+from features.population import SOCIAL_GRAPH_FAMILIES, PopulationFeatures, precomputed
+from serving.scoring.memory import release_freed_memory
+from serving.scoring.model import ScoringModel
+
+INTERACTION_BATCH_ROWS = 1_000_000  # a batch's check holds a few hundred bytes a row, for a moment
+# The interaction graph's transition matrix is built in groups of rows of this many profiles, from
+# edges that wait in files until then (features.families.interaction_sums).
+GRAPH_GROUP_PROFILES = 1_000_000
+
+
+def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> None:
+    """The model's population-wide families over every bucket of ``run`` (serving.scoring.chunked._Run),
+    saved bucket by bucket as build_features' ``precomputed`` frames."""
+    task = run.bar.task("population features", None)
+    names = [f.name for f in select_families(model.families) if f.population_wide]
+    graph = any(name in SOCIAL_GRAPH_FAMILIES for name in names)
+    streamed = graph and bool(run.profiles) and "social_interactions" in source
+    profiles = run.take_profile_set() if streamed else None
+    groups = -(-len(profiles) // GRAPH_GROUP_PROFILES) if profiles is not None else 1
+    population = PopulationFeatures(as_of, model.config, names, profiles=profiles,
+                                    interactions="social_interactions" in source, graph_groups=groups,
+                                    spill=run.work / "graph")
+    parts: list[dict[str, pd.DataFrame]] = [{} for _ in range(run.buckets)]
+    if "referral" in names:
+        _referrals(run, source, population, parts)
+    if streamed:
+        codes = [population.add_latest_profiles(read_arrow(run.ctx.latest_path(p)).column("profile_id"))
+                 for p in range(run.buckets)]
+        _interactions(run, source["social_interactions"], profiles, population)
+        del profiles
+        release_freed_memory()
+        values = population.profile_values()
+        release_freed_memory()
+        _route_to_owners(run, values, codes)
+        del values, codes
+        release_freed_memory()
+    for b in range(run.buckets):
+        frames = dict(parts[b])
+        frames.update(population.social_frames(_owned_rows(run, b) if streamed else None))
+        ordered = {name: frames[name] for name in names}  # registry order
+        pd.to_pickle(precomputed(ordered, as_of), run.ctx.population_path(b))
+    run.bar.done(task)
+
+
+def _referrals(run, source: dict[str, Path], population: PopulationFeatures,
+               parts: list[dict[str, pd.DataFrame]]) -> None:
+    """The referral family: referrals checked against every valid customer, then each bucket's
+    customers with the transactions of the referred ones; rows split back by bucket."""
+    referrals = None
+    if "referrals" in source:
+        raw = read_table(source["referrals"])
+        named = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
+        res = check_table("referrals", raw, {"customers": run.customer_set().known(named)}, run.threshold)
+        run.log.record(write_part(run.work, "referrals", "all", res.rows_in, res.rejects, None))
+        referrals = res.typed
+        del raw, res, named
+    population.add_referrals(referrals)
+    if referrals is not None:
+        for b, bucket in enumerate(run.customers):
+            customers = pd.DataFrame({"customer_id": pd.array(bucket.ids.to_pandas(), dtype="str"),
+                                      "signup_date": bucket.signups.view("datetime64[ns]")})
+            population.add_customers(customers, pd.read_pickle(run.ctx.referred_path(b)))
+    frame = population.referral_frame()
+    where = bucket_of(frame.index.to_series(), run.buckets)
+    for b in range(run.buckets):
+        piece = frame.iloc[np.flatnonzero(where == b)]
+        piece.attrs = dict(frame.attrs)
+        parts[b]["referral"] = piece
+
+
+def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatures) -> None:
+    """The interactions checked batch by batch against the profiles each batch mentions (so a batch
+    costs time in proportion to its own rows), added, and dropped."""
+    # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
+    total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
+    run.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
+    offset = 0
+    for part, batch in enumerate(iter_batches(path, table="social_interactions", batch_rows=INTERACTION_BATCH_ROWS)):
+        raw = batch.to_pandas()
+        rows = np.arange(offset, offset + len(raw), dtype="int64")
+        offset += len(raw)
+        mentioned = pd.concat([parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
+                               if c in raw])
+        mentioned = pa.array(mentioned.unique(), type=pa.string())
+        where = profiles.positions(mentioned)
+        known = pd.Index(mentioned.filter(pa.array(where >= 0)).to_pandas(), dtype="str")
+        res, reject_part = checked_part("social_interactions", raw, {"profiles": known}, rows, run.work,
+                                        f"{part:05d}")
+        run.log.record(reject_part)
+        if total:
+            run.log.check_table("social_interactions", total, run.threshold, final=False)
+        del raw
+        population.add_interactions(res.typed, mentioned, where)
+        del res
+        release_freed_memory()
+    run.log.check_table("social_interactions", offset, run.threshold, final=True)
+
+
+def _route_to_owners(run, values: dict[str, np.ndarray], codes: list[np.ndarray]) -> None:
+    """Every owned profile's values (taken by its code), owner and latest engagements, written to the
+    owner's bucket (ctx.owned_path), one profile bucket at a time."""
+    for p, profile_codes in enumerate(codes):
+        latest = read_arrow(run.ctx.latest_path(p))
+        owned = latest.column("customer_id").is_valid().to_numpy(zero_copy_only=False)
+        if not owned.any():
+            continue
+        taken = profile_codes[owned]
+        mask = pa.array(owned)
+        columns = {"customer_id": latest.column("customer_id").filter(mask),
+                   "engagements": latest.column("engagements").filter(mask)}
+        columns.update({name: pa.array(v[taken]) for name, v in values.items()})
+        table = pa.table(columns)
+        writer = BucketWriter(lambda b, p=p: run.ctx.owned_path(p, b), table.schema)
+        try:
+            writer.write(table, bucket_of(table.column("customer_id").to_pandas(), run.buckets), run.buckets)
+        finally:
+            writer.close()
+
+
+def _owned_rows(run, b: int) -> pd.DataFrame | None:
+    """The owned profiles routed to bucket b (their files are deleted once read)."""
+    paths = [run.ctx.owned_path(p, b) for p in range(run.buckets)]
+    tables = [read_arrow(path) for path in paths if path.exists()]
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return pa.concat_tables(tables).to_pandas() if tables else None

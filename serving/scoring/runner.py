@@ -1,0 +1,132 @@
+"""Running a step over every bucket of a scoring run: here, or in a pool of spawned worker processes.
+
+Every step reads its bucket's files from the run's work directory and writes its outputs there, so
+a worker needs only the bucket number and a few shared objects (the model, the set of valid
+customer ids), which ``BucketRunner.share`` hands over once per worker. Results come back in bucket
+order whatever the number of workers: the output does not depend on it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import pyarrow as pa
+
+from serving.scoring.model import load_local_model
+
+_SHARED: dict[str, object] = {}
+
+
+def shared(key: str):
+    """An object handed to the bucket steps: cached in this process, loaded on first use in a worker."""
+    if key not in _SHARED:
+        if key.startswith("model:"):
+            path, uri = key[len("model:"):].split("\n", 1)
+            _SHARED[key] = load_local_model(path, uri)
+        else:
+            with open(key, "rb") as fh:
+                _SHARED[key] = pickle.load(fh)
+    return _SHARED[key]
+
+
+class BucketRunner:
+    """Runs a bucket step over every bucket, here (workers=1) or in a pool of spawned processes."""
+
+    def __init__(self, work: Path, workers: int):
+        self.work = work
+        self.workers = max(1, int(workers))
+        self.pool: ProcessPoolExecutor | None = None
+        self.keys: list[str] = []
+
+    def share(self, name: str, value) -> str:
+        """Make ``value`` available to the steps under the returned key."""
+        key = str(self.work / f"shared-{name}.pkl")
+        _SHARED[key] = value
+        self.keys.append(key)
+        if self.workers > 1:
+            with open(key, "wb") as fh:
+                pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        return key
+
+    def share_model(self, model) -> str:
+        """The model, loaded once per worker from its local files (a pyfunc is not picklable)."""
+        key = f"model:{model.local_path}\n{model.uri}"
+        _SHARED[key] = model
+        self.keys.append(key)
+        if self.workers > 1 and model.local_path is None:
+            raise ValueError("a model without local files cannot be used by worker processes; use workers=1")
+        return key
+
+    def map(self, step, buckets: int, *args, on_result=None) -> list:
+        """[step(b, *args) for b in range(buckets)], calling on_result(b, result) as each one ends."""
+        results: list = [None] * buckets
+        if self.workers == 1 or buckets == 1:
+            for b in range(buckets):
+                results[b] = step(b, *args)
+                if on_result is not None:
+                    on_result(b, results[b])
+            return results
+        self._start_pool()
+        pending = {self.pool.submit(step, b, *args): b for b in range(buckets)}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    b = pending.pop(future)
+                    results[b] = future.result()
+                    if on_result is not None:
+                        on_result(b, results[b])
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        return results
+
+    def submit(self, step, buckets: int, *args) -> Pending:
+        """Start step(b, *args) on every bucket; with workers, it runs while this process goes on."""
+        if self.workers == 1 or buckets == 1:
+            return Pending(results=[step(b, *args) for b in range(buckets)])
+        self._start_pool()
+        return Pending(futures=[self.pool.submit(step, b, *args) for b in range(buckets)])
+
+    def _start_pool(self) -> None:
+        # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_one_thread_each,
+                                            mp_context=multiprocessing.get_context("spawn"))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        for key in self.keys:
+            _SHARED.pop(key, None)
+
+
+def _one_thread_each() -> None:
+    """Worker start-up: the workers already share the cores, so each runs LightGBM (OpenMP) and Arrow
+    on one thread; more threads per worker only make them wait on each other."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
+class Pending:
+    """Results of BucketRunner.submit, in bucket order once ``results`` returns."""
+
+    def __init__(self, results=None, futures=None):
+        self.results_, self.futures = results, futures
+
+    def results(self) -> list:
+        if self.futures is not None:
+            try:
+                self.results_ = [future.result() for future in self.futures]
+            finally:
+                for future in self.futures:
+                    future.cancel()
+            self.futures = None
+        return self.results_

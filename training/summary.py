@@ -1,0 +1,90 @@
+"""What a training run did, for the terminal and the run's metrics_vs_baselines.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.metrics import METRIC_NAMES
+
+
+@dataclass
+class TrainSummary:
+    """The run, the registered version and its promotion, the windows, rows and metrics."""
+
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    model_name: str
+    model_version: str | None
+    aliases: list[str]
+    promotion: str
+    promotion_reason: str
+    windows: dict[str, object]
+    rows: dict[str, int]
+    metrics: dict[str, float]
+    bgnbd_status: str
+    ui_command: str
+    seconds: float
+
+    def comparison(self) -> dict[str, dict[str, float | None]]:
+        """metric -> {model, last_h, bgnbd, without_social} on the test window."""
+        return comparison(self.metrics)
+
+
+def comparison(metrics: dict) -> dict[str, dict[str, float | None]]:
+    """metric -> {model, last_h, bgnbd, without_social} on the test window (None where absent)."""
+    return {
+        name: {
+            "model": metrics.get(f"test_{name}"),
+            "last_h": metrics.get(f"baseline_last_h_test_{name}"),
+            "bgnbd": metrics.get(f"baseline_bgnbd_test_{name}"),
+            "without_social": metrics.get(f"ablation_test_{name}"),
+        }
+        for name in METRIC_NAMES
+    }
+
+
+def print_summary(summary: TrainSummary, console=None) -> None:
+    """The end-of-run summary: windows, rows, metrics vs baselines, run, version, aliases, UI command."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    w = summary.windows
+    console.print(f"[bold]Customer-value training[/bold]  as_of {w['as_of']}  test cutoff {w['test_cutoff']}")
+    console.print(
+        f"  training windows {', '.join(w['train_cutoffs'])}; early stopping on "
+        f"{', '.join(w['validation_cutoffs'])}; refit windows {', '.join(w['refit_cutoffs'])}"
+    )
+    console.print("  rows: " + ", ".join(f"{k} {v:,}" for k, v in summary.rows.items()))
+    table = Table(title="Test window: model vs baselines")
+    for column in ("metric", "model", "last H days", "BG/NBD", "without social"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+
+    def fmt(v):
+        return "-" if v is None or not np.isfinite(v) else f"{v:,.3f}"
+
+    for name, row in summary.comparison().items():
+        table.add_row(name, fmt(row["model"]), fmt(row["last_h"]), fmt(row["bgnbd"]), fmt(row["without_social"]))
+    console.print(table)
+    m = summary.metrics
+    if "social_lift_norm_gini" in m:
+        def lift(v):
+            return "-" if v is None or not np.isfinite(v) else f"{v:+.4f}"
+
+        console.print(
+            f"  social lift (norm gini): {lift(m['social_lift_norm_gini'])} "
+            f"[90% {lift(m['social_lift_norm_gini_lo'])}, {lift(m['social_lift_norm_gini_hi'])}]; "
+            f"tenure < 1 year: {lift(m['social_lift_norm_gini_new'])} "
+            f"[{lift(m['social_lift_norm_gini_new_lo'])}, {lift(m['social_lift_norm_gini_new_hi'])}]"
+        )
+    shares = {k.removeprefix("shap_share_"): v for k, v in m.items() if k.startswith("shap_share_")}
+    console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
+    if not summary.bgnbd_status.startswith("ok"):
+        console.print(f"  [yellow]BG/NBD baseline {summary.bgnbd_status}[/yellow]")
+    console.print(f"  run {summary.run_id}  model {summary.model_name} v{summary.model_version} "
+                  f"aliases {', '.join(summary.aliases)}")
+    console.print(f"  promotion: {summary.promotion} ({summary.promotion_reason})")
+    console.print(f"  open the MLflow UI: [bold]{summary.ui_command}[/bold]  ({summary.seconds:.0f} s)")
