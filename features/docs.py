@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from features import atomic
 from features.build import FAMILIES
 from features.catalog import FeatureFamily
 
@@ -89,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     """Write docs/features.md (or the path given as the only argument)."""
     argv = sys.argv[1:] if argv is None else argv
     path = Path(argv[0]) if argv else DOC_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_features_markdown(), encoding="utf-8")
+    atomic.write_text(path, render_features_markdown())
     print(f"wrote {path}")
     return 0
 

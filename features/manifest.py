@@ -11,13 +11,13 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 import pandas as pd
 
+from features import atomic
 from features.build import feature_family_of, select_families
 from features.config import FeatureConfig
 
@@ -76,20 +76,8 @@ class FeatureManifest:
         return cls(**json.loads(text))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temporary file beside it, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Publish the manifest whole (features.atomic)."""
+        return atomic.write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureManifest:

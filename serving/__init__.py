@@ -1,0 +1,1 @@
+"""Serving: the clv command line, the batch scorer (scoring/) and the stakeholder report (report/)."""

@@ -21,7 +21,7 @@ from features.build import build_features
 from features.config import FeatureConfig
 from features.dask_engine.features import write_features_dask
 from features.errors import UserError
-from features.ingest.database import load_source_to_database
+from features.ingest.database_load import load_source_to_database
 from features.ingest.source import describe_source, load_source, write_rejects
 from features.labels import label_values
 from features.manifest import manifest_for

@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.training.small import SMALL
+
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEED, CUSTOMERS, END = 7, 1500, "2025-12-31"
-MARKET_TOPICS = ("outdoor", "hiking")
 FEATURES_AS_OF = "2024-12-01"  # features and a 365-day label, covered by the world's history
 # CLV_GOLDEN_EXACT=1 demands bit-identical floats (true on the machine that recorded them).
 RTOL, ATOL = (0.0, 0.0) if os.environ.get("CLV_GOLDEN_EXACT") == "1" else (1e-9, 1e-12)
@@ -51,20 +52,6 @@ def defective_world(directory: Path) -> Path:
     return directory
 
 
-def small_config():
-    from features.config import FeatureConfig
-    from training.config import ModelParams, TrainConfig
-
-    return TrainConfig(
-        features=FeatureConfig(market_topics=MARKET_TOPICS),
-        model=ModelParams(max_rounds=40, num_leaves=15, min_child_samples=20, num_threads=1),
-        n_windows=3,
-        step_days=91,
-        bootstrap_resamples=40,
-        shap_sample=400,
-    )
-
-
 def compute(work: Path) -> dict:
     """Everything the golden files hold, computed with the current code under ``work``."""
     import mlflow
@@ -78,7 +65,7 @@ def compute(work: Path) -> dict:
     from training.train import train_run
 
     source = defective_world(work / "world")
-    config = small_config()
+    config = SMALL
     loaded = load_source(source)
     tables = loaded.tables
     as_of = pd.Timestamp(FEATURES_AS_OF)

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.attribution import shap_sample
+from training.model import currency_contributions
+
 ARTIFACT_DIR = "report_inputs"
 PREDICTIONS_FILE = "predictions.parquet"
 SHAP_SAMPLE_FILE = "shap_sample.parquet"
@@ -78,8 +81,6 @@ def predictions_frame(actual: pd.Series, predictions: dict[str, pd.Series], tenu
 
 def currency_frame(objective: str, log_contributions: pd.DataFrame) -> pd.DataFrame:
     """CustomerValueModel.contributions from already computed log-scale TreeSHAP (saves a second SHAP pass)."""
-    from training.model import currency_contributions
-
     names = [c for c in log_contributions.columns if c != "baseline"]
     money, baseline = currency_contributions(objective, log_contributions[names].to_numpy(np.float64),
                                              log_contributions["baseline"].to_numpy(np.float64))
@@ -94,8 +95,6 @@ def report_frames(ev, *, log_contributions: pd.DataFrame | None = None) -> tuple
     The SHAP sample is the attribution step's seeded sample of the test window (same rows, same
     seed). Pass that step's log-scale contributions to skip recomputing TreeSHAP, the slow part.
     """
-    from training.attribution import shap_sample
-
     test = ev.test_features
     predictions = predictions_frame(ev.test_label, ev.predictions, test["tenure_days"])
     sample = shap_sample(test, ev.config.shap_sample, seed=ev.config.seed)

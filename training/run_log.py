@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from features.catalog import SOCIAL_FAMILIES
+from training import model as model_module
 from training import tracking
 from training.charts import decile_chart, importance_chart
 from training.config import TrainConfig
@@ -105,10 +106,8 @@ class _pickle_model_code_by_value:
     def __enter__(self):
         import cloudpickle
 
-        import training.model as module
-
-        self._module = module
-        cloudpickle.register_pickle_by_value(module)
+        self._module = model_module
+        cloudpickle.register_pickle_by_value(model_module)
         return self
 
     def __exit__(self, *exc):

@@ -1,0 +1,1 @@
+"""Reading sources into validated contract tables: files, PostgreSQL, partitions, rejects."""

@@ -81,6 +81,9 @@ TABLE_SPECS: dict[str, tuple[ColumnSpec, ...]] = {
     ),
 }
 
+# The column that dates each row of a table: a run cut at `until` never sees rows dated on or after it.
+TIME_COLUMNS = {"transactions": "timestamp", "social_profiles": "snapshot_date",
+                "social_interactions": "timestamp", "referrals": "timestamp"}
 NON_NEGATIVE = {"social_profiles": ("followers", "following", "posts", "engagements")}
 EXAMPLES = 5  # offending values quoted in an error message
 QUOTED = re.compile(r" '.*?'")  # the offending value quoted in a reject reason

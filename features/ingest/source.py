@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
-from features.ingest.contract import ContractError, validate_tables
+from features import atomic
+from features.ingest.contract import TIME_COLUMNS, ContractError, validate_tables
+from features.ingest.database import mask_url, read_database
 from features.tables import TABLE_NAMES, Tables
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
 DATABASE_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://")
-# The column that dates each row of a table: a run cut at `until` never sees rows dated on or after it.
-TIME_COLUMNS = {"transactions": "timestamp", "social_profiles": "snapshot_date",
-                "social_interactions": "timestamp", "referrals": "timestamp"}
 
 
 @dataclass
@@ -45,8 +43,6 @@ def describe_source(source: str | os.PathLike) -> str:
     """How a source is shown in logs, manifests and MLflow: the masked URL of a database, the absolute
     path of a directory. Never the password."""
     if is_database_url(source):
-        from features.ingest.database import mask_url
-
         return mask_url(source)
     return str(Path(source).resolve())
 
@@ -117,10 +113,6 @@ def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
     start = time.perf_counter()
     until = _utc_naive(until)
     if is_database_url(source):
-        from features.ingest.database import (
-            read_database,  # SQLAlchemy is imported only for databases
-        )
-
         read = read_database(source, mapping=mapping, until=until)
         raw, prints = read.raw, read.fingerprint
     else:
@@ -158,24 +150,6 @@ def rows_before(tables: Tables, until: pd.Timestamp) -> Tables:
     return replace(tables, **cut)
 
 
-def write_atomic(frame: pd.DataFrame, path: str | os.PathLike, **kwargs) -> Path:
-    """Write a CSV or Parquet file to a temporary name beside it, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.name.endswith(".parquet"):
-            frame.to_parquet(tmp, **kwargs)
-        else:
-            frame.to_csv(tmp, index=False, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_rejects(rejects: dict[str, pd.DataFrame], directory: str | os.PathLike) -> list[Path]:
     """One ``<table>.csv`` per table with rejected rows: the raw values, the row number and the reason."""
-    return [write_atomic(frame, Path(directory) / f"{table}.csv") for table, frame in rejects.items()]
+    return [atomic.write_frame(Path(directory) / f"{table}.csv", frame) for table, frame in rejects.items()]

@@ -1,0 +1,1 @@
+"""The synthetic world: a generated CRM + social customer base with its known truth (world.py)."""

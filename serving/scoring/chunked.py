@@ -225,16 +225,8 @@ class _Run:
     def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
         files = self.ctx.files
         totals = {"customers": files["customers"].rows_in, "transactions": files["transactions"].rows_in}
-        task = self.bar.task("validate customers", self.buckets)
-        done = Counter()
-
-        def on_result(b, result: CustomerBucket):
-            done["n"] += 1
-            self._record(result.rejects, totals, final=done["n"] == self.buckets)
-            self.bar.advance(task)
-
-        self.customers = runner.map(validate_customer_bucket, self.buckets, self.ctx,
-                                    runner.share("referred", referred), on_result=on_result)
+        self.customers = self._checked_map(runner, "validate customers", totals, validate_customer_bucket,
+                                           runner.share("referred", referred))
         latest = [c.latest_ns for c in self.customers if c.latest_ns is not None]
         self.latest_ns = max(latest) if latest else None
         check_has_customers(self.n_valid_customers)
@@ -243,16 +235,21 @@ class _Run:
         if "social_profiles" not in self.ctx.files:
             return
         totals = {"social_profiles": self.ctx.files["social_profiles"].rows_in}
-        task = self.bar.task("validate social profiles", self.buckets)
+        self.profiles = self._checked_map(runner, "validate social profiles", totals, validate_profile_bucket,
+                                          as_of, runner.share("customers", self.customer_set()))
+
+    def _checked_map(self, runner: BucketRunner, label: str, totals: dict[str, int], step, *args) -> list:
+        """A validation step over every bucket; each bucket's rejects are recorded as it ends, and the
+        tables' whole-table rules judged once the last one is in."""
+        task = self.bar.task(label, self.buckets)
         done = Counter()
 
-        def on_result(b, result: ProfileBucket):
+        def on_result(b, result: CustomerBucket | ProfileBucket):
             done["n"] += 1
             self._record(result.rejects, totals, final=done["n"] == self.buckets)
             self.bar.advance(task)
 
-        self.profiles = runner.map(validate_profile_bucket, self.buckets, self.ctx, as_of,
-                                   runner.share("customers", self.customer_set()), on_result=on_result)
+        return runner.map(step, self.buckets, self.ctx, *args, on_result=on_result)
 
     def score(self, runner: BucketRunner, as_of: pd.Timestamp, model_key: str, local: list,
               keep_inputs: bool) -> list[ScoredBucket]:

@@ -42,3 +42,22 @@ def test_validate_on_a_missing_directory_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["validate", "--data", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "is not a directory" in result.output
+
+
+def test_dates_on_the_command_line_are_iso_only_one_line_and_exit_2(tmp_path):
+    src = write_source(tmp_path, valid_tables())
+    for text in ("yesterday", "June 1", "01/06/2025", "2025-02-30"):
+        for command in (["features", "--data", str(src), "--out", str(tmp_path / "f.parquet")],
+                        ["train", "--data", str(src)], ["score", "--data", str(src), "--out", str(tmp_path / "s.parquet")]):
+            result = runner.invoke(app, [*command, "--as-of", text])
+            assert result.exit_code == 2, (command, text, result.output)
+            assert "YYYY-MM-DD" in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_an_unknown_engine_or_promotion_mode_is_one_line_and_exit_2(tmp_path):
+    src = write_source(tmp_path, valid_tables())
+    result = runner.invoke(app, ["train", "--data", str(src), "--engine", "spark"])
+    assert result.exit_code == 2 and "--engine must be pandas or dask" in result.output
+    result = runner.invoke(app, ["train", "--data", str(src), "--promote", "sometimes"])
+    assert result.exit_code == 2 and "--promote must be one of auto, always, never" in result.output

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from features.config import FeatureConfig
-from features.ingest.database import load_source_to_database
+from features.ingest.database_load import load_source_to_database
 from features.synthetic.world import generate_world
 from training.config import ModelParams, TrainConfig
 

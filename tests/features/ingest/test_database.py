@@ -21,10 +21,10 @@ from features.ingest.database import (
     DatabaseMapping,
     SourceUnavailableError,
     export_database,
-    load_source_to_database,
     mask_url,
     read_database,
 )
+from features.ingest.database_load import load_source_to_database
 from features.ingest.source import load_source
 from features.synthetic.world import generate_world
 from tests.features.ingest.test_contract import valid_tables, write_source

@@ -10,11 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.report.build import (
-    RunRecord,
-    _dependence_section,
+from serving.report import build
+from serving.report.build import build_report
+from serving.report.content import (
     ablation_table,
-    build_report,
     decile_data,
     effect_text,
     family_importance,
@@ -25,6 +24,8 @@ from serving.report.build import (
     social_share,
     top_value_flags,
 )
+from serving.report.run_record import RunRecord
+from serving.report.sections import _dependence_section
 
 IMPORTANCE = pd.DataFrame({
     "feature": ["spend_365d", "followers_log", "topical_share", "tenure_days", "pagerank"],
@@ -316,3 +317,28 @@ def test_an_unknown_model_fails_with_a_clear_message(mlflow_store, tmp_path):
         build_report(model_uri="models:/no-such-model@champion", out_dir=tmp_path)
     with pytest.raises(ValueError, match="not both"):
         build_report(model_uri="models:/x@champion", run_id="abc", out_dir=tmp_path)
+
+
+def test_a_build_that_fails_midway_leaves_the_previous_report_and_no_temporary(
+        tiny_run, mlflow_store, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    previous = {"report.html": b"the previous report", "family_importance.png": b"the previous figure"}
+    for name, data in previous.items():
+        (out / name).write_bytes(data)
+
+    def broken(page):  # the figures are drawn (and would have been written) by now
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(build, "render_html", broken)
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        build_report(run_id=tiny_run.run_id, out_dir=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == previous
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
+
+
+def test_a_report_never_replaces_a_folder_that_holds_other_files(mlflow_store, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not part of a report"):
+        build_report(model_uri="models:/customer-value@champion", out_dir=tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_training_then_report_gives_every_section_on_a_generated_world(mlflow_store, tmp_path):
+    from features.config import FeatureConfig
     from features.synthetic.world import generate_world
     from serving.report.build import build_report
     from training.config import ModelParams, TrainConfig
@@ -15,9 +16,10 @@ def test_training_then_report_gives_every_section_on_a_generated_world(mlflow_st
     from training.train import train
 
     generate_world(tmp_path / "world", n_customers=2500, seed=11)
-    config = TrainConfig(model=ModelParams(max_rounds=40, num_leaves=15, max_depth=5, min_child_samples=20),
+    config = TrainConfig(features=FeatureConfig(market_topics=("outdoor", "hiking")),
+                         model=ModelParams(max_rounds=40, num_leaves=15, max_depth=5, min_child_samples=20),
                          n_windows=3, bootstrap_resamples=50, shap_sample=1500)
-    run_id = train(tmp_path / "world", market_topics=("outdoor", "hiking"), experiment="report-end-to-end",
+    run_id = train(tmp_path / "world", experiment="report-end-to-end",
                    model_name="customer-value-e2e", config=config, progress=False)
 
     # training logs the customer-level report inputs (raises MissingReportInputs if it did not).

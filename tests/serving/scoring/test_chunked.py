@@ -535,7 +535,7 @@ def test_the_model_signature_is_enforced(world, registry, tmp_path):
 
 @pytest.mark.slow
 def test_a_postgresql_source_scores_like_its_files(world, registry, scored, postgres_url, tmp_path):
-    from features.ingest.database import load_source_to_database
+    from features.ingest.database_load import load_source_to_database
 
     _, from_files = scored
     load_source_to_database(world, postgres_url)
