@@ -32,8 +32,10 @@ get it (a count of nothing is 0); every other feature stays NaN, because unknown
 zero. Features documented as NaN under some condition are NaN for customers the family does cover.
 
 **Population-wide** families depend on other customers' rows (graph centrality, revenue of referred
-customers). The batch scorer computes them once over everyone (`population_features`) and passes
-them to `build_features(..., precomputed=...)` for each chunk of customers.
+customers). Engines that never hold a whole table (the batch scorer, the Dask engine) compute them
+once over everyone from batches (`features.population.PopulationFeatures`) and pass them to
+`build_features(..., precomputed=...)` for each chunk of customers. A family whose source table is
+absent (no referrals table, say) gives every customer NaN: unknown, not its fill value.
 
 **Social** families exist only because the business sees customers on social media; the training
 ablation drops exactly these to measure what social data adds.

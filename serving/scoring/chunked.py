@@ -101,7 +101,9 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
-    model = model if model is not None else load_scoring_model(model_uri)
+    clock = Stopwatch()
+    with clock("load_model"):
+        model = model if model is not None else load_scoring_model(model_uri)
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
 
     work = atomic.temporary_path(out, "work")
@@ -110,10 +112,10 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     runner = None
     try:
         with Progress(progress) as bar:
-            clock = Stopwatch()
-            source, prints = _source_files(data, work)
-            check_table_set(set(source))
-            n_customers = count_rows(source["customers"])
+            with clock("read_source"):  # fingerprints the files; a database is exported first
+                source, prints = _source_files(data, work)
+                check_table_set(set(source))
+                n_customers = count_rows(source["customers"])
             run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), threshold, bar)
             if workers is None:
                 workers = min(2, os.cpu_count() or 1) if n_customers >= PARALLEL_MIN_CUSTOMERS else 1
