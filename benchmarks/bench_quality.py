@@ -31,15 +31,15 @@ from features.build import build_features
 from features.catalog import SOCIAL_FAMILIES
 from features.config import FeatureConfig
 from features.ingest.source import load_source
+from features.run_request import default_as_of
 from features.synthetic.world import WorldKnobs, generate_world
 from training.baselines import bgnbd_value, last_h_revenue
 from training.config import ModelParams, TrainConfig
 from training.metrics import value_metrics
-from training.progress import Steps
-from features.run_request import default_as_of
 from training.pandas_engine import PandasFitter, PandasSource
 from training.pipeline import build_windows, evaluate
 from training.plan import plan_windows
+from training.progress import Steps
 
 
 def world_dir(args) -> Path:
