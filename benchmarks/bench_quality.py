@@ -81,7 +81,7 @@ def future_window(
         tables.customers.set_index("customer_id").loc[features.index, ["signup_date"]].reset_index()
     )
     bg = bgnbd_value(
-        tables.transactions, customers, as_of, horizon, penalizer=config.bgnbd_penalizer
+        tables.transactions, customers, as_of, horizon, penalizer=config.features.btyd_penalizer
     )
     if bg.prediction is not None:
         out.update(value_metrics(actual, bg.prediction.to_numpy(), prefix="future_bgnbd_"))

@@ -17,7 +17,17 @@ import pandas as pd
 from features.catalog import UNKNOWN, FeatureFamily
 from features.config import FeatureConfig
 from features.encoding import customer_index, eligible_customers
-from features.families import attributes, coverage, history, network, referral, social, topical
+from features.families import (
+    attributes,
+    btyd,
+    coverage,
+    history,
+    network,
+    referral,
+    season,
+    social,
+    topical,
+)
 from features.run_request import check_cutoff
 from features.tables import Tables
 
@@ -38,6 +48,8 @@ def _family(module: ModuleType, **extra) -> FeatureFamily:
 # training ablation drops as a block.
 FAMILIES: tuple[FeatureFamily, ...] = (
     _family(history),
+    _family(btyd),
+    _family(season),
     _family(attributes, dynamic_prefix=attributes.PREFIX),
     _family(referral),
     _family(coverage),

@@ -17,6 +17,7 @@ class FeatureConfig:
     peak_months: calendar months of the seasonal peak (share-of-spend-in-peak feature).
     interaction_half_life_days: recency decay of interaction weights in the network graph.
     pagerank_damping: probability of following an edge rather than jumping.
+    btyd_penalizer: L2 penalty of the BG/NBD and Gamma-Gamma fits (btyd family and baseline).
     """
 
     market_topics: tuple[str, ...] = ()
@@ -25,6 +26,7 @@ class FeatureConfig:
     peak_months: tuple[int, ...] = (11, 12)
     interaction_half_life_days: float = 180.0
     pagerank_damping: float = 0.85
+    btyd_penalizer: float = 0.001
     reject_threshold: float = 0.01
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 

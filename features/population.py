@@ -1,12 +1,13 @@
 """The population-wide families (referral, network, topical) computed from batches of the whole base.
 
 A customer's values in these families depend on other customers' rows (whom they referred and what
-those customers spent; the interaction graph), so an engine that never holds a whole table (the
-chunked scorer, the Dask engine) cannot build them chunk by chunk. It feeds ``PopulationFeatures``
-instead, in this order: the referrals, each chunk's customers with their transactions, every
-profile's latest snapshot, then the interactions in batches. The families' own accumulators do the
-work (features.families.referral.ReferralSums, features.families.interaction_sums.InteractionSums),
-so the numbers are the whole-table build's; ``precomputed`` turns the results into the frames
+those customers spent; the interaction graph; the buy-till-you-die models fitted over every buyer),
+so an engine that never holds a whole table (the chunked scorer, the Dask engine) cannot build them
+chunk by chunk. It feeds ``PopulationFeatures`` instead, in this order: the referrals, each chunk's
+customers with their transactions (or at least the referred customers'), each chunk's purchase
+summary, every profile's latest snapshot, then the interactions in batches. The families' own
+accumulators do the work (ReferralSums, BtydSums, InteractionSums), so the numbers are the
+whole-table build's; ``precomputed`` turns the results into the frames
 ``build_features(..., precomputed=...)`` joins to each chunk.
 
 Profiles are numbered by their position in the run's set of valid profile ids (an IdSet), so a
@@ -26,6 +27,7 @@ from features.build import FAMILIES
 from features.catalog import empty_features
 from features.config import FeatureConfig
 from features.encoding import arrow_text
+from features.families.btyd import BtydSums
 from features.families.interaction_sums import TOPIC_COUNTS, InteractionSums, normalised_topics
 from features.families.network import FEATURES as NETWORK_FEATURES
 from features.families.network import network_by_customer
@@ -33,6 +35,7 @@ from features.families.referral import ReferralSums
 from features.families.topical import FEATURES as TOPICAL_FEATURES
 from features.families.topical import topical_by_customer
 from features.ingest.id_sets import IdSet
+from features.ingest.partition import bucket_of
 
 POPULATION_FAMILIES = tuple(f.name for f in FAMILIES if f.population_wide)
 SOCIAL_GRAPH_FAMILIES = ("network", "topical")  # the population-wide families fed by interactions
@@ -56,6 +59,7 @@ class PopulationFeatures:
         self.as_of, self.config = as_of, config
         self.families = tuple(name for name in POPULATION_FAMILIES if name in set(families))
         self.referrals = ReferralSums(as_of) if "referral" in self.families else None
+        self.btyd = BtydSums(as_of) if "btyd" in self.families else None
         self.graph = [name for name in SOCIAL_GRAPH_FAMILIES if name in self.families]
         self.profiles = profiles
         self.topics = normalised_topics(config.market_topics)
@@ -77,6 +81,11 @@ class PopulationFeatures:
         least every one of the customers the referrals name as referred)."""
         if self.referrals is not None:
             self.referrals.add_customers(customers, transactions)
+
+    def add_purchase_summary(self, summary: pd.DataFrame) -> None:
+        """A chunk's features.families.btyd.purchase_summary (all of its customers)."""
+        if self.btyd is not None:
+            self.btyd.add(summary)
 
     # ------------------------------------------------------------------ social inputs
 
@@ -122,6 +131,10 @@ class PopulationFeatures:
         """The referral family's frame over the customers whose rows differ from its fill (None when
         the family was not asked for)."""
         return None if self.referrals is None else self.referrals.finish(self.config)
+
+    def btyd_frame(self) -> pd.DataFrame | None:
+        """The btyd family's frame over every summarised customer (None when not asked for)."""
+        return None if self.btyd is None else self.btyd.finish(self.config)
 
     def social_frames(self, owned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
         """The network and topical frames of the customers owning the profiles in ``owned``: one row
@@ -170,6 +183,20 @@ def precomputed(frames: dict[str, pd.DataFrame], as_of: pd.Timestamp) -> dict[st
         kept.attrs = {**frame.attrs, "as_of": str(as_of), "family": name}
         out[name] = kept
     return out
+
+
+def split_by_bucket(frame: pd.DataFrame, buckets: int) -> list[pd.DataFrame]:
+    """A family's frame over everyone cut into each bucket's customers' rows (by the stable hash of
+    customer_id that partitions the engines' chunks), its attrs kept."""
+    where = bucket_of(frame.index.to_series(), buckets)
+    order = np.argsort(where, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(buckets + 1))
+    pieces = []
+    for b in range(buckets):
+        piece = frame.iloc[order[bounds[b]: bounds[b + 1]]]
+        piece.attrs = dict(frame.attrs)
+        pieces.append(piece)
+    return pieces
 
 
 def profile_positions(typed: pd.DataFrame, ids: pa.Array, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

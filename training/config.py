@@ -50,7 +50,6 @@ class TrainConfig:
         the most recent ``validation_windows`` of them are held out for early stopping.
     bootstrap_resamples / interval: paired bootstrap of the social lift.
     shap_sample: at most this many test customers get exact TreeSHAP values (seeded sample).
-    bgnbd_penalizer: L2 penalty of the lifetimes BG/NBD and Gamma-Gamma fits.
     social_ablation: also fit the model without the social families (child run).
     """
 
@@ -63,7 +62,6 @@ class TrainConfig:
     bootstrap_resamples: int = 200
     interval: float = 0.90
     shap_sample: int = 10_000
-    bgnbd_penalizer: float = 0.001
     social_ablation: bool = True
 
     def __post_init__(self):

@@ -174,7 +174,7 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         customers = source.customers(test.index)
         last_h = last_h_revenue(transactions, test.index, plan.test_cutoff, horizon)
         bg = bgnbd_value(transactions, customers, plan.test_cutoff, horizon,
-                         penalizer=config.bgnbd_penalizer)
+                         penalizer=fc.btyd_penalizer)
         del transactions
     baselines = {"last_h": last_h}
     if bg.prediction is not None:

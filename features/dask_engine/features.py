@@ -14,7 +14,6 @@ import operator
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -24,11 +23,17 @@ from features.config import FeatureConfig
 from features.dask_engine.cluster import cluster
 from features.dask_engine.source import ClusterSource, empty, load_source_dask
 from features.dask_engine.validate import latest_profiles
-from features.ingest.partition import ROW, bucket_of
+from features.families.btyd import purchase_summary
+from features.ingest.partition import ROW
 from features.ingest.source import write_rejects
 from features.labels import check_label_coverage, label_values
 from features.manifest import manifest_for
-from features.population import SOCIAL_GRAPH_FAMILIES, PopulationFeatures, precomputed
+from features.population import (
+    SOCIAL_GRAPH_FAMILIES,
+    PopulationFeatures,
+    precomputed,
+    split_by_bucket,
+)
 from features.run_request import check_cutoff
 from features.tables import Tables
 
@@ -36,8 +41,8 @@ from features.tables import Tables
 # The population-wide families, once per cutoff
 
 
-def _population_task(slims, referred_tx, latest, interactions, referrals, profile_set, as_of, config,
-                     families, buckets) -> list[dict]:
+def _population_task(slims, referred_tx, summaries, latest, interactions, referrals, profile_set, as_of,
+                     config, families, buckets) -> list[dict]:
     """The population-wide families over everyone, split into one {family: rows} per bucket."""
     population = PopulationFeatures(as_of, config, families,
                                     profiles=profile_set if latest is not None else None,
@@ -46,6 +51,8 @@ def _population_task(slims, referred_tx, latest, interactions, referrals, profil
     population.add_referrals(referrals)
     for customers, transactions in zip(slims, referred_tx, strict=True):
         population.add_customers(customers, transactions)
+    for summary in summaries:
+        population.add_purchase_summary(summary)
     owned = None
     if latest is not None and interactions is not None and population.graph:
         codes = [population.add_latest_profiles(pa.array(frame["profile_id"].array, type=pa.string()))
@@ -64,15 +71,11 @@ def _population_task(slims, referred_tx, latest, interactions, referrals, profil
     frames = population.social_frames(owned)
     if "referral" in names:
         frames["referral"] = population.referral_frame()
+    if "btyd" in names:
+        frames["btyd"] = population.btyd_frame()
     out = [{} for _ in range(buckets)]
     for name in names:  # registry order
-        frame = frames[name]
-        where = bucket_of(frame.index.to_series(), buckets)
-        order = np.argsort(where, kind="stable")
-        bounds = np.searchsorted(where[order], np.arange(buckets + 1))
-        for b in range(buckets):
-            piece = frame.iloc[order[bounds[b]: bounds[b + 1]]]
-            piece.attrs = dict(frame.attrs)
+        for b, piece in enumerate(split_by_bucket(frames[name], buckets)):
             out[b][name] = piece
     return [precomputed(parts, as_of) for parts in out]
 
@@ -87,8 +90,11 @@ def population_dask(cs: ClusterSource, as_of: pd.Timestamp, config: FeatureConfi
     if cs.profiles is not None and cs.interactions is not None and any(
             name in SOCIAL_GRAPH_FAMILIES for name in chosen):
         latest = [client.submit(latest_profiles, p, as_of, cs.social_columns + [ROW]) for p in cs.profiles]
-    task = client.submit(_population_task, cs.slims, cs.referred_tx, latest, cs.interactions, cs.referrals,
-                         cs.profile_set, as_of, config, chosen, cs.buckets, pure=False)
+    summaries = ([client.submit(purchase_summary, c, t, as_of) for c, t in zip(cs.customers, cs.transactions,
+                                                                              strict=True)]
+                 if "btyd" in chosen else [])
+    task = client.submit(_population_task, cs.slims, cs.referred_tx, summaries, latest, cs.interactions,
+                         cs.referrals, cs.profile_set, as_of, config, chosen, cs.buckets, pure=False)
     return [client.submit(operator.getitem, task, b) for b in range(cs.buckets)]
 
 

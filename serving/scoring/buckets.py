@@ -18,6 +18,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from features.build import build_features, select_families
+from features.families.btyd import purchase_summary
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import parsed_ids
@@ -203,8 +204,13 @@ def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_
               for f in select_families(model.families) if not f.population_wide}
     pd.to_pickle({"features": frames, "customers": typed["customers"][["customer_id", "signup_date"]],
                   "transactions": typed["transactions"].iloc[:0]}, ctx.features_path(b))
-    ctx.typed_path(b).unlink()
     return LocalFeatures(time.perf_counter() - start)
+
+
+def purchase_summary_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The bucket's customers' purchase summary, for the btyd family's population-wide fit."""
+    typed = pd.read_pickle(ctx.typed_path(b))
+    return purchase_summary(typed["customers"], typed["transactions"], as_of)
 
 
 @dataclass
@@ -247,6 +253,6 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
         table = pa.Table.from_pandas(inputs.reset_index(drop=True), preserve_index=False)
         with ipc.new_file(str(out.inputs), table.schema) as writer:
             writer.write_table(table)
-    ctx.features_path(b).unlink()
-    ctx.population_path(b).unlink()
+    for path in (ctx.typed_path(b), ctx.features_path(b), ctx.population_path(b)):
+        path.unlink()
     return out

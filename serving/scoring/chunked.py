@@ -57,6 +57,7 @@ from serving.scoring.buckets import (
     ProfileBucket,
     ScoredBucket,
     local_features_bucket,
+    purchase_summary_bucket,
     score_bucket,
     validate_customer_bucket,
     validate_profile_bucket,
@@ -134,12 +135,14 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                 run.validate_profiles(runner, as_of)
             model_key = runner.share_model(model)
             with clock("population_and_chunk_features"):
-                # Each chunk's own families run in the workers while this process computes the
-                # population-wide ones (in turn, without workers).
+                # The workers summarise each chunk's purchases (for the btyd fit), then build each
+                # chunk's own families while this process computes the population-wide ones.
+                summaries = (runner.submit(purchase_summary_bucket, run.buckets, run.ctx, as_of)
+                             if "btyd" in model.families else None)
                 pending = runner.submit(local_features_bucket, run.buckets, run.ctx, as_of, model_key,
                                         run.profiles[0].empty if run.profiles else None)
                 with clock("population_features"):
-                    compute_population(run, source, as_of, model)
+                    compute_population(run, source, as_of, model, summaries)
                 local = pending.results()
             keep_inputs = reasons > 0 and reasons_for != "none"
             with clock("score_chunks"):

@@ -23,9 +23,15 @@ from features.ingest.id_sets import IdSet
 from features.ingest.partition import BucketWriter, bucket_of, count_rows, iter_batches, read_arrow
 from features.ingest.rejects import checked_part, write_part
 from features.ingest.source import read_table
-from features.population import SOCIAL_GRAPH_FAMILIES, PopulationFeatures, precomputed
+from features.population import (
+    SOCIAL_GRAPH_FAMILIES,
+    PopulationFeatures,
+    precomputed,
+    split_by_bucket,
+)
 from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import ScoringModel
+from serving.scoring.runner import Pending
 
 INTERACTION_BATCH_ROWS = 1_000_000  # a batch's check holds a few hundred bytes a row, for a moment
 # The interaction graph's transition matrix is built in groups of rows of this many profiles, from
@@ -33,9 +39,11 @@ INTERACTION_BATCH_ROWS = 1_000_000  # a batch's check holds a few hundred bytes 
 GRAPH_GROUP_PROFILES = 1_000_000
 
 
-def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel) -> None:
+def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model: ScoringModel,
+                       summaries: Pending | None = None) -> None:
     """The model's population-wide families over every bucket of ``run`` (serving.scoring.chunked._Run),
-    saved bucket by bucket as build_features' ``precomputed`` frames."""
+    saved bucket by bucket as build_features' ``precomputed`` frames. ``summaries``: each bucket's
+    purchase summary, being computed by the workers (for the btyd family)."""
     task = run.bar.task("population features", None)
     names = [f.name for f in select_families(model.families) if f.population_wide]
     graph = any(name in SOCIAL_GRAPH_FAMILIES for name in names)
@@ -59,6 +67,10 @@ def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model:
         _route_to_owners(run, values, codes)
         del values, codes
         release_freed_memory()
+    if "btyd" in names:
+        for summary in summaries.results():
+            population.add_purchase_summary(summary)
+        _split(population.btyd_frame(), "btyd", run.buckets, parts)
     for b in range(run.buckets):
         frames = dict(parts[b])
         frames.update(population.social_frames(_owned_rows(run, b) if streamed else None))
@@ -85,12 +97,12 @@ def _referrals(run, source: dict[str, Path], population: PopulationFeatures,
             customers = pd.DataFrame({"customer_id": pd.array(bucket.ids.to_pandas(), dtype="str"),
                                       "signup_date": bucket.signups.view("datetime64[ns]")})
             population.add_customers(customers, pd.read_pickle(run.ctx.referred_path(b)))
-    frame = population.referral_frame()
-    where = bucket_of(frame.index.to_series(), run.buckets)
-    for b in range(run.buckets):
-        piece = frame.iloc[np.flatnonzero(where == b)]
-        piece.attrs = dict(frame.attrs)
-        parts[b]["referral"] = piece
+    _split(population.referral_frame(), "referral", run.buckets, parts)
+
+
+def _split(frame: pd.DataFrame, family: str, buckets: int, parts: list[dict[str, pd.DataFrame]]) -> None:
+    for b, piece in enumerate(split_by_bucket(frame, buckets)):
+        parts[b][family] = piece
 
 
 def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatures) -> None:

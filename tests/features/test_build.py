@@ -49,10 +49,10 @@ def fake_family(name="fake", frame=None, **kwargs):
 
 
 def test_registry_order_is_crm_families_then_social_ones():
-    assert FAMILY_NAMES == ("history", "attributes", "referral", "coverage", "social", "network",
-                            "topical")
+    assert FAMILY_NAMES == ("history", "btyd", "season", "attributes", "referral", "coverage", "social",
+                            "network", "topical")
     assert {f.name for f in FAMILIES if f.is_social} == set(SOCIAL_FAMILIES)
-    assert {f.name for f in FAMILIES if f.population_wide} == {"referral", "network", "topical"}
+    assert {f.name for f in FAMILIES if f.population_wide} == {"btyd", "referral", "network", "topical"}
 
 
 def test_one_sorted_row_per_customer_signed_up_before_as_of_and_every_feature_in_order():

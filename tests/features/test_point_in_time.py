@@ -6,6 +6,7 @@ generator; hypothesis draws the seeds, which tables get future rows, and the cut
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,16 @@ NETWORKS = ["instagram", "x", "tiktok"]
 KINDS = ["mention", "share", "reply", "like"]
 TOPICS = ["shoes", "cars", None]
 SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def btyd_fits_on_tiny_worlds():
+    """These worlds have a dozen customers at most: let the buy-till-you-die fit run on them (it
+    needs 10 buyers by default), so the proof covers its features too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("features.families.btyd.MIN_BUYERS", 2)
+        mp.setattr("features.families.btyd.MIN_REPEAT_BUYERS", 2)
+        yield
 
 
 def _times(rng, n, low, high_days):

@@ -1,0 +1,149 @@
+"""Specification of the btyd family: lifetimes' own summary, fitted before as_of, the same from batches."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.build import build_features
+from features.config import FeatureConfig
+from features.families.btyd import (
+    FEATURES,
+    BtydSums,
+    btyd_features,
+    fit_btyd,
+    purchase_summary,
+)
+from features.tables import Tables
+from training.baselines import bgnbd_value
+
+AS_OF = pd.Timestamp("2025-01-01")
+CONFIG = FeatureConfig(horizon_days=180)
+
+
+def purchase_log(seed: int, customers: int = 60, rows: int = 600) -> Tables:
+    """Customers signing up over two years and buying (and refunding) at random, some on the same day."""
+    rng = np.random.default_rng(seed)
+    ids = pd.Series([f"c{i:03d}" for i in range(customers)], dtype="str")
+    signup = pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 800, customers), unit="D")
+    who = rng.integers(0, customers, rows)
+    when = signup.to_numpy()[who] + pd.to_timedelta(rng.integers(0, 500 * 86400, rows), unit="s").to_numpy()
+    amount = np.round(rng.gamma(2.0, 40.0, rows) * np.where(rng.random(rows) < 0.1, -0.5, 1.0), 2)
+    transactions = pd.DataFrame({"customer_id": ids.to_numpy()[who], "timestamp": when.astype("datetime64[ns]"),
+                                 "amount": amount}).astype({"customer_id": "str"})
+    customers_frame = pd.DataFrame({"customer_id": ids, "signup_date": signup.astype("datetime64[ns]")})
+    return Tables(customers_frame, transactions)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_purchase_summary_is_lifetimes_own(seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lifetimes sets a pandas option pandas 3 deprecates
+        from lifetimes.utils import summary_data_from_transaction_data
+
+    tables = purchase_log(seed)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    tx = tables.transactions
+    bought = tx.loc[(tx["timestamp"] < AS_OF) & (tx["amount"] > 0)]
+    bought = bought[bought["customer_id"].isin(summary.index)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = summary_data_from_transaction_data(
+            bought, "customer_id", "timestamp", monetary_value_col="amount",
+            observation_period_end=AS_OF - pd.Timedelta(days=1), freq="D")
+    buyers = summary[summary["buyer"]]
+    assert sorted(buyers.index) == sorted(expected.index)
+    expected = expected.reindex(buyers.index)
+    for column, theirs in (("frequency", "frequency"), ("recency", "recency"), ("T", "T"),
+                           ("monetary", "monetary_value")):
+        np.testing.assert_allclose(buyers[column], expected[theirs], rtol=1e-12, atol=1e-9, err_msg=column)
+    never = summary[~summary["buyer"]]
+    assert (never[["frequency", "recency", "monetary"]] == 0).all(axis=None)
+    signup = tables.customers.set_index("customer_id")["signup_date"].reindex(never.index)
+    expected_age = ((AS_OF - pd.Timedelta(days=1)).normalize() - signup.dt.normalize()).dt.days.clip(lower=0)
+    np.testing.assert_array_equal(never["T"], expected_age.to_numpy(dtype="float64"))
+
+
+def test_customers_who_signed_up_on_or_after_as_of_have_no_row():
+    tables = purchase_log(3)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    late = tables.customers.loc[tables.customers["signup_date"] >= AS_OF, "customer_id"]
+    assert len(late) and not set(late) & set(summary.index)
+
+
+def test_features_are_the_fitted_models_expectations():
+    tables = purchase_log(7, customers=300, rows=4000)
+    features = btyd_features(tables, AS_OF, CONFIG)
+    assert list(features.columns) == list(FEATURES)
+    assert features.notna().all(axis=None)
+    assert ((features["btyd_p_alive"] >= 0) & (features["btyd_p_alive"] <= 1)).all()
+    np.testing.assert_allclose(features["btyd_expected_value"],
+                               features["btyd_expected_orders"] * features["btyd_expected_order_value"])
+    # A longer horizon never expects fewer purchases.
+    longer = btyd_features(tables, AS_OF, FeatureConfig(horizon_days=365))
+    assert (longer["btyd_expected_orders"] >= features["btyd_expected_orders"] - 1e-12).all()
+
+
+def test_the_bgnbd_baseline_is_the_familys_expected_value():
+    tables = purchase_log(11, customers=300, rows=4000)
+    features = btyd_features(tables, AS_OF, CONFIG)
+    customers = tables.customers[tables.customers["signup_date"] < AS_OF]
+    baseline = bgnbd_value(tables.transactions, customers, AS_OF, CONFIG.horizon_days)
+    assert baseline.status.startswith("ok")
+    np.testing.assert_array_equal(baseline.prediction.reindex(features.index), features["btyd_expected_value"])
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), parts=st.integers(2, 5))
+def test_batches_of_customers_give_the_whole_table_features_exactly(seed, parts):
+    tables = purchase_log(seed, customers=200, rows=2500)
+    whole = btyd_features(tables, AS_OF, CONFIG)
+    rng = np.random.default_rng(seed)
+    bucket = pd.Series(rng.integers(0, parts, len(tables.customers)), index=tables.customers["customer_id"])
+    sums = BtydSums(AS_OF)
+    for b in range(parts):
+        mine = bucket.index[bucket.to_numpy() == b]
+        customers = tables.customers[tables.customers["customer_id"].isin(mine)]
+        transactions = tables.transactions[tables.transactions["customer_id"].isin(mine)]
+        sums.add(purchase_summary(customers, transactions, AS_OF))
+    pd.testing.assert_frame_equal(sums.finish(CONFIG), whole, check_exact=True)
+
+
+def test_the_fit_uses_the_same_buyers_whatever_the_order(monkeypatch):
+    monkeypatch.setattr("features.families.btyd.FIT_MAX_BUYERS", 50)
+    tables = purchase_log(5, customers=200, rows=2500)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    reversed_summary = summary.iloc[::-1].sort_index(kind="stable")
+    first, second = fit_btyd(summary, 0.001), fit_btyd(reversed_summary, 0.001)
+    assert first.status == second.status and "50 buyers" in first.status
+    assert first.params == second.params
+
+
+def test_too_few_buyers_leave_every_customer_unknown_and_say_why():
+    tables = purchase_log(1, customers=5, rows=8)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    assert "failed" in fit_btyd(summary, 0.001).status
+    out = build_features(tables, AS_OF, CONFIG, families=["btyd"])
+    assert len(out) and out.isna().all(axis=None)
+
+
+@pytest.mark.parametrize("horizon", [30, 365])
+def test_a_customer_seen_buying_often_and_lately_is_worth_more_than_one_gone_quiet(horizon):
+    tables = purchase_log(9, customers=300, rows=4000)
+    extra = pd.DataFrame({
+        "customer_id": ["fresh"] * 12 + ["quiet"] * 12,
+        "timestamp": list(pd.date_range("2024-01-05", periods=12, freq="28D"))
+        + list(pd.date_range("2023-01-05", periods=12, freq="7D")),
+        "amount": [80.0] * 24,
+    }).astype({"customer_id": "str", "timestamp": "datetime64[ns]"})
+    people = pd.DataFrame({"customer_id": ["fresh", "quiet"],
+                           "signup_date": pd.to_datetime(["2023-01-01"] * 2).astype("datetime64[ns]")})
+    tables = Tables(pd.concat([tables.customers, people], ignore_index=True),
+                    pd.concat([tables.transactions, extra], ignore_index=True))
+    out = btyd_features(tables, AS_OF, FeatureConfig(horizon_days=horizon))
+    assert out.loc["fresh", "btyd_p_alive"] > out.loc["quiet", "btyd_p_alive"]
+    assert out.loc["fresh", "btyd_expected_value"] > out.loc["quiet", "btyd_expected_value"]
