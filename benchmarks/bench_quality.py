@@ -9,10 +9,17 @@ without MLflow, and is scored on two windows where the generator knows the truth
 * the year after the data [as_of, as_of + H): the registered (refit) model's predictions at as_of
   against realised_value_next_year, next to the oracle's expected_value_next_year.
 
-Example:
+With ``--as-of`` earlier than the world's end (a young business: less history before the run),
+the year after the data is not scored (the generator's truth is for the year after its end).
+
+Examples (the evidence in docs/evaluation.md):
     python benchmarks/bench_quality.py --customers 100000 --seed 12
+    python benchmarks/bench_quality.py --customers 30000 --seed 5 --knob purchase_rate_mean=2.5 \
+        --knob dropout_rate_mean=0.6 --knob mean_order_value=40
+    python benchmarks/bench_quality.py --customers 30000 --seed 8 --years 1 --as-of 2025-11-01 --horizon-days 91
+    python benchmarks/bench_quality.py --customers 30000 --seed 9 --no-social
+    python benchmarks/bench_quality.py --customers 30000 --seed 10 --horizon-days 91   # Oct-Dec holiday peak
     python benchmarks/bench_quality.py --customers 50000 --objectives tweedie,two_part,log_target
-    python benchmarks/bench_quality.py --customers 100000 --influence-off
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from features.config import FeatureConfig
 from features.ingest.source import load_source
 from features.run_request import default_as_of
 from features.synthetic.world import WorldKnobs, generate_world
-from training.baselines import bgnbd_value, last_h_revenue
+from training.baselines import bgnbd_value
 from training.config import ModelParams, TrainConfig
 from training.metrics import value_metrics
 from training.pandas_engine import PandasFitter, PandasSource
@@ -41,21 +48,24 @@ from training.pipeline import build_windows, evaluate
 from training.plan import plan_windows
 from training.progress import Steps
 
+SOCIAL_TABLES = ("social_profiles", "social_interactions")  # dropped by --no-social: a CRM-only business
+
 
 def world_dir(args) -> Path:
     if args.data:
         return Path(args.data)
     root = Path(args.out or tempfile.mkdtemp(prefix="clv-quality-"))
-    name = f"world_{args.customers}_{args.seed}{'_off' if args.influence_off else ''}"
+    knobs = dict(knob.split("=", 1) for knob in args.knob)
+    if args.influence_off:
+        knobs.update(influence_on_purchases="0", influence_on_referrals="0")
+    tag = "".join(f"_{k}={v}" for k, v in sorted(knobs.items()))
+    name = f"world_{args.customers}_{args.seed}_{args.years}y{tag}"
     out = root / name
     if not (out / "world.json").exists():
-        knobs = (
-            WorldKnobs(influence_on_purchases=0.0, influence_on_referrals=0.0)
-            if args.influence_off
-            else None
-        )
+        defaults = WorldKnobs()
+        world_knobs = replace(defaults, **{k: type(getattr(defaults, k))(v) for k, v in knobs.items()})
         started = time.perf_counter()
-        generate_world(out, n_customers=args.customers, seed=args.seed, knobs=knobs)
+        generate_world(out, n_customers=args.customers, seed=args.seed, years=args.years, knobs=world_knobs)
         print(
             f"generated {args.customers:,} customers in {time.perf_counter() - started:.1f} s -> {out}"
         )
@@ -75,7 +85,7 @@ def future_window(
     out.update(
         value_metrics(actual, truth["expected_value_next_year"].to_numpy(), prefix="future_oracle_")
     )
-    last_h = last_h_revenue(tables.transactions, features.index, as_of, horizon)
+    last_h = features["spend_horizon"]
     out.update(value_metrics(actual, last_h.to_numpy(), prefix="future_last_h_"))
     customers = (
         tables.customers.set_index("customer_id").loc[features.index, ["signup_date"]].reset_index()
@@ -88,8 +98,14 @@ def future_window(
     return out
 
 
-def oracle_on_test_window(truth: pd.DataFrame, ev) -> dict:
-    """The generator's expectation for the test year, scored like the model on the same customers."""
+def oracle_on_test_window(truth: pd.DataFrame, ev, matches: bool) -> dict:
+    """The generator's expectation for the test year, scored like the model on the same customers.
+
+    The generator knows the expectation for the world's last year only: for another test window
+    (``matches`` False: a shorter horizon or an earlier as_of) there is no oracle.
+    """
+    if not matches:
+        return {}
     expected = truth["expected_value_last_year"].reindex(ev.test_label.index)
     realised = truth["realised_value_last_year"].reindex(ev.test_label.index)
     out = value_metrics(ev.test_label.to_numpy(), expected.to_numpy(), prefix="oracle_test_")
@@ -109,6 +125,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", help="an existing generated world (skips generation)")
     parser.add_argument("--out", help="where to generate the world (default: a temp dir)")
     parser.add_argument("--influence-off", action="store_true", help="both influence knobs at 0")
+    parser.add_argument("--knob", action="append", default=[], help="a WorldKnobs field, name=value (repeatable)")
+    parser.add_argument("--years", type=int, default=5, help="years of history the world is generated with")
+    parser.add_argument("--as-of", help="run date (default: the day after the last transaction)")
+    parser.add_argument("--horizon-days", type=int, default=365)
+    parser.add_argument("--no-social", action="store_true", help="drop the social tables (CRM only)")
     parser.add_argument("--objectives", default="tweedie")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-ablation", action="store_true")
@@ -124,14 +145,17 @@ def main(argv=None) -> dict:
     started = time.perf_counter()
     loaded = load_source(folder)
     tables = loaded.tables
+    if args.no_social:
+        tables = replace(tables, **{name: None for name in SOCIAL_TABLES})
     truth = pd.read_parquet(folder / "ground_truth.parquet").set_index("customer_id")
     print(
         f"loaded {len(tables.customers):,} customers, {len(tables.transactions):,} transactions "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    as_of = default_as_of(tables.transactions["timestamp"].max())
+    end = default_as_of(tables.transactions["timestamp"].max())
+    as_of = pd.Timestamp(args.as_of) if args.as_of else end
     base = TrainConfig(
-        features=FeatureConfig(market_topics=tuple(world["market_topics"])),
+        features=FeatureConfig(market_topics=tuple(world["market_topics"]), horizon_days=args.horizon_days),
         model=ModelParams(num_threads=args.threads, learning_rate=args.learning_rate),
         social_ablation=not args.no_ablation,
         n_windows=args.n_windows,
@@ -139,8 +163,9 @@ def main(argv=None) -> dict:
         shap_sample=args.shap_sample,
     )
     steps = Steps(enabled=True)
-    plan = plan_windows(as_of, base)
     source = PandasSource(tables)
+    plan = plan_windows(as_of, base, source.first_transaction())
+    print(f"windows: {plan.reason}")
     windows = build_windows(source, plan, base, steps=steps)
 
     results = {
@@ -149,6 +174,8 @@ def main(argv=None) -> dict:
             "seed": world["seed"],
             "knobs": world["knobs"],
             "as_of": str(as_of.date()),
+            "horizon_days": args.horizon_days,
+            "social_tables": not args.no_social,
         },
         "config": base.flat(),
         "objectives": {},
@@ -159,9 +186,12 @@ def main(argv=None) -> dict:
         ev = evaluate(source, PandasFitter(), as_of, config, steps=steps, windows=windows)
         seconds = time.perf_counter() - t0
         figures = dict(ev.metrics)
-        figures.update(oracle_on_test_window(truth, ev))
-        figures.update(future_window(tables, truth, ev, as_of, config.horizon_days, config))
+        last_year = as_of == end and args.horizon_days == 365
+        figures.update(oracle_on_test_window(truth, ev, last_year))
+        if last_year:
+            figures.update(future_window(tables, truth, ev, as_of, config.horizon_days, config))
         figures["seconds_fit_evaluate"] = seconds
+        figures["verdict"] = ev.verdict.kind if ev.verdict.kind == "learned" else f"fallback:{ev.verdict.baseline}"
         figures["shap_share_social_families"] = sum(
             figures.get(f"shap_share_{f}", 0.0) for f in SOCIAL_FAMILIES
         )
@@ -234,25 +264,24 @@ def report(objective: str, f: dict) -> None:
         ),
     ):
         print(f"{label:<28}{g(m):>8}{g(o):>8}{g(lh):>8}{g(bg):>8}")
-    ratio = f["test_norm_gini"] / f["oracle_test_norm_gini"]
-    future_ratio = f["future_model_norm_gini"] / f["future_oracle_norm_gini"]
-    print(
-        f"model / oracle norm_gini: test {ratio:.3f}, next year {future_ratio:.3f} (target >= 0.90)"
-    )
-    print(
-        f"model - last_h norm_gini: test {f['test_norm_gini'] - f['baseline_last_h_test_norm_gini']:+.3f}, "
-        f"next year {f['future_model_norm_gini'] - f['future_last_h_norm_gini']:+.3f} (target >= +0.05)"
-    )
+    verdict = f.get("verdict", "learned")
+    print(f"served: {verdict}; model - bgnbd norm_gini on the test window "
+          f"{f['test_norm_gini'] - f.get('baseline_bgnbd_test_norm_gini', np.nan):+.4f} (target > 0), "
+          f"total error {f['test_total_error_pct']:+.1f}% (target within +-10%)")
+    if "oracle_test_norm_gini" in f:
+        ratio = f["test_norm_gini"] / f["oracle_test_norm_gini"]
+        future_ratio = f["future_model_norm_gini"] / f["future_oracle_norm_gini"]
+        print(f"model / oracle norm_gini: test {ratio:.3f}, next year {future_ratio:.3f} "
+              "(target >= 0.93 at 100k customers, 0.90 at 30k)")
     if "social_lift_norm_gini" in f:
         print(
             f"social lift {f['social_lift_norm_gini']:+.4f} [{f['social_lift_norm_gini_lo']:+.4f}, "
             f"{f['social_lift_norm_gini_hi']:+.4f}]; tenure < 1y {f['social_lift_norm_gini_new']:+.4f} "
             f"[{f['social_lift_norm_gini_new_lo']:+.4f}, {f['social_lift_norm_gini_new_hi']:+.4f}]"
         )
-    print(
-        f"SHAP share of social families {f['shap_share_social_families']:.3f}; "
-        f"label vs truth max |diff| {f['label_vs_truth_max_abs_diff']:.2e}"
-    )
+    print(f"SHAP share of social families {f['shap_share_social_families']:.3f}")
+    if "label_vs_truth_max_abs_diff" in f:
+        print(f"label vs truth max |diff| {f['label_vs_truth_max_abs_diff']:.2e}")
 
 
 if __name__ == "__main__":

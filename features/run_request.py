@@ -42,14 +42,21 @@ def parse_horizon(days: int, *, option: str = "--horizon-days") -> int:
     return int(days)
 
 
-def default_as_of(latest_transaction: pd.Timestamp | None) -> pd.Timestamp:
+def default_as_of(latest_transaction: pd.Timestamp | None, *, today: pd.Timestamp | None = None) -> pd.Timestamp:
     """The day after the latest valid transaction: the first day whose value no data has seen yet.
 
-    The one rule for a run without ``--as-of`` (training, scoring, either engine).
+    The one rule for a run without ``--as-of`` (training, scoring, either engine). A latest
+    transaction after today is a data error (one mistyped year would move the run decades ahead),
+    so it stops the run rather than silently dating it in the future.
     """
     if latest_transaction is None or pd.isna(latest_transaction):
         raise UserError("transactions: no valid transaction to date the run from; pass --as-of")
-    return (pd.Timestamp(latest_transaction).normalize() + pd.Timedelta(days=1)).as_unit("ns")
+    latest = pd.Timestamp(latest_transaction)
+    today = pd.Timestamp.now().normalize() if today is None else today
+    if latest.normalize() > today:
+        raise UserError(f"transactions: the latest transaction is dated {latest.date()}, after today "
+                        f"({today.date()}): fix the future-dated rows or pass --as-of")
+    return (latest.normalize() + pd.Timedelta(days=1)).as_unit("ns")
 
 
 def check_cutoff(as_of: pd.Timestamp, *, name: str = "as_of") -> pd.Timestamp:

@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from features import atomic
 from features.build import build_features
@@ -25,12 +26,12 @@ from features.ingest.database_load import load_source_to_database
 from features.ingest.source import describe_source, load_source, write_rejects
 from features.labels import label_values
 from features.manifest import manifest_for
-from features.run_request import RunRequest, parse_date
+from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.world import WorldKnobs, generate_world
 from serving.report.build import build_report
 from serving.scoring.chunked import score_customers
 from serving.scoring.dask_engine import score_customers_dask
-from training.config import TrainConfig
+from training.config import TrainConfig, replace_fields
 from training.dask_engine import DaskEngine
 from training.pandas_engine import PandasEngine
 from training.registry import PROMOTE_MODES
@@ -54,7 +55,7 @@ def friendly_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as err:
-            errors.print(f"[bold red]error:[/] {err}", soft_wrap=True, highlight=False)
+            errors.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper
@@ -185,11 +186,20 @@ def features(
 def train(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     as_of: str | None = typer.Option(None, "--as-of", help="Training date (default: day after the last transaction)."),
-    horizon_days: int = typer.Option(365, "--horizon-days", min=1, help="Value horizon in days."),
+    horizon_days: int | None = typer.Option(
+        None, "--horizon-days", help="Value horizon in days (default 365, or the --config file's)."),
     market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
+    label: str | None = typer.Option(None, "--label", help="What value means: net (revenue net of refunds) or margin."),
+    n_windows: int | None = typer.Option(
+        None, "--n-windows", help="Training windows, validation included (default: sized to the history)."),
+    step_days: int | None = typer.Option(
+        None, "--step-days", help="Days between window cutoffs (default: sized to the horizon and history)."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML file setting any training setting; command-line options override it."),
     experiment: str = typer.Option("customer-value", "--experiment", help="MLflow experiment name."),
     model_name: str = typer.Option("customer-value", "--model-name", help="Registered model name."),
-    promote: str = typer.Option("auto", "--promote", help="auto (only if at least as good), always or never."),
+    promote: str = typer.Option("auto", "--promote", help="auto (only if it beats the baselines and the champion), "
+                                                           "always or never."),
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
@@ -198,11 +208,29 @@ def train(
     if promote not in PROMOTE_MODES:
         raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}, not {promote!r}")
     check_engine(engine)
-    request = RunRequest.from_text(as_of, horizon_days)
-    config = TrainConfig(features=FeatureConfig(market_topics=tuple(market_topic), horizon_days=request.horizon_days))
+    config = train_config(config_file, horizon_days=horizon_days, market_topic=market_topic, label=label,
+                          n_windows=n_windows, step_days=step_days)
+    request = RunRequest.from_text(as_of, config.horizon_days)
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True,
                 engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
+
+
+def train_config(config_file: Path | None, *, horizon_days: int | None, market_topic: list[str],
+                 label: str | None, n_windows: int | None, step_days: int | None) -> TrainConfig:
+    """Defaults, then the --config file, then the options given on the command line."""
+    config = TrainConfig.from_file(config_file) if config_file is not None else TrainConfig()
+    features: dict = {}
+    if horizon_days is not None:
+        features["horizon_days"] = parse_horizon(horizon_days)
+    if market_topic:
+        features["market_topics"] = list(market_topic)
+    if label is not None:
+        features["label"] = label
+    flags = {key: value for key, value in (("n_windows", n_windows), ("step_days", step_days)) if value is not None}
+    if features:
+        flags["features"] = features
+    return replace_fields(config, flags, where="options") if flags else config
 
 
 @app.command()
@@ -257,6 +285,10 @@ def print_score_summary(summary: dict) -> None:
         + (f"\n  rejected rows -> {', '.join(map(str, summary['rejects']))}" if summary.get("rejects") else ""),
         soft_wrap=True,
     )
+    kind = model.get("kind", "lightgbm")
+    if kind != "lightgbm":
+        console.print(f"  [yellow]this model is a {kind}: training found the learned model worse than that "
+                      "baseline and registered the baseline in its place[/yellow]", soft_wrap=True)
 
 
 @app.command()

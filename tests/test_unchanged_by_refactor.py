@@ -1,10 +1,15 @@
-"""The restructuring of issue 16 changed no result: features, rejects, training metrics, the registered
-model's predictions and the batch scores equal figures recorded from the code before it.
+"""A refactor changes no result: features, rejects, training metrics, the registered model's
+predictions and the batch scores equal figures recorded from the code before it.
 
-The figures in tests/golden/ were recorded once, at commit f89db15 (the last commit before the
-restructuring), by ``python -m tests.test_unchanged_by_refactor --record`` with the code of that
-commit. The test recomputes everything with the current code on the same generated world and
-compares. Floats are compared at rtol 1e-9 (on the recording machine they are bit-identical, which
+The figures in tests/golden/ are the reference results of the code as last deliberately changed.
+They were first recorded at commit f89db15 (before the restructuring of issue 16, which this test
+proved changed nothing), and re-recorded once the results were changed on purpose by issue 17
+(btyd and season features, windows sized to the history, fallbacks, ties in tiers). A change that
+is meant to alter results re-records them, saying why in its commit:
+``python -m tests.test_unchanged_by_refactor --record``; a refactor never does.
+
+The test recomputes everything with the current code on the same generated world and compares.
+Floats are compared at rtol 1e-9 (on the recording machine they are bit-identical, which
 CLV_GOLDEN_EXACT=1 checks; another CPU may round a last bit differently); ids, counts, ranks, tiers
 and reasons exactly.
 """
@@ -24,7 +29,7 @@ import pytest
 from tests.training.small import SMALL
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-SEED, CUSTOMERS, END = 7, 1500, "2025-12-31"
+SEED, CUSTOMERS, END = 11, 2000, "2025-12-31"  # the training tests' world: the learned model is served
 FEATURES_AS_OF = "2024-12-01"  # features and a 365-day label, covered by the world's history
 # CLV_GOLDEN_EXACT=1 demands bit-identical floats (true on the machine that recorded them).
 RTOL, ATOL = (0.0, 0.0) if os.environ.get("CLV_GOLDEN_EXACT") == "1" else (1e-9, 1e-12)

@@ -1,4 +1,7 @@
-"""Baselines scored on the same test window as the model: last-H-days revenue and BG/NBD + Gamma-Gamma."""
+"""The BG/NBD + Gamma-Gamma baseline scored on the same test window as the model.
+
+The other baseline, last-H-days revenue, is the history family's ``spend_horizon`` feature.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +12,7 @@ import pandas as pd
 
 from features.families.btyd import btyd_predictions, fit_btyd, purchase_summary
 
-BASELINES = ("last_h", "bgnbd")
-
-
-def last_h_revenue(
-    transactions: pd.DataFrame, customers: pd.Index, cutoff: pd.Timestamp, horizon_days: int
-) -> pd.Series:
-    """Net revenue (refunds included) in [cutoff - H, cutoff) per customer, 0 without transactions.
-
-    The naive forecast a business already has: "next year looks like last year".
-    """
-    start = cutoff - pd.Timedelta(days=horizon_days)
-    in_window = (transactions["timestamp"] >= start) & (transactions["timestamp"] < cutoff)
-    recent = transactions.loc[in_window]
-    spend = recent.groupby("customer_id", sort=False)["amount"].sum()
-    out = spend.reindex(customers, fill_value=0.0).astype(np.float64)
-    out.index.name = "customer_id"
-    return out.rename("baseline_last_h")
+BASELINES = ("last_h", "bgnbd")  # last_h: features.families.history spend_horizon
 
 
 @dataclass(frozen=True)

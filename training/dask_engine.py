@@ -110,6 +110,9 @@ class DaskWindows:
     def rows(self) -> int:
         return int(sum(self.client.gather([self.client.submit(len, f) for f in self.futures()])))
 
+    def positives(self) -> int:
+        return int(sum(self.client.gather([self.client.submit(_positives, f) for f in self.futures()])))
+
     def frame(self) -> pd.DataFrame:
         return pd.concat(self.client.gather(self.futures())).sort_index(kind="stable")
 
@@ -133,11 +136,12 @@ class DaskSource:
     def __init__(self, cs: ClusterSource):
         self.cs = cs
 
-    def windows(self, eval_cutoff: pd.Timestamp, config: TrainConfig, steps: Steps) -> DaskWindows:
+    def windows(self, eval_cutoff: pd.Timestamp, n_windows: int, step_days: int, config: TrainConfig,
+                steps: Steps) -> DaskWindows:
         """build_training_set's windows as futures, with its skipping rule (a cutoff on or before the
         first transaction has no history) and label-coverage check, judged on the whole source."""
         horizon = config.horizon_days
-        cutoffs = sorted(training_cutoffs(eval_cutoff, horizon, config.n_windows, config.step_days))
+        cutoffs = sorted(training_cutoffs(eval_cutoff, horizon, n_windows, step_days))
         parts = {}
         for cutoff in cutoffs:
             if cutoff + pd.Timedelta(days=horizon) > eval_cutoff:
@@ -154,12 +158,13 @@ class DaskSource:
             )
         return DaskWindows(self.cs.client, parts)
 
-    def baseline_transactions(self, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
-        """What the baselines read, gathered: purchases before the cutoff and every amount of the
-        last horizon_days before it."""
+    def first_transaction(self) -> pd.Timestamp | None:
+        return self.cs.first_tx
+
+    def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        """What the BG/NBD baseline reads, gathered: the purchases (positive amounts) before the cutoff."""
         client = self.cs.client
-        start = cutoff - pd.Timedelta(days=horizon_days)
-        parts = client.gather([client.submit(_baseline_rows, t, start, cutoff) for t in self.cs.transactions])
+        parts = client.gather([client.submit(_purchases, t, cutoff) for t in self.cs.transactions])
         return pd.concat(parts, ignore_index=True)
 
     def customers(self, ids: pd.Index) -> pd.DataFrame:
@@ -182,10 +187,13 @@ class DaskFitter:
         return fit_dask(self.client, windows.futures(), manifest, config, rounds=rounds)
 
 
-def _baseline_rows(transactions: pd.DataFrame, start: pd.Timestamp, cutoff: pd.Timestamp) -> pd.DataFrame:
-    t = transactions["timestamp"]
-    keep = (t < cutoff) & ((transactions["amount"] > 0) | (t >= start))
+def _purchases(transactions: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    keep = (transactions["timestamp"] < cutoff) & (transactions["amount"] > 0)
     return transactions.loc[keep, ["customer_id", "timestamp", "amount"]]
+
+
+def _positives(frame: pd.DataFrame) -> int:
+    return int((frame["label"] > 0).sum())
 
 
 def _empty(frame: pd.DataFrame) -> pd.DataFrame:

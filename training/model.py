@@ -8,6 +8,7 @@ LightGBM routes like a missing value.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
@@ -401,6 +402,68 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
         return out
 
     def manifest(self) -> dict | None:
-        import json
-
         return None if self.manifest_json is None else json.loads(self.manifest_json)
+
+    @property
+    def kind(self) -> str:
+        """What predicts: ``lightgbm`` (boosters) or ``fallback:<baseline>`` (BaselineValueModel)."""
+        return "lightgbm"
+
+
+# The baselines a fallback model can serve, and the feature that holds each one's prediction.
+BASELINE_FEATURES = {"bgnbd": "btyd_expected_value", "last_h": "spend_horizon"}
+
+
+def calibration_scale(frame: pd.DataFrame, baseline: str) -> float:
+    """Realised value / the baseline's prediction, summed over a window's customers (``label`` and
+    the baseline's feature); 1 when either total is not positive."""
+    predicted = np.nansum(frame[BASELINE_FEATURES[baseline]].to_numpy(dtype="float64"))
+    realised = np.nansum(frame["label"].to_numpy(dtype="float64"))
+    return float(realised / predicted) if predicted > 0 and realised > 0 else 1.0
+
+
+class BaselineValueModel(CustomerValueModel):
+    """A baseline served as the model: the prediction is one feature's value, labelled as a fallback.
+
+    A training run registers one when its learned model is degenerate or ranks below a baseline
+    (training.pipeline), so the registry, the scorer and the report carry the better predictor
+    under its own name instead of a worse model. Its reasons put the whole value on that feature.
+    ``scale`` levels the baseline to net value (BG/NBD forecasts gross spend): the ratio of realised
+    value to the baseline on the latest window whose label the run may see (``calibration_scale``);
+    it never changes the ranking. A customer without the feature (NaN) is valued at 0.
+    """
+
+    def __init__(self, baseline: str, encoder: FeatureEncoder, manifest_json: str | None = None,
+                 families: dict[str, str] | None = None, scale: float = 1.0):
+        if baseline not in BASELINE_FEATURES:
+            raise ValueError(f"no fallback for baseline {baseline!r}; known: {sorted(BASELINE_FEATURES)}")
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"a fallback's scale must be a positive number, not {scale!r}")
+        super().__init__(f"baseline:{baseline}", encoder, {}, {}, manifest_json, families)
+        self.baseline = baseline
+        self.feature = BASELINE_FEATURES[baseline]
+        self.scale = float(scale)
+
+    @property
+    def kind(self) -> str:
+        return f"fallback:{self.baseline}"
+
+    def load_context(self, context):
+        pass
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.Series:
+        values = self.encoder.encode(model_input)[self.feature].to_numpy(dtype="float64")
+        values = np.nan_to_num(values, nan=0.0) * getattr(self, "scale", 1.0)
+        return pd.Series(values, index=model_input.index, name="predicted_value")
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(0.0, index=frame.index, columns=self.features)
+        out[self.feature] = self.predict(None, frame).to_numpy()
+        out["baseline"] = 0.0
+        return out
+
+    def log_contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame(0.0, index=frame.index, columns=self.features)
+        out[self.feature] = np.log1p(np.clip(self.predict(None, frame).to_numpy(), 0, None))
+        out["baseline"] = 0.0
+        return out

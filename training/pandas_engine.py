@@ -86,6 +86,9 @@ class PandasWindows:
     def rows(self) -> int:
         return len(self.frame_)
 
+    def positives(self) -> int:
+        return int((self.frame_["label"] > 0).sum())
+
     def frame(self) -> pd.DataFrame:
         return self.frame_
 
@@ -102,15 +105,20 @@ class PandasSource:
     def __init__(self, tables: Tables):
         self.tables = tables
 
-    def windows(self, eval_cutoff: pd.Timestamp, config: TrainConfig, steps: Steps) -> PandasWindows:
+    def windows(self, eval_cutoff: pd.Timestamp, n_windows: int, step_days: int, config: TrainConfig,
+                steps: Steps) -> PandasWindows:
         def on_window(cutoff, rows, seconds):
             steps.update(f"window {pd.Timestamp(cutoff).date()}: {rows:,} customers ({seconds:.1f} s)")
 
         return PandasWindows(build_training_set(self.tables, eval_cutoff, config.features,
-                                                n_windows=config.n_windows, step_days=config.step_days,
+                                                n_windows=n_windows, step_days=step_days,
                                                 on_window=on_window))
 
-    def baseline_transactions(self, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame:
+    def first_transaction(self) -> pd.Timestamp | None:
+        first = self.tables.transactions["timestamp"].min()
+        return None if pd.isna(first) else pd.Timestamp(first)
+
+    def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         return self.tables.transactions
 
     def customers(self, ids: pd.Index) -> pd.DataFrame:

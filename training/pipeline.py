@@ -22,12 +22,13 @@ from features.config import FeatureConfig
 from features.manifest import FeatureManifest
 from training.ablation import Ablation, ablate, lift_metrics
 from training.attribution import family_shares, feature_importance, shap_sample
-from training.baselines import bgnbd_value, last_h_revenue
+from training.baselines import bgnbd_value
 from training.config import TrainConfig
 from training.evaluate import deciles, evaluate_predictions
-from training.model import CustomerValueModel
+from training.model import BaselineValueModel, CustomerValueModel, FeatureEncoder, calibration_scale
 from training.plan import WindowPlan, plan_windows
 from training.progress import Steps
+from training.verdict import Verdict, check_enough_data, judge
 
 TRAIN_SAMPLE_ROWS = 10_000  # rows of the training windows logged to MLflow as a dataset sample
 
@@ -40,6 +41,7 @@ class Windows(Protocol):
     def without(self, columns: list[str]) -> Windows: ...  # the same rows without these features
     def manifest(self, config: FeatureConfig, families) -> FeatureManifest: ...
     def rows(self) -> int: ...
+    def positives(self) -> int: ...  # rows whose label is positive (customers who brought value)
     def frame(self) -> pd.DataFrame: ...  # all rows in one pandas frame (the test window)
     def sample(self, n: int, seed: int) -> pd.DataFrame: ...  # a seeded sample of at most n rows
     def digest(self) -> str: ...  # content hash, the same for the same windows on any engine
@@ -48,8 +50,10 @@ class Windows(Protocol):
 class WindowSource(Protocol):
     """Where the windows are built, and the raw rows the baselines need."""
 
-    def windows(self, eval_cutoff: pd.Timestamp, config: TrainConfig, steps: Steps) -> Windows: ...
-    def baseline_transactions(self, cutoff: pd.Timestamp, horizon_days: int) -> pd.DataFrame: ...
+    def windows(self, eval_cutoff: pd.Timestamp, n_windows: int, step_days: int, config: TrainConfig,
+                steps: Steps) -> Windows: ...
+    def first_transaction(self) -> pd.Timestamp | None: ...  # the earliest the run may see
+    def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame: ...  # BG/NBD's purchases
     def customers(self, ids: pd.Index) -> pd.DataFrame: ...  # customer_id, signup_date, in ids order
 
 
@@ -107,6 +111,8 @@ class Evaluation:
     train_sample: pd.DataFrame | None = None  # seeded sample of the training windows (MLflow dataset)
     train_digest: str = ""  # hash of the full training windows (features, cutoff, label)
     seconds: dict[str, float] = field(default_factory=dict)
+    verdict: Verdict | None = None  # the learned model served, or a baseline in its place
+    fit_config: TrainConfig | None = None  # config as fitted (model settings scaled to the rows)
 
     @property
     def rounds(self) -> dict[str, int]:
@@ -117,26 +123,29 @@ def build_windows(source: WindowSource, plan: WindowPlan, config: TrainConfig, *
                   steps: Steps | None = None) -> BuiltWindows:
     """Feature windows for evaluation and refit, checked so that no label passes its end."""
     steps = steps or Steps(enabled=False)
-    with steps.step("Training windows (labels end by the test cutoff)"):
-        evaluation = source.windows(plan.test_cutoff, config, steps)
+    with steps.step(f"Training windows ({plan.n_windows}, {plan.step_days} days apart; labels end by "
+                    "the test cutoff)"):
+        evaluation = source.windows(plan.test_cutoff, plan.n_windows, plan.step_days, config, steps)
     _check_no_label_past(evaluation, plan.test_cutoff, plan.horizon_days)
     with steps.step("Refit windows (labels end by as_of; the latest is the test window)"):
-        refit = source.windows(plan.as_of, config, steps)
+        refit = source.windows(plan.as_of, plan.n_windows, plan.step_days, config, steps)
     _check_no_label_past(refit, plan.as_of, plan.horizon_days)
     return BuiltWindows(evaluation, refit)
 
 
 def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: TrainConfig, *,
              steps: Steps | None = None, windows: BuiltWindows | None = None) -> Evaluation:
-    """Build windows, fit, evaluate out of time against baselines, ablate social, attribute, refit.
+    """Plan and build windows, check the data is enough, fit, evaluate out of time against the
+    baselines, serve a baseline instead of a model not worth serving, ablate social, attribute, refit.
 
-    ``windows`` (from build_windows with the same as_of and config) skips rebuilding features, e.g.
-    to compare model settings on identical data.
+    ``windows`` (from build_windows with the same plan) skips rebuilding features, e.g. to compare
+    model settings on identical data.
     """
     steps = steps or Steps(enabled=False)
     fc = config.features
     horizon = config.horizon_days
-    plan = plan_windows(as_of, config)
+    plan = plan_windows(as_of, config, source.first_transaction())
+    steps.note(f"windows: {plan.reason}")
     if windows is None:
         windows = build_windows(source, plan, config, steps=steps)
     if not set(windows.evaluation.cutoffs()) <= set(plan.train_cutoffs + plan.validation_cutoffs) or not set(
@@ -145,63 +154,76 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         raise ValueError("windows were built for other cutoffs than this as_of and config")
 
     test = windows.refit.select([plan.test_cutoff]).frame()
-    if len(test) == 0:
-        raise ValueError(f"no customers signed up before the test cutoff {plan.test_cutoff.date()}")
+    test_label = test["label"].astype(np.float64)
     present = windows.evaluation.cutoffs()
     validation_cutoffs = [c for c in present if c in set(plan.validation_cutoffs)]
-    if not validation_cutoffs or len(present) <= len(validation_cutoffs):
-        raise ValueError(
-            f"need at least {config.validation_windows + 1} training windows with history before "
-            f"{plan.test_cutoff.date()}, found {len(present)}; lower n_windows/step_days or add history"
-        )
     train_cutoffs = [c for c in present if c not in set(validation_cutoffs)]
     train, validation = windows.evaluation.select(train_cutoffs), windows.evaluation.select(validation_cutoffs)
+    check_enough_data(train.positives(), len(test), int((test_label > 0).sum()),
+                      len(present) if validation_cutoffs else 0, config)
     families = select_families()
     manifest = windows.evaluation.manifest(fc, families)
     refit_manifest = windows.refit.manifest(fc, families)
     rows = {"train": train.rows(), "validation": validation.rows(), "test": len(test),
             "refit": windows.refit.rows()}
+    fit_config = replace(config, model=config.model.for_rows(rows["train"]))
 
-    test_label = test["label"].astype(np.float64)
     with steps.step(f"Fitting {config.model.objective} model ({rows['train']:,} rows, "
                     f"{rows['validation']:,} for early stopping)"):
-        model = fitter.fit(train, validation, manifest, config)
+        model = fitter.fit(train, validation, manifest, fit_config)
     steps.note(f"boosting rounds: {model.rounds}")
     predicted = model.predict_value(test)
 
     with steps.step("Baselines on the test window (last H days, BG/NBD + Gamma-Gamma)"):
-        transactions = source.baseline_transactions(plan.test_cutoff, horizon)
         customers = source.customers(test.index)
-        last_h = last_h_revenue(transactions, test.index, plan.test_cutoff, horizon)
-        bg = bgnbd_value(transactions, customers, plan.test_cutoff, horizon,
+        bg = bgnbd_value(source.baseline_transactions(plan.test_cutoff), customers, plan.test_cutoff, horizon,
                          penalizer=fc.btyd_penalizer)
-        del transactions
-    baselines = {"last_h": last_h}
+    baselines = {"last_h": test["spend_horizon"].astype(np.float64).rename("baseline_last_h")}
     if bg.prediction is not None:
         baselines["bgnbd"] = bg.prediction
     else:
         steps.note(f"BG/NBD baseline {bg.status}")
     metrics = evaluate_predictions(test_label, predicted, baselines)
+
+    verdict = judge(model, predicted, metrics, baselines)
+    learned_rounds = dict(model.rounds)
+    if verdict.kind == "fallback":
+        steps.note(f"the learned model is not served: {verdict.reason}")
+        learned = {f"learned_{k}": v for k, v in metrics.items() if k.startswith("test_")}
+        model = BaselineValueModel(verdict.baseline, FeatureEncoder.from_manifest(manifest),
+                                   manifest.to_json(), dict(manifest.families),
+                                   scale=calibration_scale(validation.frame(), verdict.baseline))
+        predicted = model.predict_value(test)
+        metrics = {**evaluate_predictions(test_label, predicted, baselines), **learned}
     table = deciles(test_label, {"model": predicted, **baselines})
 
     ablation = None
-    if config.social_ablation and any(manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features):
+    if (verdict.kind == "learned" and config.social_ablation
+            and any(manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features)):
         with steps.step("Social ablation (same pipeline without the social families)"):
             signup = customers.set_index("customer_id")["signup_date"]
             ablation = ablate(fitter, windows.evaluation, train_cutoffs, validation_cutoffs, test,
-                              predicted, signup, plan, config, families, manifest)
+                              predicted, signup, plan, fit_config, families, manifest)
         metrics.update(lift_metrics(ablation))
 
     with steps.step(f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"):
         _, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, FAMILY_NAMES))
 
-    with steps.step(f"Refit on windows ending by as_of ({rows['refit']:,} rows, same rounds)"):
-        final_model = fitter.refit(windows.refit, refit_manifest, config, model.rounds)
+    if verdict.kind == "fallback":
+        # Levelled on the latest window whose label ends by as_of: the test window, as the refit sees it.
+        final_model = BaselineValueModel(verdict.baseline, FeatureEncoder.from_manifest(refit_manifest),
+                                         refit_manifest.to_json(), dict(refit_manifest.families),
+                                         scale=calibration_scale(test, verdict.baseline))
+        metrics["fallback_scale"] = final_model.scale
+        metrics["fallback_evaluation_scale"] = model.scale
+    else:
+        with steps.step(f"Refit on windows ending by as_of ({rows['refit']:,} rows, same rounds)"):
+            final_model = fitter.refit(windows.refit, refit_manifest, fit_config, model.rounds)
 
     for name, value in rows.items():
         metrics[f"rows_{name}"] = float(value)
-    for part, value in model.rounds.items():
+    for part, value in learned_rounds.items():
         metrics[f"rounds_{part}"] = float(value)
     return Evaluation(
         plan=replace(plan, validation_cutoffs=tuple(validation_cutoffs), train_cutoffs=tuple(train_cutoffs),
@@ -225,6 +247,8 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         train_sample=windows.evaluation.sample(TRAIN_SAMPLE_ROWS, config.seed),
         train_digest=windows.evaluation.digest(),
         seconds=dict(steps.seconds),
+        verdict=verdict,
+        fit_config=fit_config,
     )
 
 

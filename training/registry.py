@@ -1,14 +1,15 @@
 """The model registry: the champion and challenger aliases, and whether a new version is promoted.
 
 A new version always becomes ``challenger``. With ``--promote auto`` it also becomes ``champion``
-when it ranks at least as well as the current champion re-scored on the new run's own test window.
+only when it ranks better than every baseline and at least as well as the current champion, all on
+the new run's own test window (``decide_promotion``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pandas as pd
 from features.errors import UserError
 from features.manifest import FeatureManifest, FeatureSkewError, check_compatible
 from training.metrics import norm_gini
+from training.report_inputs import load_report_inputs
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -25,17 +27,31 @@ _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 
 @dataclass(frozen=True)
 class ChampionScore:
-    """The current champion, re-scored on the candidate's test window when its features are compatible."""
+    """The current champion, scored on the candidate's test window (or why it could not be).
+
+    ``candidate_norm_gini`` is set when the comparison ran on part of the test window only (the
+    champion's logged predictions cover other customers): the candidate's score on the same part.
+    """
 
     version: str
-    norm_gini: float | None  # None when it could not be re-scored
-    note: str  # why it could not be scored, or a caveat about the comparison
+    norm_gini: float | None  # None when it could not be scored
+    note: str  # how it was scored, why it could not be, or a caveat about the comparison
+    candidate_norm_gini: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The new version, as the promotion gate sees it: its test score, the baselines', what it is."""
+
+    norm_gini: float
+    baselines: dict[str, float] = field(default_factory=dict)  # baseline name -> test normalised Gini
+    kind: str = "lightgbm"  # or "fallback:<baseline>": a baseline served in place of a model
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
-    decision: str  # "promoted" or "kept_champion"
+    decision: str  # "promoted", "kept_champion" or "not_promoted"
     reason: str
     champion_version: str | None = None
     champion_norm_gini: float | None = None
@@ -49,16 +65,19 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
 
 def check_promote_mode(mode: str) -> str:
     if mode not in PROMOTE_MODES:
-        raise UserError(f"promote must be one of {PROMOTE_MODES}, got {mode!r}")
+        raise UserError(f"promote must be one of {', '.join(PROMOTE_MODES)}, not {mode!r}")
     return mode
 
 
-def decide_promotion(mode: str, candidate_norm_gini: float, champion: ChampionScore | None) -> PromotionDecision:
+def decide_promotion(mode: str, candidate: Candidate, champion: ChampionScore | None) -> PromotionDecision:
     """Whether the new version becomes champion.
 
-    auto: yes when there is no champion, when the champion cannot be compared on the same test
-    window (incompatible features), or when the candidate's test_norm_gini is at least the
-    champion's on that window; otherwise the champion stays. always / never: as named.
+    auto, all on the run's own test window:
+    (a) a learned model must rank better than every baseline (normalised Gini strictly above each);
+        a fallback is the best baseline itself, so (a) does not apply to it;
+    (b) it must rank at least as well as the current champion, scored on the same customers; a
+        champion that cannot be scored there is kept (a blind swap could promote a worse model).
+    always / never: as named.
     """
     check_promote_mode(mode)
     version = champion.version if champion else None
@@ -68,23 +87,32 @@ def decide_promotion(mode: str, candidate_norm_gini: float, champion: ChampionSc
     if mode == "never":
         return PromotionDecision(False, "kept_champion" if champion else "not_promoted", "promote=never",
                                  version, score)
+    kept = "kept_champion" if champion else "not_promoted"
+    if candidate.kind == "lightgbm":
+        beaten = {name: b for name, b in candidate.baselines.items()
+                  if b is not None and math.isfinite(b) and not candidate.norm_gini > b}
+        if beaten:
+            name, b = max(beaten.items(), key=lambda item: item[1])
+            return PromotionDecision(
+                False, kept, f"test_norm_gini {candidate.norm_gini:.4f} does not beat the {name} baseline's "
+                f"{b:.4f} on the same test window", version, score)
+    what = "the model" if candidate.kind == "lightgbm" else f"the {candidate.kind} model"
     if champion is None:
-        return PromotionDecision(True, "promoted", "no champion yet: the first model becomes champion")
+        return PromotionDecision(True, "promoted", f"no champion yet: {what} becomes champion "
+                                 + ("(it beats every baseline)" if candidate.kind == "lightgbm"
+                                    else "(the best predictor the data supports)"))
     if score is None or not math.isfinite(score):
         return PromotionDecision(
-            True, "promoted",
-            f"champion v{version} cannot be compared on this test window ({champion.note}): promoted",
-            version, score)
+            False, "kept_champion",
+            f"champion v{version} cannot be scored on this test window ({champion.note}): kept; "
+            "--promote always replaces it", version, score)
+    mine = candidate.norm_gini if champion.candidate_norm_gini is None else champion.candidate_norm_gini
     note = f" ({champion.note})" if champion.note else ""
-    if candidate_norm_gini >= score:
-        return PromotionDecision(
-            True, "promoted",
-            f"test_norm_gini {candidate_norm_gini:.4f} >= champion v{version}'s {score:.4f} on the same "
-            f"test window{note}", version, score)
-    return PromotionDecision(
-        False, "kept_champion",
-        f"test_norm_gini {candidate_norm_gini:.4f} < champion v{version}'s {score:.4f} on the same "
-        f"test window{note}", version, score)
+    if mine >= score:
+        return PromotionDecision(True, "promoted", f"test_norm_gini {mine:.4f} >= champion v{version}'s "
+                                 f"{score:.4f} on the same test window{note}", version, score)
+    return PromotionDecision(False, "kept_champion", f"test_norm_gini {mine:.4f} < champion v{version}'s "
+                             f"{score:.4f} on the same test window{note}", version, score)
 
 
 def current_champion(client, model_name: str):
@@ -102,9 +130,15 @@ def current_champion(client, model_name: str):
 
 
 def score_champion(client, model_name: str, test_features: pd.DataFrame, test_label: pd.Series,
-                   manifest: FeatureManifest, test_cutoff: pd.Timestamp, *,
-                   exclude_version: str) -> ChampionScore | None:
-    """The champion's out-of-time model re-scored on this run's test window (or why it could not be)."""
+                   predicted: pd.Series, manifest: FeatureManifest, test_cutoff: pd.Timestamp,
+                   horizon_days: int, *, exclude_version: str) -> ChampionScore | None:
+    """The champion scored on this run's test window.
+
+    Its out-of-time model predicts the test window's features when they are the features it was
+    built on. When they are not (the feature code or config changed) or it cannot be loaded, its
+    own logged evaluation is used if it was tested on the same window: its predictions for the
+    customers of both runs, against this run's ``predicted`` on the same customers.
+    """
     import mlflow
 
     current = current_champion(client, model_name)
@@ -123,19 +157,42 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
     if labels_end and pd.Timestamp(labels_end) > test_cutoff:
         notes.append(f"the champion's training labels reach {labels_end}, past this test cutoff "
                      f"{test_cutoff.date()}: the comparison favours the champion")
-    note = "; ".join(notes)
     try:
         loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model()
         stored = loaded.manifest_json
         if stored is None:
-            return ChampionScore(version, None, "champion has no feature manifest")
+            raise FeatureSkewError("champion has no feature manifest")
         check_compatible(FeatureManifest.from_json(stored), manifest)
     except FeatureSkewError as exc:
-        return ChampionScore(version, None, f"incompatible features: {exc}"[:400])
-    except Exception as exc:  # noqa: BLE001 - an unloadable champion must not block a new model
-        return ChampionScore(version, None, f"could not load: {type(exc).__name__}: {exc}"[:400])
-    predicted = loaded.predict_value(test_features)
-    return ChampionScore(version, norm_gini(test_label.to_numpy(), predicted.to_numpy()), note)
+        return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
+                                  f"incompatible features: {exc}"[:300])
+    except Exception as exc:  # noqa: BLE001 - an unloadable champion is compared by its logged evaluation
+        return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
+                                  f"could not load: {type(exc).__name__}: {exc}"[:300])
+    scored = loaded.predict_value(test_features)
+    return ChampionScore(version, norm_gini(test_label.to_numpy(), scored.to_numpy()), "; ".join(notes))
+
+
+def _logged_comparison(client, run, version: str, test_label: pd.Series, predicted: pd.Series,
+                       test_cutoff: pd.Timestamp, horizon_days: int, why: str) -> ChampionScore:
+    """The champion's logged test-window predictions against the candidate's on the same customers."""
+    tags = run.data.tags if run else {}
+    if tags.get("test_cutoff") != str(test_cutoff.date()) or tags.get("horizon_days") != str(horizon_days):
+        return ChampionScore(version, None, f"{why}; its logged evaluation is of another test window "
+                             f"({tags.get('test_cutoff')}, {tags.get('horizon_days')} days)")
+    try:
+        logged, _ = load_report_inputs(run.info.run_id)
+    except Exception as exc:  # noqa: BLE001 - no logged evaluation: nothing to compare with
+        return ChampionScore(version, None, f"{why}; no logged evaluation ({type(exc).__name__})")
+    theirs = logged.set_index("customer_id")["predicted"]
+    common = test_label.index.intersection(theirs.index)
+    if len(common) < 2:
+        return ChampionScore(version, None, f"{why}; its logged evaluation shares no customers with this run")
+    actual = test_label.reindex(common).to_numpy()
+    return ChampionScore(
+        version, norm_gini(actual, theirs.reindex(common).to_numpy()),
+        f"{why}; compared by its logged evaluation on the {len(common):,} customers both runs tested",
+        candidate_norm_gini=norm_gini(actual, predicted.reindex(common).to_numpy()))
 
 
 def promote_version(client, model_name: str, version: str, decision: PromotionDecision) -> list[str]:

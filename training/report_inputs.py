@@ -100,9 +100,12 @@ def report_frames(ev, *, log_contributions: pd.DataFrame | None = None) -> tuple
     sample = shap_sample(test, ev.config.shap_sample, seed=ev.config.seed)
     # Above 20k rows the attribution sample is thinned (seeded) so the artifact stays small.
     sample = shap_sample(sample, MAX_SHAP_ROWS, seed=ev.config.seed)
-    if log_contributions is None:
-        log_contributions = ev.model.log_contributions(sample)
-    money = currency_frame(ev.model.objective, log_contributions.loc[sample.index])
+    if ev.model.kind != "lightgbm":  # a baseline served as the model: its own contributions
+        money = ev.model.contributions(sample)
+    else:
+        if log_contributions is None:
+            log_contributions = ev.model.log_contributions(sample)
+        money = currency_frame(ev.model.objective, log_contributions.loc[sample.index])
     return predictions, shap_sample_frame(sample, money)
 
 

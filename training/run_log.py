@@ -15,10 +15,11 @@ import numpy as np
 from features.catalog import SOCIAL_FAMILIES
 from training import model as model_module
 from training import tracking
+from training.baselines import BASELINES
 from training.charts import decile_chart, importance_chart
 from training.config import TrainConfig
 from training.pipeline import Evaluation, frame_digest
-from training.registry import decide_promotion, promote_version, score_champion
+from training.registry import Candidate, decide_promotion, promote_version, score_champion
 from training.report_inputs import log_report_inputs, report_frames
 from training.summary import TrainSummary, comparison
 
@@ -36,11 +37,16 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
 
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     config = ev.config
+    verdict = ev.verdict
     mlflow.set_tags({
         "feature_manifest_hash": ev.refit_manifest.manifest_hash,
         "evaluation_manifest_hash": ev.manifest.manifest_hash,
         "baseline_bgnbd_status": ev.bgnbd_status,
         "windows": json.dumps(ev.plan.describe()),
+        "window_plan": ev.plan.reason,
+        "model_kind": ev.model.kind,
+        "model_verdict": verdict.reason if verdict else "",
+        "effective_min_child_samples": str((ev.fit_config or config).model.min_child_samples),
     })
     _log_inputs(ev, source)
     metrics = dict(ev.metrics)
@@ -67,12 +73,16 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
     mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
     version = str(info.registered_model_version)
 
-    champion = score_champion(client, model_name, ev.test_features, ev.test_label, ev.manifest,
-                              ev.plan.test_cutoff, exclude_version=version)
-    decision = decide_promotion(promote, ev.metrics["test_norm_gini"], champion)
+    champion = score_champion(client, model_name, ev.test_features, ev.test_label, ev.predictions["model"],
+                              ev.manifest, ev.plan.test_cutoff, ev.plan.horizon_days, exclude_version=version)
+    candidate = Candidate(ev.metrics["test_norm_gini"],
+                          {name: ev.metrics.get(f"baseline_{name}_test_norm_gini") for name in BASELINES},
+                          ev.model.kind)
+    decision = decide_promotion(promote, candidate, champion)
     aliases = promote_version(client, model_name, version, decision)
     for key, value in (("test_norm_gini", f"{ev.metrics['test_norm_gini']:.6f}"),
-                       ("as_of", str(ev.plan.as_of.date())), ("objective", config.model.objective)):
+                       ("as_of", str(ev.plan.as_of.date())), ("objective", config.model.objective),
+                       ("model_kind", ev.model.kind)):
         client.set_model_version_tag(model_name, version, key, value)
     mlflow.set_tags({
         "model_name": model_name,
@@ -90,7 +100,8 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
                         model_version=version, aliases=aliases, promotion=decision.decision,
                         promotion_reason=decision.reason, windows=ev.plan.describe(), rows=ev.rows,
                         metrics=metrics, bgnbd_status=ev.bgnbd_status, ui_command=tracking.ui_command(uri),
-                        seconds=0.0)
+                        seconds=0.0, model_kind=ev.model.kind, verdict=verdict.reason if verdict else "",
+                        window_plan=ev.plan.reason)
 
 
 def log_metrics(values: dict) -> None:

@@ -27,6 +27,9 @@ class TrainSummary:
     bgnbd_status: str
     ui_command: str
     seconds: float
+    model_kind: str = "lightgbm"  # or fallback:<baseline>
+    verdict: str = ""  # why the model (or a baseline) is served
+    window_plan: str = ""  # how the windows were sized
 
     def comparison(self) -> dict[str, dict[str, float | None]]:
         """metric -> {model, last_h, bgnbd, without_social} on the test window."""
@@ -58,6 +61,8 @@ def print_summary(summary: TrainSummary, console=None) -> None:
         f"  training windows {', '.join(w['train_cutoffs'])}; early stopping on "
         f"{', '.join(w['validation_cutoffs'])}; refit windows {', '.join(w['refit_cutoffs'])}"
     )
+    if summary.window_plan:
+        console.print(f"  windows: {summary.window_plan}")
     console.print("  rows: " + ", ".join(f"{k} {v:,}" for k, v in summary.rows.items()))
     table = Table(title="Test window: model vs baselines")
     for column in ("metric", "model", "last H days", "BG/NBD", "without social"):
@@ -84,7 +89,9 @@ def print_summary(summary: TrainSummary, console=None) -> None:
     console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     if not summary.bgnbd_status.startswith("ok"):
         console.print(f"  [yellow]BG/NBD baseline {summary.bgnbd_status}[/yellow]")
+    if summary.model_kind != "lightgbm":
+        console.print(f"  [yellow]registered a fallback ({summary.model_kind}): {summary.verdict}[/yellow]")
     console.print(f"  run {summary.run_id}  model {summary.model_name} v{summary.model_version} "
-                  f"aliases {', '.join(summary.aliases)}")
+                  f"({summary.model_kind}) aliases {', '.join(summary.aliases)}")
     console.print(f"  promotion: {summary.promotion} ({summary.promotion_reason})")
     console.print(f"  open the MLflow UI: [bold]{summary.ui_command}[/bold]  ({summary.seconds:.0f} s)")

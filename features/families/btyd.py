@@ -169,8 +169,7 @@ def btyd_predictions(summary: pd.DataFrame, fit: BtydFit, horizon_days: int) -> 
     repeat = (f > 0) & (monetary > 0)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        orders = np.asarray(fit.bgnbd.conditional_expected_number_of_purchases_up_to_time(
-            float(horizon_days), f, r, T), dtype="float64")
+        orders = expected_orders(fit.bgnbd, float(horizon_days), f, r, T)
         alive = np.asarray(fit.bgnbd.conditional_probability_alive(f, r, T), dtype="float64")
         order_value = np.asarray(fit.gamma_gamma.conditional_expected_average_profit(
             np.where(repeat, f, 0.0), np.where(repeat, monetary, 0.0)), dtype="float64")
@@ -178,6 +177,28 @@ def btyd_predictions(summary: pd.DataFrame, fit: BtydFit, horizon_days: int) -> 
                         "btyd_expected_order_value": order_value,
                         "btyd_expected_value": orders * order_value}, index=summary.index)
     return out.where(np.isfinite(out))
+
+
+def expected_orders(bgnbd, t: float, f: np.ndarray, r: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """BG/NBD expected purchases in the next ``t`` days (Fader, Hardie and Lee 2005, eq. 10).
+
+    lifetimes evaluates the hypergeometric term through its logarithm, which is NaN when the term is
+    negative, as it is for customers without a repeat purchase whenever a + b < 1 (a young business
+    or a short history fits such parameters). Those customers get the same equation evaluated
+    directly; the logarithm is kept elsewhere because it does not overflow for frequent buyers.
+    """
+    from scipy.special import hyp2f1
+
+    orders = np.asarray(bgnbd.conditional_expected_number_of_purchases_up_to_time(t, f, r, T), dtype="float64")
+    redo = ~np.isfinite(orders)
+    if redo.any():
+        ra, alpha, a, b = (float(bgnbd.params_[k]) for k in ("r", "alpha", "a", "b"))
+        x, rec, age = f[redo], r[redo], T[redo]
+        term = hyp2f1(ra + x, b + x, a + b + x - 1, t / (alpha + age + t)) * ((alpha + age) / (alpha + age + t)) ** (ra + x)
+        numerator = (a + b + x - 1) / (a - 1) * (1 - term)
+        denominator = 1 + (x > 0) * (a / (b + x - 1)) * ((alpha + age) / (alpha + rec)) ** (ra + x)
+        orders[redo] = numerator / denominator
+    return orders
 
 
 def btyd_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:

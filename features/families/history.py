@@ -53,6 +53,8 @@ FEATURES = {
     "spend_90d": "net amount in the 90 days before as_of",
     "spend_180d": "net amount in the 180 days before as_of",
     "spend_365d": "net amount in the 365 days before as_of",
+    "spend_horizon": "net amount in the config.horizon_days before as_of: the last-horizon baseline "
+    "('the next horizon looks like the last one')",
     "spend_trend_180d": "(a - b) / (a + b) with a = spend_180d and b = net spend in the 180 days "
     "before that (each floored at 0): -1 lapsing ... +1 growing; NaN when both are 0 or history "
     "does not cover both windows",
@@ -82,6 +84,7 @@ FILL = {
     "spend_90d": 0.0,
     "spend_180d": 0.0,
     "spend_365d": 0.0,
+    "spend_horizon": 0.0,
     "refund_count": 0.0,
 }
 
@@ -179,6 +182,7 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     for days in SPEND_WINDOWS_DAYS:
         out[f"spend_{days}d"] = per_customer(amount, t >= now - days * DAY_NS)
+    out["spend_horizon"] = per_customer(amount, t >= now - config.horizon_days * DAY_NS)
     w = TREND_WINDOW_DAYS * DAY_NS
     recent = np.maximum(out[f"spend_{TREND_WINDOW_DAYS}d"], 0.0)
     prior = np.maximum(per_customer(amount, (t >= now - 2 * w) & (t < now - w)), 0.0)

@@ -153,12 +153,14 @@ def influence_measure(shap_sample: pd.DataFrame) -> tuple[str | None, str]:
 
 
 def top_value_flags(predictions: pd.DataFrame, share: float = TOP_VALUE_SHARE) -> pd.Series:
-    """True for the ``share`` of customers with the highest predicted value (ties broken by customer_id)."""
-    order = predictions.sort_values(["predicted", "customer_id"], ascending=[False, True], kind="stable")
-    k = math.ceil(share * len(order))
-    flags = pd.Series(False, index=order["customer_id"].to_numpy())
-    flags.iloc[:k] = True
-    return flags
+    """True for the ``share`` of customers with the highest predicted value, by customer_id.
+
+    Ties are never split by id: customers tied at the boundary are all left out, as in the tiers
+    (serving.scoring.tiers.value_ranks), so the group holds at most ``share`` of the customers.
+    """
+    values = predictions["predicted"].to_numpy(dtype="float64")
+    rank = len(values) - np.searchsorted(np.sort(values), values, side="left")
+    return pd.Series(rank <= math.ceil(share * len(values)), index=predictions["customer_id"].to_numpy())
 
 
 CELL_NAMES = {

@@ -66,6 +66,12 @@ def _summary(record: RunRecord, features: pd.DataFrame) -> tuple[list[str], list
                       _float(m, "social_lift_norm_gini_new_hi"),
                       who=f"new customers (under one year of tenure{new_count})"),
     ]
+    kind = record.tags.get("model_kind", "lightgbm")
+    if kind.startswith("fallback:"):
+        summary.insert(0, f"This model is a fallback ({kind}): the learned model was not served because "
+                          f"{record.tags.get('model_verdict', 'it did not beat that baseline')}. Its predictions "
+                          "are the baseline's; the drivers below describe the features of the learned model's "
+                          "inputs, not a learned effect.")
     by_family = family_importance(record.importance)
     social = by_family[by_family["social"]]
     detail = ", ".join(f"{r.family} {fmt_share(r.share)}" for r in social.itertuples())

@@ -68,7 +68,7 @@ from serving.scoring.population_step import compute_population
 from serving.scoring.progress import Progress, Stopwatch, tree_cpu_seconds
 from serving.scoring.reasons import reason_columns
 from serving.scoring.runner import BucketRunner
-from serving.scoring.tiers import value_ranks
+from serving.scoring.tiers import ranked_order, value_ranks
 
 OUTPUT_ROW_GROUP = 100_000
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
@@ -324,7 +324,7 @@ def _write_output(run: _Run, model: ScoringModel, scored: list[ScoredBucket], tm
     rank = ranked["value_rank"].to_numpy()
     found = _reasons_by_rank(run, scored, model, rank, core.reason_cut(n, reasons, reasons_for), reasons)
     columns = core.output_columns(ids, values, ranked, found.columns)
-    order = np.argsort(rank, kind="stable")
+    order = ranked_order(ids, rank)
     with pq.ParquetWriter(tmp_out, schema) as writer:
         for start in range(0, max(n, 1), OUTPUT_ROW_GROUP):
             writer.write_table(core.output_table(columns, order[start: start + OUTPUT_ROW_GROUP], constants, schema))

@@ -52,6 +52,7 @@ def lineage(model: ScoringModel, as_of: pd.Timestamp, scored_at: pd.Timestamp) -
         "model_name": pa.scalar(model.name, pa.string()),
         "model_version": pa.scalar(model.version, pa.string()),
         "model_run_id": pa.scalar(model.run_id, pa.string()),
+        "model_kind": pa.scalar(model.kind, pa.string()),
         "as_of": pa.scalar(as_of.as_unit("ns").to_datetime64(), pa.timestamp("ns")),
         "horizon_days": pa.scalar(model.horizon_days, pa.int64()),
         "scored_at": pa.scalar(scored_at.as_unit("ns").to_datetime64(), pa.timestamp("ns")),

@@ -47,7 +47,7 @@ from serving.scoring.model import (
     check_model_features,
     load_scoring_model,
 )
-from serving.scoring.tiers import value_ranks
+from serving.scoring.tiers import ranked_order, value_ranks
 from training import tracking
 from training.registry import parse_model_uri
 
@@ -121,7 +121,7 @@ def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, di
     found = core.partition_reasons(worker_model(model_uri, tracking_uri), scored["inputs"], rank, cut, reasons)
     columns = core.output_columns(scored["ids"], scored["values"], ranked, found.columns)
     schema = core.output_schema(reasons, constants)
-    pq.write_table(core.output_table(columns, np.argsort(rank, kind="stable"), constants, schema),
+    pq.write_table(core.output_table(columns, ranked_order(scored["ids"], rank), constants, schema),
                    Path(directory) / f"part-{b:05d}.parquet")
     return {"rows": len(rank), "reasons_rows": found.rows, "reasons_seconds": found.seconds,
             "tiers": core.tier_counts(ranked["value_tier"])}

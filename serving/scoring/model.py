@@ -55,9 +55,14 @@ class ScoringModel:
     def horizon_days(self) -> int:
         return int(self.config.horizon_days)
 
+    @property
+    def kind(self) -> str:
+        """``lightgbm``, or ``fallback:<baseline>`` when training served a baseline in the model's place."""
+        return str(getattr(self.python_model, "kind", "lightgbm"))
+
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "run_id": self.run_id, "uri": self.uri,
-                "feature_manifest_hash": self.manifest.manifest_hash,
+                "kind": self.kind, "feature_manifest_hash": self.manifest.manifest_hash,
                 "objective": getattr(self.python_model, "objective", None)}
 
 

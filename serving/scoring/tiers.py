@@ -25,24 +25,20 @@ def tier_sizes(n: int) -> dict[str, int]:
 def value_ranks(customer_id, predicted_value) -> pd.DataFrame:
     """value_rank (1 = most valuable), value_percentile and value_tier, in the input's row order.
 
-    Ties in predicted_value are broken by customer_id (ascending) so the ranking is reproducible.
-    value_percentile = 100 x (n - rank + 1) / n: the share of customers ranked at or below this one
-    (100 for the top customer). Tiers are exact counts of the ranking: top_1pct = the first
-    ceil(n / 100) ranks, top_10pct = the rest of the first ceil(n / 10), top_50pct = the rest of
-    the first ceil(n / 2), rest = everyone else.
+    value_rank is the number of customers valued at least as high as this one (pandas'
+    ``rank(method="max", ascending=False)``): customers with equal predictions share a rank and a
+    tier, so ties never decide a tier by customer id. A tie group that straddles a tier boundary
+    goes wholly to the lower tier: a tier never holds more than its share, and nobody is put in it
+    who cannot be told apart from customers outside it (a constant model puts everyone in ``rest``).
+    value_percentile = 100 x (n - rank + 1) / n. Tiers by rank: top_1pct = ranks up to
+    ceil(n / 100), top_10pct = up to ceil(n / 10), top_50pct = up to ceil(n / 2), rest = the others.
     """
-    ids = pa.array(customer_id, type=pa.string())
     values = np.asarray(predicted_value, dtype="float64")
     if not np.isfinite(values).all():
         bad = int((~np.isfinite(values)).sum())
         raise ValueError(f"{bad} predicted values are not finite numbers: the model is broken")
     n = len(values)
-    order = pc.sort_indices(
-        pa.table({"value": values, "customer_id": ids}),
-        sort_keys=[("value", "descending"), ("customer_id", "ascending")],
-    ).to_numpy()
-    rank = np.empty(n, dtype="int64")
-    rank[order] = np.arange(1, n + 1, dtype="int64")
+    rank = n - np.searchsorted(np.sort(values), values, side="left").astype("int64")
     tier = np.full(n, REST, dtype=object)
     for name, size in reversed(list(tier_sizes(n).items())):
         tier[rank <= size] = name
@@ -51,3 +47,10 @@ def value_ranks(customer_id, predicted_value) -> pd.DataFrame:
         "value_percentile": 100.0 * (n - rank + 1) / max(n, 1),
         "value_tier": pd.array(tier, dtype="str"),
     })
+
+
+def ranked_order(customer_id, value_rank) -> np.ndarray:
+    """Row positions sorted by value_rank, then customer_id: the order the scores are written in."""
+    table = pa.table({"rank": np.asarray(value_rank, dtype="int64"),
+                      "customer_id": pa.array(customer_id, type=pa.string())})
+    return pc.sort_indices(table, sort_keys=[("rank", "ascending"), ("customer_id", "ascending")]).to_numpy()

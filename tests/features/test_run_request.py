@@ -33,6 +33,12 @@ def test_the_default_as_of_is_the_day_after_the_latest_transaction():
         default_as_of(pd.NaT)
 
 
+def test_a_future_dated_transaction_stops_a_run_without_as_of_instead_of_dating_it_in_the_future():
+    with pytest.raises(UserError, match=r"latest transaction is dated 2052-03-01, after today \(2026-12-03\)"):
+        default_as_of(pd.Timestamp("2052-03-01"), today=pd.Timestamp("2026-12-03"))
+    assert default_as_of(pd.Timestamp("2026-12-03 18:00"), today=pd.Timestamp("2026-12-03")) == pd.Timestamp("2026-12-04")
+
+
 def test_a_request_resolves_its_cutoff_once():
     asked = RunRequest.from_text("2025-03-01", 91)
     assert asked.resolve_as_of(pd.Timestamp("2030-01-01")) == pd.Timestamp("2025-03-01")

@@ -61,3 +61,35 @@ def test_an_unknown_engine_or_promotion_mode_is_one_line_and_exit_2(tmp_path):
     assert result.exit_code == 2 and "--engine must be pandas or dask" in result.output
     result = runner.invoke(app, ["train", "--data", str(src), "--promote", "sometimes"])
     assert result.exit_code == 2 and "--promote must be one of auto, always, never" in result.output
+
+
+def test_train_settings_come_from_defaults_then_the_config_file_then_the_options(tmp_path):
+    from serving.cli import train_config
+
+    path = tmp_path / "train.toml"
+    path.write_text('n_windows = 6\nstep_days = 28\n[features]\nhorizon_days = 91\nlabel = "margin"\n')
+    config = train_config(path, horizon_days=None, market_topic=[], label=None, n_windows=None, step_days=None)
+    assert (config.n_windows, config.step_days, config.horizon_days, config.features.label) == (6, 28, 91, "margin")
+    config = train_config(path, horizon_days=182, market_topic=["golf"], label="net", n_windows=4, step_days=None)
+    assert (config.n_windows, config.step_days, config.horizon_days) == (4, 28, 182)
+    assert config.features.label == "revenue" and config.features.market_topics == ("golf",)
+    config = train_config(None, horizon_days=None, market_topic=[], label=None, n_windows=None, step_days=None)
+    assert (config.n_windows, config.step_days, config.horizon_days) == (None, None, 365)
+
+
+def test_bad_training_settings_are_one_line_and_exit_2(tmp_path):
+    src = write_source(tmp_path, valid_tables())
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text("[model]\nleaves = 3\n")
+    for options, message in [
+        (["--label", "profit"], "label must be net or margin, not 'profit'"),
+        (["--n-windows", "1"], "n_windows (1) must exceed validation_windows (1)"),
+        (["--step-days", "0"], "step_days must be positive, not 0"),
+        (["--horizon-days", "0"], "--horizon-days must be a positive number of days"),
+        (["--config", str(bad_file)], "[model]: unknown setting 'leaves'"),
+        (["--config", str(tmp_path / "missing.toml")], "cannot read it"),
+    ]:
+        result = runner.invoke(app, ["train", "--data", str(src), *options])
+        assert result.exit_code == 2, (options, result.output)
+        assert message in result.output and "Traceback" not in result.output, (options, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output

@@ -1,4 +1,5 @@
-"""Settings that keep the training tests quick: few rounds, one thread (the machine is shared)."""
+"""Settings that keep the training tests quick: few rounds, one thread (the machine is shared);
+windows sized from the data as by default."""
 
 from features.config import FeatureConfig
 from training.config import ModelParams, TrainConfig
@@ -8,8 +9,6 @@ MARKET_TOPICS = ("outdoor", "hiking")
 SMALL = TrainConfig(
     features=FeatureConfig(market_topics=MARKET_TOPICS),
     model=ModelParams(max_rounds=40, num_leaves=15, min_child_samples=20, num_threads=1),
-    n_windows=3,
-    step_days=91,
     bootstrap_resamples=40,
     shap_sample=400,
 )

@@ -124,3 +124,23 @@ def test_fixed_rounds_refit_reproduces_the_same_booster():
 def test_fit_needs_either_validation_or_rounds():
     with pytest.raises(ValueError, match="either a validation set"):
         make_model(PARAMS, [], seed=0).fit(ENCODER.encode(TRAIN), Y_TRAIN)
+
+
+def test_a_fallback_serves_its_baselines_feature_levelled_to_realised_value():
+    from training.model import BaselineValueModel, calibration_scale
+
+    frame = pd.DataFrame({"btyd_expected_value": [100.0, 50.0, np.nan], "spend_horizon": [10.0, 0.0, 5.0],
+                          "label": [60.0, 15.0, 0.0]}, index=pd.Index(list("abc"), name="customer_id"))
+    # BG/NBD forecast 150 in all, 75 was realised: its level is halved, its order kept.
+    assert calibration_scale(frame, "bgnbd") == 0.5
+    assert calibration_scale(frame.assign(label=0.0), "bgnbd") == 1.0  # nothing realised: left as is
+    features = frame.drop(columns="label")
+    model = BaselineValueModel("bgnbd", FeatureEncoder.fit(features), scale=0.5)
+    assert model.kind == "fallback:bgnbd"
+    # A customer without the feature is valued at 0, never NaN (ranks need numbers).
+    assert model.predict(None, features).tolist() == [50.0, 25.0, 0.0]
+    contributions = model.contributions(features)
+    assert contributions.sum(axis=1).tolist() == [50.0, 25.0, 0.0]
+    assert (contributions["spend_horizon"] == 0).all()
+    with pytest.raises(ValueError, match="no fallback for baseline 'oracle'"):
+        BaselineValueModel("oracle", FeatureEncoder.fit(features))

@@ -30,7 +30,7 @@ def test_config_flattens_to_dotted_params():
     assert flat["model.objective"] == "tweedie"
     assert flat["features.market_topics"] == []
     assert flat["features.horizon_days"] == 365
-    assert flat["n_windows"] == 4 and flat["seed"] == 0
+    assert flat["n_windows"] == "auto" and flat["step_days"] == "auto" and flat["seed"] == 0
 
 
 def test_config_refuses_too_few_windows():

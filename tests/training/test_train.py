@@ -91,7 +91,8 @@ def test_run_records_config_lineage_artifacts_and_inputs(runs, client, tiny_worl
     params, tags = run.data.params, run.data.tags
     assert params["model.objective"] == SMALL.model.objective
     assert params["features.market_topics"] == str(list(MARKET_TOPICS))
-    assert params["n_windows"] == "3"
+    assert params["n_windows"] == "auto" and "8 windows 91 days apart" in tags["window_plan"]
+    assert tags["model_kind"] == "lightgbm" and "at least every baseline" in tags["model_verdict"]
     for tag in (
         "git_commit",
         "input_fingerprint",

@@ -14,6 +14,7 @@ from features.families.btyd import (
     FEATURES,
     BtydSums,
     btyd_features,
+    expected_orders,
     fit_btyd,
     purchase_summary,
 )
@@ -147,3 +148,39 @@ def test_a_customer_seen_buying_often_and_lately_is_worth_more_than_one_gone_qui
     out = btyd_features(tables, AS_OF, FeatureConfig(horizon_days=horizon))
     assert out.loc["fresh", "btyd_p_alive"] > out.loc["quiet", "btyd_p_alive"]
     assert out.loc["fresh", "btyd_expected_value"] > out.loc["quiet", "btyd_expected_value"]
+
+
+def _bgnbd(r, alpha, a, b):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from lifetimes import BetaGeoFitter
+    fitter = BetaGeoFitter()
+    fitter.params_ = pd.Series({"r": r, "alpha": alpha, "a": a, "b": b})
+    return fitter
+
+
+def _simulated_new_customer_orders(r, alpha, a, b, t, n=100_000, seed=0):
+    """Monte Carlo of BG/NBD for a customer born now: Poisson purchases, dropping out after each one."""
+    rng = np.random.default_rng(seed)
+    rate, p = rng.gamma(r, 1 / alpha, n), rng.beta(a, b, n)
+    clock, count, active = np.zeros(n), np.zeros(n), np.ones(n, dtype=bool)
+    while active.any():
+        clock = clock + rng.exponential(1 / np.maximum(rate, 1e-12))
+        active &= clock <= t
+        count += active
+        active &= rng.random(n) >= p
+    return count.mean()
+
+
+def test_expected_orders_are_finite_and_right_when_lifetimes_log_form_fails():
+    # a + b < 1, as fitted on a young business: lifetimes returns NaN for customers without repeats.
+    young = _bgnbd(0.647, 42.38, 0.028, 0.3615)
+    none = np.zeros(1)
+    orders = expected_orders(young, 91.0, none, none, none)
+    assert np.isfinite(orders).all()
+    assert orders[0] == pytest.approx(_simulated_new_customer_orders(0.647, 42.38, 0.028, 0.3615, 91.0), rel=0.03)
+    # Where lifetimes' form works, it is used as is.
+    usual = _bgnbd(0.25, 4.0, 0.8, 2.5)
+    f, r, T = np.array([0.0, 3.0, 10.0]), np.array([0.0, 40.0, 300.0]), np.array([20.0, 100.0, 320.0])
+    assert np.array_equal(expected_orders(usual, 91.0, f, r, T),
+                          usual.conditional_expected_number_of_purchases_up_to_time(91.0, f, r, T))

@@ -287,3 +287,22 @@ def test_customer_codes_find_each_id_in_the_population_whatever_the_id_dtype(dty
     ids = pd.Series(["c", None, "zz", "a", "c"], dtype=dtype)
     codes = history_module.customer_codes(population, ids)
     assert codes.tolist() == [2, -1, -1, 0, 2]
+
+
+def test_spend_horizon_is_net_spend_of_the_horizon_before_as_of_the_last_h_baseline():
+    customers = pd.DataFrame({"customer_id": ["a", "b", "c", "d"],
+                              "signup_date": pd.to_datetime(["2022-01-01"] * 4).astype("datetime64[ns]")})
+    transactions = pd.DataFrame({
+        "customer_id": ["a", "a", "a", "b", "b", "c"],
+        "timestamp": pd.to_datetime(["2022-12-31", "2023-01-01", "2023-06-01", "2023-12-31", "2024-01-01",
+                                     "2023-03-01"]).astype("datetime64[ns]"),
+        "amount": [100.0, 10.0, 30.0, 50.0, 999.0, -5.0],
+    })
+    out = history_features(Tables(customers, transactions), pd.Timestamp("2024-01-01"),
+                           FeatureConfig(horizon_days=365))
+    # a: 2023-01-01 and 2023-06-01 (2022-12-31 is 366 days back); b: as_of itself is excluded;
+    # c: a refund only; d: nothing -> 0.
+    assert out["spend_horizon"].tolist() == [40.0, 50.0, -5.0, 0.0]
+    shorter = history_features(Tables(customers, transactions), pd.Timestamp("2024-01-01"),
+                               FeatureConfig(horizon_days=2))
+    assert shorter["spend_horizon"].tolist() == [0.0, 50.0, 0.0, 0.0]

@@ -112,10 +112,13 @@ SAMPLE = pd.DataFrame({
 })
 
 
-def test_the_top_value_group_breaks_ties_by_customer_id():
+def test_the_top_value_group_never_splits_ties_by_customer_id():
     predictions = pd.DataFrame({"customer_id": ["b", "a", "c", "d"], "predicted": [5.0, 5.0, 5.0, 1.0]})
+    # The top half is two customers, but three are tied: none of them can be told apart, none is in.
     flags = top_value_flags(predictions, share=0.5)
-    assert sorted(flags[flags].index) == ["a", "b"]
+    assert not flags.any()
+    flags = top_value_flags(predictions, share=0.75)
+    assert sorted(flags[flags].index) == ["a", "b", "c"]
 
 
 def test_quadrant_splits_sampled_customers_by_median_influence_and_top_predicted_value():

@@ -12,19 +12,35 @@ import pytest
 
 from serving.scoring.core import manifest_path, rejects_path, remove_stale_temporaries
 from serving.scoring.reasons import top_reasons
-from serving.scoring.tiers import tier_sizes, value_ranks
+from serving.scoring.tiers import ranked_order, tier_sizes, value_ranks
 
 # ---------------------------------------------------------------- ranks and tiers
 
 
-def test_the_most_valuable_customer_ranks_first_and_ties_go_by_customer_id():
+def test_the_most_valuable_customer_ranks_first_and_tied_customers_share_rank_and_tier():
     ranked = value_ranks(["c", "b", "a", "d"], [5.0, 9.0, 5.0, 0.0])
     pd.testing.assert_frame_equal(ranked, pd.DataFrame({
-        "value_rank": [3, 1, 2, 4],
-        "value_percentile": [50.0, 100.0, 75.0, 25.0],
-        # Of 4 customers the top 1% and the top 10% are both the first one, the top 50% two.
-        "value_tier": pd.array(["rest", "top_1pct", "top_50pct", "rest"], dtype="str"),
+        # a and c are tied: both are third (the number of customers valued at least as high).
+        "value_rank": [3, 1, 3, 4],
+        "value_percentile": [50.0, 100.0, 50.0, 25.0],
+        # Of 4 customers the top 1% and the top 10% are both the first one, the top 50% two: the
+        # tie straddles that boundary, so neither a nor c is in it (never decided by id).
+        "value_tier": pd.array(["rest", "top_1pct", "rest", "rest"], dtype="str"),
     }))
+    assert ranked_order(["c", "b", "a", "d"], ranked["value_rank"]).tolist() == [1, 2, 0, 3]
+
+
+def test_a_constant_model_puts_nobody_in_a_top_tier():
+    ranked = value_ranks([f"c{i}" for i in range(50)], np.full(50, 7.0))
+    assert set(ranked["value_rank"]) == {50}
+    assert set(ranked["value_tier"]) == {"rest"}
+
+
+def test_tiers_do_not_depend_on_customer_ids():
+    values = np.repeat([9.0, 5.0, 1.0], [3, 40, 57])
+    ids = [f"c{i:03d}" for i in range(100)]
+    shuffled = [f"x{i:03d}" for i in np.random.default_rng(0).permutation(100)]
+    assert value_ranks(ids, values).equals(value_ranks(shuffled, values))
 
 
 def test_tier_sizes_are_exact_ceilings_of_the_shares():
