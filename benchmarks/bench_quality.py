@@ -48,6 +48,7 @@ from training.pipeline import build_windows, evaluate
 from training.plan import plan_windows
 from training.progress import Steps
 
+REACH_FEATURES = ("topical_reach_log", "topical_engagement", "followers_log", "influence_score_max")  # relevance vs raw reach
 SOCIAL_TABLES = ("social_profiles", "social_interactions")  # dropped by --no-social: a CRM-only business
 
 
@@ -191,6 +192,10 @@ def main(argv=None) -> dict:
         if last_year:
             figures.update(future_window(tables, truth, ev, as_of, config.horizon_days, config))
         figures["seconds_fit_evaluate"] = seconds
+        figures["social_decision"] = ev.social_decision
+        shares = ev.importance.set_index("feature")["share"]
+        for feature in REACH_FEATURES:
+            figures[f"shap_share_feature_{feature}"] = float(shares.get(feature, 0.0))
         figures["verdict"] = ev.verdict.kind if ev.verdict.kind == "learned" else f"fallback:{ev.verdict.baseline}"
         figures["shap_share_social_families"] = sum(
             figures.get(f"shap_share_{f}", 0.0) for f in SOCIAL_FAMILIES
@@ -279,7 +284,9 @@ def report(objective: str, f: dict) -> None:
             f"{f['social_lift_norm_gini_hi']:+.4f}]; tenure < 1y {f['social_lift_norm_gini_new']:+.4f} "
             f"[{f['social_lift_norm_gini_new_lo']:+.4f}, {f['social_lift_norm_gini_new_hi']:+.4f}]"
         )
-    print(f"SHAP share of social families {f['shap_share_social_families']:.3f}")
+    print(f"{f.get('social_decision', '')}")
+    print(f"SHAP share of social families {f['shap_share_social_families']:.3f}; "
+          + ", ".join(f"{name} {f.get(f'shap_share_feature_{name}', 0.0):.3f}" for name in REACH_FEATURES))
     if "label_vs_truth_max_abs_diff" in f:
         print(f"label vs truth max |diff| {f['label_vs_truth_max_abs_diff']:.2e}")
 

@@ -138,8 +138,8 @@ class PopulationFeatures:
 
     def social_frames(self, owned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
         """The network and topical frames of the customers owning the profiles in ``owned``: one row
-        per owned profile with customer_id (the owner), engagements (latest snapshot) and the
-        profile's profile_values. A chunk's owned profiles give that chunk's customers' rows."""
+        per owned profile with customer_id (the owner), engagements and followers (latest snapshot)
+        and the profile's profile_values. A chunk's owned profiles give that chunk's customers' rows."""
         out = {}
         computable = self._social_data and owned is not None and len(owned)
         for name in self.graph:
@@ -152,6 +152,7 @@ class PopulationFeatures:
                     owners, {c: owned[c].to_numpy("float64") for c in NETWORK_FEATURES})
             else:
                 out[name] = topical_by_customer(owners, owned["engagements"].to_numpy("float64"),
+                                                owned["followers"].to_numpy("float64"),
                                                 {c: owned[c].to_numpy("int64") for c in TOPIC_COUNTS})
         return out
 

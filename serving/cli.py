@@ -27,7 +27,8 @@ from features.ingest.source import describe_source, load_source, write_rejects
 from features.labels import label_values
 from features.manifest import manifest_for
 from features.run_request import RunRequest, parse_date, parse_horizon
-from features.synthetic.world import WorldKnobs, generate_world
+from features.synthetic.knobs import WORLDS
+from features.synthetic.world import generate_world
 from serving.report.build import build_report
 from serving.scoring.chunked import score_customers
 from serving.scoring.dask_engine import score_customers_dask
@@ -88,9 +89,14 @@ def generate(
     influence_on_referrals: float | None = typer.Option(
         None, help="Effect of topical engagement on referrals made (0 = none)."),
     no_influence: bool = typer.Option(False, "--no-influence", help="Set both influence effects to zero."),
+    world: str = typer.Option("default", "--world", help="Named world: default, no-influence (social data "
+                                                        "carries no signal) or topical (value driven by topical "
+                                                        "engagement)."),
 ):
     """Write a synthetic CRM + social world in the data contract, with its ground truth."""
-    knobs = WorldKnobs()
+    if world not in WORLDS:
+        raise UserError(f"--world must be one of {', '.join(WORLDS)}, not {world!r}")
+    knobs = WORLDS[world]
     if influence_on_purchases is not None:
         knobs = replace(knobs, influence_on_purchases=influence_on_purchases)
     if influence_on_referrals is not None:

@@ -79,7 +79,10 @@ class TrainConfig:
         recent ``validation_windows`` of them are held out for early stopping.
     bootstrap_resamples / interval: paired bootstrap of the social lift.
     shap_sample: at most this many test customers get exact TreeSHAP values (seeded sample).
-    social_ablation: also fit the model without the social families (child run).
+    social_ablation: weigh the social families (training.ablation): fit with and without them
+        ``social_refits`` times on ``social_folds`` rolling validation folds, and keep them only
+        when they improve ranking there beyond customer sampling and refitting noise; off keeps
+        them untested.
     min_train_buyers / min_test_buyers: customers with a positive label needed in the training
         windows and in the test window; fewer stops the run (too little data to learn or to judge).
     """
@@ -94,6 +97,8 @@ class TrainConfig:
     interval: float = 0.90
     shap_sample: int = 10_000
     social_ablation: bool = True
+    social_refits: int = 3
+    social_folds: int = 2
     min_train_buyers: int = 50
     min_test_buyers: int = 10
 
@@ -107,6 +112,9 @@ class TrainConfig:
             )
         if self.step_days is not None and self.step_days <= 0:
             raise UserError(f"step_days must be positive, not {self.step_days}")
+        if self.social_refits < 1 or self.social_folds < 1:
+            raise UserError(f"social_refits and social_folds must be at least 1, not {self.social_refits} "
+                            f"and {self.social_folds}")
         if not 0 < self.interval < 1:
             raise UserError(f"interval must be in (0, 1), not {self.interval}")
         if self.features.label not in ("revenue", "margin"):

@@ -161,6 +161,9 @@ class DaskSource:
     def first_transaction(self) -> pd.Timestamp | None:
         return self.cs.first_tx
 
+    def has_social_data(self) -> bool:
+        return self.cs.social is not None
+
     def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         """What the BG/NBD baseline reads, gathered: the purchases (positive amounts) before the cutoff."""
         client = self.cs.client

@@ -121,6 +121,10 @@ class PandasSource:
     def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         return self.tables.transactions
 
+    def has_social_data(self) -> bool:
+        profiles = self.tables.social_profiles
+        return profiles is not None and len(profiles) > 0
+
     def customers(self, ids: pd.Index) -> pd.DataFrame:
         return self.tables.customers.set_index("customer_id").loc[ids, ["signup_date"]].reset_index()
 

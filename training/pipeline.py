@@ -20,7 +20,7 @@ from features.build import FAMILY_NAMES, select_families
 from features.catalog import SOCIAL_FAMILIES
 from features.config import FeatureConfig
 from features.manifest import FeatureManifest
-from training.ablation import Ablation, ablate, lift_metrics
+from training.ablation import Ablation, ablate, lift_metrics, social_columns
 from training.attribution import family_shares, feature_importance, shap_sample
 from training.baselines import bgnbd_value
 from training.config import TrainConfig
@@ -54,6 +54,7 @@ class WindowSource(Protocol):
                 steps: Steps) -> Windows: ...
     def first_transaction(self) -> pd.Timestamp | None: ...  # the earliest the run may see
     def baseline_transactions(self, cutoff: pd.Timestamp) -> pd.DataFrame: ...  # BG/NBD's purchases
+    def has_social_data(self) -> bool: ...  # social profile snapshots exist
     def customers(self, ids: pd.Index) -> pd.DataFrame: ...  # customer_id, signup_date, in ids order
 
 
@@ -113,6 +114,8 @@ class Evaluation:
     seconds: dict[str, float] = field(default_factory=dict)
     verdict: Verdict | None = None  # the learned model served, or a baseline in its place
     fit_config: TrainConfig | None = None  # config as fitted (model settings scaled to the rows)
+    social_included: bool = False  # the served model has social features
+    social_decision: str = ""  # why (no social data, left out or kept on evidence, untested)
 
     @property
     def rounds(self) -> dict[str, int]:
@@ -162,8 +165,13 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
     check_enough_data(train.positives(), len(test), int((test_label > 0).sum()),
                       len(present) if validation_cutoffs else 0, config)
     families = select_families()
-    manifest = windows.evaluation.manifest(fc, families)
-    refit_manifest = windows.refit.manifest(fc, families)
+    evaluation = windows.evaluation
+    if not source.has_social_data():  # the social columns say "no profile" for everyone: left out
+        families = tuple(f for f in families if f.name not in SOCIAL_FAMILIES)
+        evaluation = evaluation.without(social_columns(evaluation.manifest(fc, select_families())))
+        train, validation = evaluation.select(train_cutoffs), evaluation.select(validation_cutoffs)
+    manifest = evaluation.manifest(fc, families)
+    refit_manifest = windows.refit.manifest(fc, select_families())
     rows = {"train": train.rows(), "validation": validation.rows(), "test": len(test),
             "refit": windows.refit.rows()}
     fit_config = replace(config, model=config.model.for_rows(rows["train"]))
@@ -172,10 +180,25 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
                     f"{rows['validation']:,} for early stopping)"):
         model = fitter.fit(train, validation, manifest, fit_config)
     steps.note(f"boosting rounds: {model.rounds}")
+    customers = source.customers(test.index)
+
+    ablation = None
+    social = "no social data: the source has no social profiles"
+    if social_columns(manifest) and not config.social_ablation:
+        social = "kept untested (social_ablation is off)"
+    elif social_columns(manifest):
+        with steps.step(f"Social evidence ({config.social_refits} refits with and without the social "
+                        "families, decided on the validation window)"):
+            signup = customers.set_index("customer_id")["signup_date"]
+            ablation = ablate(fitter, evaluation, train_cutoffs, validation_cutoffs, test, model,
+                              signup, plan, fit_config, families, manifest)
+        social = ablation.reason
+        if not ablation.included:
+            model, manifest = ablation.model, ablation.manifest
+    steps.note(social)
     predicted = model.predict_value(test)
 
     with steps.step("Baselines on the test window (last H days, BG/NBD + Gamma-Gamma)"):
-        customers = source.customers(test.index)
         bg = bgnbd_value(source.baseline_transactions(plan.test_cutoff), customers, plan.test_cutoff, horizon,
                          penalizer=fc.btyd_penalizer)
     baselines = {"last_h": test["spend_horizon"].astype(np.float64).rename("baseline_last_h")}
@@ -197,19 +220,17 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         metrics = {**evaluate_predictions(test_label, predicted, baselines), **learned}
     table = deciles(test_label, {"model": predicted, **baselines})
 
-    ablation = None
-    if (verdict.kind == "learned" and config.social_ablation
-            and any(manifest.families[f] in SOCIAL_FAMILIES for f in manifest.features)):
-        with steps.step("Social ablation (same pipeline without the social families)"):
-            signup = customers.set_index("customer_id")["signup_date"]
-            ablation = ablate(fitter, windows.evaluation, train_cutoffs, validation_cutoffs, test,
-                              predicted, signup, plan, fit_config, families, manifest)
+    if ablation is not None:
         metrics.update(lift_metrics(ablation))
 
     with steps.step(f"Attribution (exact TreeSHAP on at most {config.shap_sample:,} test customers)"):
         _, contributions, importance = attribute(model, test, manifest, config)
     metrics.update(family_shares(importance, FAMILY_NAMES))
 
+    refit = windows.refit
+    if len(social_columns(refit_manifest)) > len(social_columns(manifest)):  # social left out above
+        refit = refit.without(social_columns(refit_manifest))
+        refit_manifest = refit.manifest(fc, tuple(f for f in families if f.name not in SOCIAL_FAMILIES))
     if verdict.kind == "fallback":
         # Levelled on the latest window whose label ends by as_of: the test window, as the refit sees it.
         final_model = BaselineValueModel(verdict.baseline, FeatureEncoder.from_manifest(refit_manifest),
@@ -219,7 +240,7 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         metrics["fallback_evaluation_scale"] = model.scale
     else:
         with steps.step(f"Refit on windows ending by as_of ({rows['refit']:,} rows, same rounds)"):
-            final_model = fitter.refit(windows.refit, refit_manifest, fit_config, model.rounds)
+            final_model = fitter.refit(refit, refit_manifest, fit_config, model.rounds)
 
     for name, value in rows.items():
         metrics[f"rows_{name}"] = float(value)
@@ -249,7 +270,11 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         seconds=dict(steps.seconds),
         verdict=verdict,
         fit_config=fit_config,
+        social_included=bool(social_columns(manifest)),
+        social_decision=social,
     )
+
+
 
 
 def attribute(model: CustomerValueModel, test: pd.DataFrame, manifest: FeatureManifest, config: TrainConfig):

@@ -47,6 +47,8 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
         "model_kind": ev.model.kind,
         "model_verdict": verdict.reason if verdict else "",
         "effective_min_child_samples": str((ev.fit_config or config).model.min_child_samples),
+        "social_included": str(ev.social_included).lower(),
+        "social_decision": ev.social_decision,
     })
     _log_inputs(ev, source)
     metrics = dict(ev.metrics)
@@ -101,7 +103,7 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
                         promotion_reason=decision.reason, windows=ev.plan.describe(), rows=ev.rows,
                         metrics=metrics, bgnbd_status=ev.bgnbd_status, ui_command=tracking.ui_command(uri),
                         seconds=0.0, model_kind=ev.model.kind, verdict=verdict.reason if verdict else "",
-                        window_plan=ev.plan.reason)
+                        window_plan=ev.plan.reason, social_decision=ev.social_decision)
 
 
 def log_metrics(values: dict) -> None:

@@ -30,6 +30,7 @@ class TrainSummary:
     model_kind: str = "lightgbm"  # or fallback:<baseline>
     verdict: str = ""  # why the model (or a baseline) is served
     window_plan: str = ""  # how the windows were sized
+    social_decision: str = ""  # whether social data is in the model, and the evidence
 
     def comparison(self) -> dict[str, dict[str, float | None]]:
         """metric -> {model, last_h, bgnbd, without_social} on the test window."""
@@ -80,11 +81,14 @@ def print_summary(summary: TrainSummary, console=None) -> None:
             return "-" if v is None or not np.isfinite(v) else f"{v:+.4f}"
 
         console.print(
-            f"  social lift (norm gini): {lift(m['social_lift_norm_gini'])} "
-            f"[90% {lift(m['social_lift_norm_gini_lo'])}, {lift(m['social_lift_norm_gini_hi'])}]; "
+            f"  social lift on the test window (norm gini, customers and refits): "
+            f"{lift(m['social_lift_norm_gini'])} "
+            f"[{lift(m['social_lift_norm_gini_lo'])}, {lift(m['social_lift_norm_gini_hi'])}]; "
             f"tenure < 1 year: {lift(m['social_lift_norm_gini_new'])} "
             f"[{lift(m['social_lift_norm_gini_new_lo'])}, {lift(m['social_lift_norm_gini_new_hi'])}]"
         )
+    if summary.social_decision:
+        console.print(f"  {summary.social_decision}", markup=False)
     shares = {k.removeprefix("shap_share_"): v for k, v in m.items() if k.startswith("shap_share_")}
     console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     if not summary.bgnbd_status.startswith("ok"):

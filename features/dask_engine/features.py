@@ -66,6 +66,7 @@ def _population_task(slims, referred_tx, summaries, latest, interactions, referr
             taken = profile_codes[mine]
             pieces.append(pd.DataFrame({"customer_id": frame["customer_id"].to_numpy()[mine],
                                         "engagements": frame["engagements"].to_numpy("float64")[mine],
+                                        "followers": frame["followers"].to_numpy("float64")[mine],
                                         **{name: v[taken] for name, v in values.items()}}))
         owned = pd.concat(pieces, ignore_index=True) if pieces else None
     frames = population.social_frames(owned)

@@ -21,13 +21,15 @@ FEATURES = {
     "topical_share": "share of interactions made or received that are on market topics",
     "topical_share_90d": f"the same share over the {RECENT_DAYS} days before as_of",
     "topical_engagement": "latest snapshot engagements x topical_share, summed over profiles",
+    "topical_reach_log": "log1p of latest-snapshot followers x the profile's market-topic share, summed "
+    "over profiles: audience that cares about the market",
 }
 FILL: dict[str, float] = {}
 POPULATION_WIDE = True
 
 
 def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> pd.DataFrame:
-    """Per-customer market-topic share of interactions, and engagement weighted by that share.
+    """Per-customer market-topic share of interactions, and engagement and reach weighted by that share.
 
     Every interaction (all kinds, likes included: a like on a running post still says the audience
     cares about running) counts for both its author and its target; one with the same profile on
@@ -51,15 +53,18 @@ def topical_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     codes = profile_code[owned]
     profiles = everyone.loc[owned]
     return topical_by_customer(profiles["customer_id"], profiles["engagements"].to_numpy("float64"),
+                               profiles["followers"].to_numpy("float64"),
                                {name: values[codes] for name, values in counts.items()})
 
 
-def topical_by_customer(owners: pd.Series, engagements: np.ndarray, counts: dict[str, np.ndarray]) -> pd.DataFrame:
+def topical_by_customer(owners: pd.Series, engagements: np.ndarray, followers: np.ndarray,
+                        counts: dict[str, np.ndarray]) -> pd.DataFrame:
     """Each customer's topical features from their profiles' rows: owner, latest engagements and
-    the InteractionSums.counts of the profile.
+    followers, and the InteractionSums.counts of the profile.
 
     Across a customer's profiles the share is interaction-weighted (sum of on-topic / sum of
-    topic-known interactions) and topical engagement is summed.
+    topic-known interactions); topical engagement and topical reach (followers x the profile's
+    share) are summed, the reach then log1p-ed. Both are NaN where no profile has a known share.
     """
     codes, customers = customer_codes(owners)
 
@@ -72,6 +77,7 @@ def topical_by_customer(owners: pd.Series, engagements: np.ndarray, counts: dict
 
     profile_share = share(counts["on_topic"], counts["known"])
     topical_engagement = engagements * profile_share
+    topical_reach = followers * profile_share
     has_share = total(~np.isnan(profile_share)) > 0
     out = pd.DataFrame(
         {
@@ -79,6 +85,9 @@ def topical_by_customer(owners: pd.Series, engagements: np.ndarray, counts: dict
             "topical_share_90d": share(total(counts["on_topic_90d"]), total(counts["known_90d"])),
             "topical_engagement": np.where(
                 has_share, total(np.nan_to_num(topical_engagement)), np.nan
+            ),
+            "topical_reach_log": np.where(
+                has_share, np.log1p(total(np.nan_to_num(topical_reach))), np.nan
             ),
         },
         index=customers,

@@ -120,3 +120,16 @@ class WorldKnobs:
     def to_dict(self) -> dict:
         """Plain-JSON view (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# Named worlds for the cases the product must tell apart (``clv generate --world NAME``).
+WORLDS: dict[str, WorldKnobs] = {
+    "default": WorldKnobs(),
+    # Social activity has no effect on value at all: social data must be left out of the model.
+    "no-influence": WorldKnobs(influence_on_purchases=0.0, influence_on_referrals=0.0),
+    # Value driven by topical engagement: purchase rates differ mostly by it (homogeneous base
+    # rates, a strong effect) in a young, fast-growing base where history is short, so social data
+    # adds what history cannot yet show.
+    "topical": WorldKnobs(influence_on_purchases=4.0, influence_on_referrals=0.0, social_share=0.9,
+                          acquisition_growth=1.0, purchase_rate_shape=3.0),
+}

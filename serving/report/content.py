@@ -106,6 +106,40 @@ def points(value: float) -> str:
     return f"{100 * value:+.2f}"
 
 
+def social_headline(tags: dict, metrics: dict, importance: pd.DataFrame, *, interval: float = 0.90) -> str | None:
+    """The report's first sentence about social data, one per case: not available, tested and left
+    out, kept (with what it adds and through which family), or kept untested. None for a run that
+    predates the decision (its lift sentences say what is known)."""
+    decision = tags.get("social_decision")
+    if decision is None:
+        return None
+    if decision.startswith("no social data"):
+        return ("Social data was not available: the source has no social profiles, so this model values "
+                "customers from their CRM history alone.")
+    level = f"{round(100 * interval)}%"
+
+    def measured(prefix: str) -> str:
+        est, lo, hi = (metrics.get(f"{prefix}{end}", math.nan) for end in ("", "_lo", "_hi"))
+        return f"{points(est)} points of normalised Gini ({level} interval {points(lo)} to {points(hi)})"
+
+    if tags.get("social_included") == "false":
+        return ("Social data was tested and left out: on the validation window it did not improve ranking "
+                f"beyond noise ({measured('social_validation_lift_norm_gini')}, over customers and refits), "
+                "so the model is registered without it.")
+    if "untested" in decision:
+        return ("Social data is in the model but was not tested (the run had social_ablation off): what it "
+                "adds is unknown.")
+    social = importance.loc[importance["family"].isin(SOCIAL_FAMILIES)]
+    by_family = social.groupby("family")["share"].sum().sort_values(ascending=False)
+    through = f", mostly through {by_family.index[0]} features" if len(by_family) else ""
+    lo = metrics.get("social_lift_norm_gini_lo", math.nan)
+    test = (f"on the test window it adds {measured('social_lift_norm_gini')}" if np.isfinite(lo) and lo > 0
+            else f"on the test window the lift is {measured('social_lift_norm_gini')}, an interval that "
+                 "does not exclude zero")
+    return (f"Social data improves ranking and is kept: it did so on the validation window "
+            f"({measured('social_validation_lift_norm_gini')}, over customers and refits), and {test}{through}.")
+
+
 def lift_sentence(estimate: float, lo: float, hi: float, *, who: str, interval: float = 0.90) -> str:
     """What social data adds to ranking quality for ``who``, in words, honest when the interval covers zero."""
     level = f"{round(100 * interval)}%"

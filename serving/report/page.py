@@ -57,6 +57,7 @@ class ReportPage:
     decile_notes: list[str]
     ablation_text: list[str]
     ablation_tables: list[Table]
+    social_data: bool  # False: the sections about social data are left out
     card: list[tuple[str, str]]
     card_tables: list[Table]
     limitations: list[str]

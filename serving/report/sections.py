@@ -28,6 +28,7 @@ from serving.report.content import (
     metrics_vs_baselines,
     points,
     quadrant_sentence,
+    social_headline,
     social_share,
     top_drivers,
 )
@@ -49,35 +50,49 @@ def _float(metrics: dict, key: str) -> float:
     return float(value) if value is not None else math.nan
 
 
+def has_social_data(record: RunRecord) -> bool:
+    """Whether the run had social data to weigh (runs before the decision: whether it had social features)."""
+    decision = record.tags.get("social_decision")
+    if decision is not None:
+        return not decision.startswith("no social data")
+    return bool(record.importance["family"].isin(SOCIAL_FAMILIES).any())
+
+
 def _summary(record: RunRecord, features: pd.DataFrame) -> tuple[list[str], list[str], str]:
     m = record.metrics
     drivers = []
     for row in top_drivers(features).itertuples():
         what = f" ({row.description})" if row.description else ""
-        drivers.append(f"{row.feature}{what}: {fmt_share(row.share)} of the attribution; {row.effect}.")
-    new_count = ""
-    if record.predictions is not None:
-        n_new = int((record.predictions["tenure_days"] < NEW_CUSTOMER_TENURE_DAYS).sum())
-        new_count = f", {n_new:,} customers"
-    summary = [
-        lift_sentence(_float(m, "social_lift_norm_gini"), _float(m, "social_lift_norm_gini_lo"),
-                      _float(m, "social_lift_norm_gini_hi"), who="all test customers"),
-        lift_sentence(_float(m, "social_lift_norm_gini_new"), _float(m, "social_lift_norm_gini_new_lo"),
-                      _float(m, "social_lift_norm_gini_new_hi"),
-                      who=f"new customers (under one year of tenure{new_count})"),
-    ]
+        drivers.append(f"{row.feature}{what}: the model leans on it for {fmt_share(row.share)} of its "
+                       f"attribution; {row.effect}.")
+    interval = float(record.params.get("interval", 0.9) or 0.9)
+    headline = social_headline(record.tags, m, record.importance, interval=interval)
+    summary = [headline] if headline else []
+    if has_social_data(record) and record.tags.get("social_included", "true") == "true":
+        new_count = ""
+        if record.predictions is not None:
+            n_new = int((record.predictions["tenure_days"] < NEW_CUSTOMER_TENURE_DAYS).sum())
+            new_count = f", {n_new:,} customers"
+        if headline is None:
+            summary.append(lift_sentence(_float(m, "social_lift_norm_gini"), _float(m, "social_lift_norm_gini_lo"),
+                                         _float(m, "social_lift_norm_gini_hi"), who="all test customers"))
+        summary.append(lift_sentence(_float(m, "social_lift_norm_gini_new"), _float(m, "social_lift_norm_gini_new_lo"),
+                                     _float(m, "social_lift_norm_gini_new_hi"),
+                                     who=f"new customers (under one year of tenure{new_count})"))
+        by_family = family_importance(record.importance)
+        social = by_family[by_family["social"]]
+        detail = ", ".join(f"{r.family} {fmt_share(r.share)}" for r in social.itertuples())
+        summary.append(f"The model leans on the social families ({', '.join(SOCIAL_FAMILIES)}) for "
+                       f"{fmt_share(social_share(record.importance))} of its attribution"
+                       + (f" ({detail})" if detail else "")
+                       + ": how much it uses them, not value caused by influence; the lift above is what "
+                         "the data adds.")
     kind = record.tags.get("model_kind", "lightgbm")
     if kind.startswith("fallback:"):
         summary.insert(0, f"This model is a fallback ({kind}): the learned model was not served because "
                           f"{record.tags.get('model_verdict', 'it did not beat that baseline')}. Its predictions "
                           "are the baseline's; the drivers below describe the features of the learned model's "
                           "inputs, not a learned effect.")
-    by_family = family_importance(record.importance)
-    social = by_family[by_family["social"]]
-    detail = ", ".join(f"{r.family} {fmt_share(r.share)}" for r in social.itertuples())
-    summary.append(f"Social families ({', '.join(SOCIAL_FAMILIES)}) account for "
-                   f"{fmt_share(social_share(record.importance))} of the model's attribution"
-                   + (f" ({detail})." if detail else "; this model has no social features."))
     topics = record.market_topics
     market = (f"the market topics configured for this run ({', '.join(topics)})" if topics
               else "the business's market (no market topics were configured for this run, so topical "
@@ -262,9 +277,14 @@ def _ablation_section(record: RunRecord):
                        [False, True, True, True, False])
     interval = record.params.get("interval", "0.9")
     resamples = record.params.get("bootstrap_resamples", "?")
-    text = [f"The ablation refits the same pipeline without the social families ({', '.join(SOCIAL_FAMILIES)}) "
-            f"and scores both models on the same test customers. The lift is the difference in normalised Gini; its "
-            f"interval comes from {resamples} paired bootstrap resamples of customers (level {interval})."
+    refits = record.params.get("social_refits", "1")
+    text = [f"The run fits the same pipeline with and without the social families ({', '.join(SOCIAL_FAMILIES)}) "
+            f"{refits} times (seeds) and scores both on the same customers. The lift is the difference in "
+            f"normalised Gini: what the data adds. Its interval comes from {resamples} bootstrap resamples of "
+            f"customers applied to every refit pair (level {interval}), so refitting noise alone cannot make it "
+            "exclude zero. Social data stays in the registered model only when the lift's interval on the "
+            "validation window (never the test window) lies above zero."
+            + (f" Decision: {record.tags['social_decision']}." if record.tags.get("social_decision") else "")
             + (f" Ablation run: {record.ablation_run_id}." if record.ablation_run_id else "")]
     return text, [metrics_table, lift_table]
 
@@ -356,7 +376,8 @@ def assemble_page(record: RunRecord) -> ReportPage:
         dependence_figures=dependence_figures, dependence_notes=dependence_notes,
         quadrant_text=quadrant_text, quadrant_figures=quadrant_figures, quadrant_tables=quadrant_tables,
         quadrant_notes=quadrant_notes, decile_figures=decile_figures, decile_tables=decile_tables,
-        decile_notes=decile_notes, ablation_text=ablation_text, ablation_tables=ablation_tables, card=card,
+        decile_notes=decile_notes, ablation_text=ablation_text, ablation_tables=ablation_tables,
+        social_data=has_social_data(record), card=card,
         card_tables=card_tables, limitations=limitations, notes=list(record.notes),
     )
 

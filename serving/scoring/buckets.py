@@ -123,7 +123,7 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
 
 
 # What the population-wide families read of each profile's latest snapshot (ctx.latest_path).
-LATEST_COLUMNS = ("profile_id", "customer_id", "engagements")
+LATEST_COLUMNS = ("profile_id", "customer_id", "engagements", "followers")
 
 
 @dataclass
@@ -166,9 +166,11 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
         finally:
             writer.close()
     columns = latest.reset_index()[list(LATEST_COLUMNS)]
-    columns["engagements"] = columns["engagements"].to_numpy("float64")
+    for metric in ("engagements", "followers"):
+        columns[metric] = columns[metric].to_numpy("float64")
     table = pa.Table.from_pandas(columns, preserve_index=False).cast(
-        pa.schema([("profile_id", pa.string()), ("customer_id", pa.string()), ("engagements", pa.float64())]))
+        pa.schema([("profile_id", pa.string()), ("customer_id", pa.string()), ("engagements", pa.float64()),
+                   ("followers", pa.float64())]))
     with ipc.new_file(str(ctx.latest_path(b)), table.schema) as writer:
         writer.write_table(table)
     return ProfileBucket(ids, hash_ids(ids) if len(ids) else np.array([], dtype="uint64"), len(latest),

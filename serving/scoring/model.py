@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from features.build import FAMILY_NAMES
+from features.catalog import SOCIAL_FAMILIES
 from features.config import FeatureConfig
 from features.ingest.contract import ContractError
 from features.manifest import (
@@ -80,11 +81,13 @@ def model_families(manifest: FeatureManifest) -> tuple[str, ...]:
     """The feature families the model was built with, identified by its manifest's code hash.
 
     Training hashes the code of every family it selected, including families that happened to
-    produce no column (attributes without attribute columns), so the candidates are all families
-    and the families that produced the model's features. No match means the feature code changed.
+    produce no column (attributes without attribute columns), so the candidates are all families,
+    all but the social ones (a model whose run left social data out) and the families that produced
+    the model's features. No match means the feature code changed.
     """
     present = tuple(name for name in FAMILY_NAMES if name in set(manifest.families.values()))
-    for candidate in (FAMILY_NAMES, present):
+    crm_only = tuple(name for name in FAMILY_NAMES if name not in SOCIAL_FAMILIES)
+    for candidate in (FAMILY_NAMES, crm_only, present):
         if code_hash(candidate) == manifest.code_hash:
             return tuple(candidate)
     raise ScoringSkewError(

@@ -134,8 +134,8 @@ def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatur
 
 
 def _route_to_owners(run, values: dict[str, np.ndarray], codes: list[np.ndarray]) -> None:
-    """Every owned profile's values (taken by its code), owner and latest engagements, written to the
-    owner's bucket (ctx.owned_path), one profile bucket at a time."""
+    """Every owned profile's values (taken by its code), owner and latest engagements and followers,
+    written to the owner's bucket (ctx.owned_path), one profile bucket at a time."""
     for p, profile_codes in enumerate(codes):
         latest = read_arrow(run.ctx.latest_path(p))
         owned = latest.column("customer_id").is_valid().to_numpy(zero_copy_only=False)
@@ -144,7 +144,8 @@ def _route_to_owners(run, values: dict[str, np.ndarray], codes: list[np.ndarray]
         taken = profile_codes[owned]
         mask = pa.array(owned)
         columns = {"customer_id": latest.column("customer_id").filter(mask),
-                   "engagements": latest.column("engagements").filter(mask)}
+                   "engagements": latest.column("engagements").filter(mask),
+                   "followers": latest.column("followers").filter(mask)}
         columns.update({name: pa.array(v[taken]) for name, v in values.items()})
         table = pa.table(columns)
         writer = BucketWriter(lambda b, p=p: run.ctx.owned_path(p, b), table.schema)

@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from training.charts import decile_chart
-from training.evaluate import deciles, evaluate_predictions, paired_bootstrap_lift
+from training.evaluate import (
+    deciles,
+    evaluate_predictions,
+    paired_bootstrap_lift,
+    refit_bootstrap_lift,
+)
 from training.metrics import norm_gini
 
 
@@ -44,6 +49,34 @@ def test_bootstrap_is_reproducible_for_a_seed_and_varies_across_seeds():
     other = paired_bootstrap_lift(actual, good, bad, resamples=40, seed=8)
     assert first == again
     assert (first.lo, first.hi) != (other.lo, other.hi)
+
+
+def refits(n: int = 3000, pairs: int = 5):
+    """Models with and without some columns that carry nothing: they differ by refitting noise only."""
+    rng = np.random.default_rng(3)
+    actual = rng.gamma(1.0, 100.0, n)
+    shared = actual + rng.normal(0.0, 80.0, n)
+    with_ = [shared + np.random.default_rng(100 + k).normal(0.0, 40.0, n) for k in range(pairs)]
+    without = [shared + np.random.default_rng(200 + k).normal(0.0, 40.0, n) for k in range(pairs)]
+    return actual, with_, without
+
+
+def test_refitting_noise_alone_cannot_give_an_interval_that_excludes_zero():
+    actual, with_, without = refits()
+    # One refit pair alone can look significant (here: worse, interval below zero)...
+    single = paired_bootstrap_lift(actual, with_[1], without[1], resamples=200, seed=1)
+    assert single.hi < 0
+    # ...pooled over the refits, the interval holds their spread and covers zero.
+    pooled = refit_bootstrap_lift(actual, with_, without, resamples=200, seed=1)
+    assert pooled.lo < 0 < pooled.hi
+    assert pooled.estimate == pytest.approx(np.mean(
+        [norm_gini(actual, a) - norm_gini(actual, b) for a, b in zip(with_, without)]))
+
+
+def test_one_refit_pair_is_the_paired_bootstrap():
+    actual, good, bad = noisy_world(400, seed=9)
+    assert refit_bootstrap_lift(actual, [good], [bad], resamples=30, seed=2) == paired_bootstrap_lift(
+        actual, good, bad, resamples=30, seed=2)
 
 
 def test_metrics_are_aligned_on_customer_id_not_position():

@@ -12,16 +12,20 @@ AS_OF = pd.Timestamp("2024-07-01")
 CONFIG = FeatureConfig(market_topics=("running", "trail"))
 
 
-def profiles(owners: dict, engagements: dict | None = None):
-    """One snapshot per profile; owners maps profile_id -> customer_id (None: not a customer)."""
+def profiles(owners: dict, engagements: dict | None = None, followers: dict | None = None):
+    """One snapshot per profile; owners maps profile_id -> customer_id (None: not a customer).
+
+    Engagements default to 0 and followers to 100 for profiles not named.
+    """
     engagements = engagements or {}
+    followers = followers or {}
     return pd.DataFrame(
         {
             "profile_id": list(owners),
             "customer_id": list(owners.values()),
             "network": "x",
             "snapshot_date": AS_OF - pd.Timedelta(days=10),
-            "followers": 100.0,
+            "followers": [float(followers.get(p, 100.0)) for p in owners],
             "following": 1.0,
             "posts": 1.0,
             "engagements": [float(engagements.get(p, 0.0)) for p in owners],
@@ -53,7 +57,7 @@ def interactions(rows):
     )
 
 
-def tables(owners, rows, engagements=None):
+def tables(owners, rows, engagements=None, followers=None):
     customers = pd.DataFrame(
         {
             "customer_id": pd.Series([], dtype="str"),
@@ -70,7 +74,7 @@ def tables(owners, rows, engagements=None):
     return Tables(
         customers=customers,
         transactions=transactions,
-        social_profiles=None if owners is None else profiles(owners, engagements),
+        social_profiles=None if owners is None else profiles(owners, engagements, followers),
         social_interactions=None if rows is None else interactions(rows),
     )
 
@@ -104,6 +108,7 @@ def test_topical_share_counts_made_and_received():
                 "topical_share": [2 / 3],
                 "topical_share_90d": [2 / 3],
                 "topical_engagement": [30 * 2 / 3],
+                "topical_reach_log": [np.log1p(100 * 2 / 3)],
             },
             ["c1"],
         ),
@@ -170,10 +175,57 @@ def test_share_is_interaction_weighted_and_engagement_summed_across_profiles():
                 "topical_share": [1 / 4],
                 "topical_share_90d": [1 / 4],
                 "topical_engagement": [10 * 1.0 + 1000 * 0.0],
+                "topical_reach_log": [np.log1p(100 * 1.0 + 100 * 0.0)],
             },
             ["c1"],
         ),
     )
+
+
+def test_reach_counts_only_the_followers_of_an_audience_that_cares_about_the_market():
+    # c_on and c_off have the same 5000 followers: all of c_on's interactions are on market topics,
+    # all of c_off's are off-topic. c_unknown's interactions carry no topic, so its share (and
+    # reach) is unknown. c_two's reach is summed over its two profiles before the log:
+    # 3000 x 1/2 + 1000 x 1 = 2500.
+    result = topical_features(
+        tables(
+            {"on": "c_on", "off": "c_off", "unk": "c_unknown", "a": "c_two", "b": "c_two", "x": None},
+            [
+                ("on", "x", 5, "mention", "running"),
+                ("x", "on", 5, "like", "trail"),
+                ("off", "x", 5, "mention", "cooking"),
+                ("x", "off", 5, "like", "cooking"),
+                ("unk", "x", 5, "mention", None),
+                ("a", "x", 5, "mention", "running"),
+                ("a", "x", 5, "share", "cooking"),
+                ("x", "b", 5, "reply", "trail"),
+            ],
+            followers={"on": 5000, "off": 5000, "unk": 5000, "a": 3000, "b": 1000},
+        ),
+        AS_OF,
+        CONFIG,
+    )
+    pd.testing.assert_frame_equal(
+        result[["topical_reach_log"]],
+        expected(
+            {"topical_reach_log": [0.0, np.log1p(5000.0), np.log1p(3000 / 2 + 1000), np.nan]},
+            ["c_off", "c_on", "c_two", "c_unknown"],
+        ),
+    )
+
+
+def test_reach_sums_followers_over_profiles_before_the_log():
+    # Not log1p(1000) + log1p(1000): the audiences add up, then the log tempers the total.
+    result = topical_features(
+        tables(
+            {"p1": "c1", "p2": "c1", "x": None},
+            [("p1", "x", 5, "mention", "running"), ("p2", "x", 5, "mention", "trail")],
+            followers={"p1": 1000, "p2": 1000},
+        ),
+        AS_OF,
+        CONFIG,
+    )
+    assert result.loc["c1", "topical_reach_log"] == pytest.approx(np.log1p(2000.0))
 
 
 def test_self_interaction_counts_once_and_topic_case_is_ignored():
@@ -207,6 +259,7 @@ def test_customer_without_interactions_is_unknown_not_zero():
                 "topical_share": [1.0, np.nan],
                 "topical_share_90d": [1.0, np.nan],
                 "topical_engagement": [0.0, np.nan],
+                "topical_reach_log": [np.log1p(100.0), np.nan],
             },
             ["c1", "c2"],
         ),

@@ -21,6 +21,7 @@ from serving.report.content import (
     influence_value_quadrant,
     lift_sentence,
     quadrant_sentence,
+    social_headline,
     social_share,
     top_value_flags,
 )
@@ -83,6 +84,42 @@ def test_lift_says_when_social_data_makes_ranking_worse():
 
 def test_lift_without_an_ablation_is_reported_as_unmeasured():
     assert "could not be measured" in lift_sentence(math.nan, math.nan, math.nan, who="all test customers")
+
+
+LIFTS = {"social_validation_lift_norm_gini": 0.004, "social_validation_lift_norm_gini_lo": 0.001,
+         "social_validation_lift_norm_gini_hi": 0.007, "social_lift_norm_gini": 0.005,
+         "social_lift_norm_gini_lo": 0.002, "social_lift_norm_gini_hi": 0.008}
+
+
+def test_the_report_says_first_when_there_was_no_social_data():
+    line = social_headline({"social_decision": "no social data: the source has no social profiles",
+                            "social_included": "false"}, {}, IMPORTANCE)
+    assert line.startswith("Social data was not available")
+
+
+def test_the_report_says_social_data_was_tested_and_left_out_with_its_evidence():
+    metrics = {**LIFTS, "social_validation_lift_norm_gini": 0.0003, "social_validation_lift_norm_gini_lo": -0.0002,
+               "social_validation_lift_norm_gini_hi": 0.0009}
+    line = social_headline({"social_decision": "social data left out: ...", "social_included": "false"}, metrics,
+                           IMPORTANCE)
+    assert line.startswith("Social data was tested and left out: on the validation window it did not improve")
+    assert "+0.03 points of normalised Gini (90% interval -0.02 to +0.09)" in line
+
+
+def test_the_report_says_what_kept_social_data_adds_and_through_which_family():
+    line = social_headline({"social_decision": "social data kept: ...", "social_included": "true"}, LIFTS,
+                           IMPORTANCE)
+    assert line.startswith("Social data improves ranking and is kept")
+    assert "on the test window it adds +0.50 points of normalised Gini (90% interval +0.20 to +0.80)" in line
+    assert line.endswith("mostly through social features.")  # social 0.2 > topical 0.1 > network 0.1
+    worse_on_test = {**LIFTS, "social_lift_norm_gini_lo": -0.001}
+    line = social_headline({"social_decision": "social data kept: ...", "social_included": "true"}, worse_on_test,
+                           IMPORTANCE)
+    assert "an interval that does not exclude zero" in line
+
+
+def test_a_run_before_the_decision_gets_no_headline():
+    assert social_headline({}, LIFTS, IMPORTANCE) is None
 
 
 def test_ablation_table_subtracts_the_model_without_social_data():
@@ -267,7 +304,7 @@ def test_the_summary_names_the_three_strongest_drivers(page, tiny_run):
     summary = text[text.index('id="summary"'):text.index('id="importance"')]
     drivers = re.findall(r"<li>([a-z0-9_]+) \(", summary)
     assert drivers == top3
-    assert "points of normalised Gini" in summary and "of the model&#39;s attribution" in summary
+    assert "points of normalised Gini" in summary
     assert "Influence is one input among many" in summary
 
 
@@ -345,3 +382,19 @@ def test_a_report_never_replaces_a_folder_that_holds_other_files(mlflow_store, t
     with pytest.raises(ValueError, match="not part of a report"):
         build_report(model_uri="models:/customer-value@champion", out_dir=tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_without_social_data_the_page_says_so_first_and_leaves_out_the_social_sections(tmp_path):
+    from serving.report.page import render_html
+    from serving.report.sections import assemble_page
+
+    crm = IMPORTANCE[~IMPORTANCE["family"].isin(["social", "topical", "network"])]
+    record = RunRecord(run_id="r1", metrics={"test_norm_gini": 0.8}, params={}, importance=crm,
+                       tags={"social_decision": "no social data: the source has no social profiles",
+                             "social_included": "false", "as_of": "2026-01-01"})
+    page = assemble_page(record)
+    assert not page.social_data
+    assert page.summary[0].startswith("Social data was not available")
+    assert not any("social families" in line for line in page.summary)
+    html = render_html(page)
+    assert 'id="quadrant"' not in html and 'id="ablation"' not in html and "#ablation" not in html
