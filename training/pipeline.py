@@ -188,7 +188,7 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         social = "kept untested (social_ablation is off)"
     elif social_columns(manifest):
         with steps.step(f"Social evidence ({config.social_refits} refits with and without the social "
-                        "families, decided on the validation window)"):
+                        "families, decided on validation windows)"):
             signup = customers.set_index("customer_id")["signup_date"]
             ablation = ablate(fitter, evaluation, train_cutoffs, validation_cutoffs, test, model,
                               signup, plan, fit_config, families, manifest)
