@@ -48,8 +48,26 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            console.print(f"clv {version('clv-social')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            console.print("clv (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")) -> None:
+    """Customer long-term value from CRM history, with social influence as one measured input."""
+
+
 def friendly_errors(command):
-    """Bad input ends with one clear line on stderr and exit code 2, not a traceback."""
+    """Bad input ends with one clear line on stderr and exit code 2, not a traceback: a UserError, or
+    an OSError about a path (an output folder that cannot be created, a read-only file)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -58,8 +76,30 @@ def friendly_errors(command):
         except UserError as err:
             errors.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True, highlight=False)
             raise typer.Exit(code=2) from None
+        except OSError as err:  # a path the user gave that cannot be read or written
+            if err.filename is None:
+                raise
+            errors.print(Text.assemble(("error: ", "bold red"), f"{err.filename}: {err.strerror or err}"),
+                         soft_wrap=True, highlight=False)
+            raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def check_world_folder(out: Path, force: bool) -> None:
+    """Refuse to write a world over a folder of other files (a real export, say) unless forced."""
+    if force or not out.is_dir() or (out / "world.json").exists():
+        return
+    others = sorted(p.name for p in out.iterdir())
+    if others:
+        raise UserError(f"--out {out} holds files that are not a generated world ({', '.join(others[:5])}"
+                        f"{', ...' if len(others) > 5 else ''}): choose an empty folder or pass --force")
+
+
+def check_parquet_out(out: Path) -> None:
+    """Outputs are Parquet: a path with another suffix would get Parquet bytes under a misleading name."""
+    if out.suffix.lower() != ".parquet":
+        raise UserError(f"--out {out}: outputs are written as Parquet; name the file with a .parquet suffix")
 
 
 def check_engine(engine: str) -> None:
@@ -92,10 +132,12 @@ def generate(
     world: str = typer.Option("default", "--world", help="Named world: default, no-influence (social data "
                                                         "carries no signal) or topical (value driven by topical "
                                                         "engagement)."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that holds other files."),
 ):
     """Write a synthetic CRM + social world in the data contract, with its ground truth."""
     if world not in WORLDS:
         raise UserError(f"--world must be one of {', '.join(WORLDS)}, not {world!r}")
+    check_world_folder(out, force)
     knobs = WORLDS[world]
     if influence_on_purchases is not None:
         knobs = replace(knobs, influence_on_purchases=influence_on_purchases)
@@ -152,6 +194,7 @@ def features(
     """Build point-in-time customer features as of a date (and the label, with --horizon-days)."""
     start = time.perf_counter()
     check_engine(engine)
+    check_parquet_out(out)
     request = RunRequest.from_text(as_of, horizon_days or FeatureConfig.horizon_days)
     cutoff, labels = request.as_of, horizon_days is not None
     config = FeatureConfig(market_topics=tuple(market_topic), label=label, horizon_days=request.horizon_days)
@@ -258,19 +301,25 @@ def score(
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
+    allow_missing: list[str] = typer.Option(
+        [], "--allow-missing", help="An optional table the model was trained with that this source may lack "
+                                    "(repeatable; recorded in the manifest)."),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
     check_engine(engine)
+    check_parquet_out(out)
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
             summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
+                                           allow_missing=tuple(allow_missing),
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
                                            rejects=rejects, reject_threshold=reject_threshold)
         else:
             summary = score_customers(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
+                                      allow_missing=tuple(allow_missing),
                                       reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
                                       workers=workers, rejects=rejects, reject_threshold=reject_threshold)
     except MlflowException as err:  # e.g. no such registered model or alias
@@ -291,6 +340,10 @@ def print_score_summary(summary: dict) -> None:
         + (f"\n  rejected rows -> {', '.join(map(str, summary['rejects']))}" if summary.get("rejects") else ""),
         soft_wrap=True,
     )
+    if summary.get("missing_tables_allowed"):
+        console.print(f"  [yellow]scored without {', '.join(summary['missing_tables_allowed'])} (--allow-missing): "
+                      "the model was trained with them, so its predictions differ from what they would be[/yellow]",
+                      soft_wrap=True)
     kind = model.get("kind", "lightgbm")
     if kind != "lightgbm":
         console.print(f"  [yellow]this model is a {kind}: training found the learned model worse than that "

@@ -52,6 +52,10 @@ def awkward_source(world: Path, out: Path) -> Path:
     tx = pd.read_parquet(world / "transactions.parquet")
     tx.loc[[10, 20], "customer_id"] = "C-NOBODY"
     tx.loc[30, "amount"] = np.nan
+    tx.loc[31, "amount"] = 1e30  # rejected: implausible amount
+    tx.loc[32, "timestamp"] = pd.Timestamp("2099-01-01")  # rejected: in the future
+    # An exact copy of row 40 in the last file: rejected as a duplicate wherever it is read.
+    tx = pd.concat([tx, tx.iloc[[40]]], ignore_index=True)
     (out / "transactions").mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(tx)), 3)):
         tx.iloc[part].to_parquet(out / "transactions" / f"part-{i:05d}.parquet", index=False)
@@ -166,6 +170,9 @@ def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
     got = load_source_dask(source, dask_client, buckets=BUCKETS, with_fingerprint=False)
     pd.testing.assert_frame_equal(got.summary, expected.summary)
     assert set(got.rejects) == {"customers", "transactions", "social_profiles"}
+    reasons = " | ".join(got.rejects["transactions"]["reason"])
+    for reason in ("duplicate row", "implausible amount", "timestamp in the future", "unknown customer"):
+        assert reason in reasons, reason
     for table, frame in expected.rejects.items():
         pd.testing.assert_frame_equal(got.rejects[table], frame.reset_index(drop=True))
     assert got.n_customers == len(expected.tables.customers)

@@ -45,6 +45,15 @@ class Ablation:
     with_social: CustomerValueModel  # the run's seed, with social (served when included)
 
 
+@dataclass
+class _Fold:
+    """One validation fold: the models with and without social data (one per seed) and its rows."""
+
+    with_social: list[CustomerValueModel]
+    without_social: list[CustomerValueModel]
+    frame: pd.DataFrame
+
+
 def social_columns(manifest: FeatureManifest) -> list[str]:
     """The features of ``manifest`` that come from a social family."""
     return [f for f in manifest.features if manifest.families[f] in SOCIAL_FAMILIES]
@@ -53,8 +62,8 @@ def social_columns(manifest: FeatureManifest) -> list[str]:
 def ablate(fitter, evaluation, train_cutoffs, validation_cutoffs, test: pd.DataFrame,
            model: CustomerValueModel, signup: pd.Series, plan: WindowPlan, config: TrainConfig, families,
            manifest_full: FeatureManifest) -> Ablation:
-    """Fit with and without the social features ``config.social_refits`` times, decide on the
-    validation window, measure on the test window.
+    """Fit with and without the social features ``config.social_refits`` times on
+    ``config.social_folds`` folds, decide on their validation windows, measure on the test window.
 
     ``fitter`` and ``evaluation`` are a training.pipeline Fitter and Windows; ``model`` is the run's
     model with every family (seed ``config.seed``); ``signup`` maps the test customers to their
@@ -66,32 +75,32 @@ def ablate(fitter, evaluation, train_cutoffs, validation_cutoffs, test: pd.DataF
     manifest = without.manifest(config.features, kept)
     seeds = [config.seed + k for k in range(config.social_refits)]
 
-    def fit_pairs(train_at, validate_at, first=None):
+    def fold(train_at, validate_at, first=None) -> _Fold:
+        """Models with and without social data, one per seed, validated on ``validate_at``."""
         train, validation = evaluation.select(train_at), evaluation.select(validate_at)
-        with_models = ([first] if first is not None else []) + [
-            fitter.fit(train, validation, manifest_full, replace(config, seed=s)) for s in seeds[0 if first is None else 1:]]
-        without_models = [fitter.fit(without.select(train_at), without.select(validate_at), manifest,
-                                     replace(config, seed=s)) for s in seeds]
-        return with_models, without_models, validation.frame()
+        with_ = [first] if first is not None else []
+        with_ += [fitter.fit(train, validation, manifest_full, replace(config, seed=s)) for s in seeds[len(with_):]]
+        without_ = [fitter.fit(without.select(train_at), without.select(validate_at), manifest,
+                               replace(config, seed=s)) for s in seeds]
+        return _Fold(with_, without_, validation.frame())
+
+    def lift(folds: list[_Fold], seed: int) -> Lift:
+        """Refit-pooled lift over the folds' customers, seed k's models paired across folds."""
+        def predictions(models_of_fold, drop=()):
+            return [pd.concat([m.predict_value(f.frame.drop(columns=list(drop))) for m, f in zip(per_seed, folds)])
+                    .to_numpy() for per_seed in zip(*models_of_fold)]
+        return refit_bootstrap_lift(
+            pd.concat([f.frame["label"] for f in folds]).to_numpy(dtype="float64"),
+            predictions([f.with_social for f in folds]), predictions([f.without_social for f in folds], social),
+            resamples=config.bootstrap_resamples, interval=config.interval, seed=seed)
 
     # Fold 0 validates on the validation window with the run's training windows; fold j on the j-th
     # latest training window with the windows before it (a rolling origin), for more evidence.
-    folds = [fit_pairs(train_cutoffs, validation_cutoffs, model)]
+    folds = [fold(train_cutoffs, validation_cutoffs, model)]
     for j in range(1, config.social_folds):
         if len(train_cutoffs) - j >= 1:
-            folds.append(fit_pairs(train_cutoffs[:-j], [train_cutoffs[-j]]))
-    with_models, without_models, _ = folds[0]
-
-    def lift(pairs, frames, seed: int) -> Lift:
-        actual = pd.concat([f["label"] for f in frames]).to_numpy(dtype="float64")
-        return refit_bootstrap_lift(
-            actual,
-            [pd.concat([m.predict_value(f) for m, f in zip(ms, frames)]).to_numpy() for ms in zip(*pairs[0])],
-            [pd.concat([m.predict_value(f.drop(columns=social)) for m, f in zip(ms, frames)]).to_numpy()
-             for ms in zip(*pairs[1])],
-            resamples=config.bootstrap_resamples, interval=config.interval, seed=seed)
-
-    validation_lift = lift(([f[0] for f in folds], [f[1] for f in folds]), [f[2] for f in folds], config.seed + 2)
+            folds.append(fold(train_cutoffs[:-j], [train_cutoffs[-j]]))
+    validation_lift = lift(folds, config.seed + 2)
     included = bool(validation_lift.lo > 0)
     share = f"{config.interval:.0%}"
     reason = (f"social data {'kept' if included else 'left out'}: on {len(folds)} validation window(s) it changes "
@@ -99,12 +108,14 @@ def ablate(fitter, evaluation, train_cutoffs, validation_cutoffs, test: pd.DataF
               f"{validation_lift.lo:+.4f} to {validation_lift.hi:+.4f} over customers and "
               f"{len(seeds)} refits), {'above' if included else 'not above'} zero")
     new = ((plan.test_cutoff - signup.reindex(test.index)).dt.days < NEW_CUSTOMER_TENURE_DAYS).to_numpy()
-    predicted_ns = without_models[0].predict_value(test.drop(columns=social))
+    first = folds[0]
+    served_without = first.without_social[0]
+    predicted_ns = served_without.predict_value(test.drop(columns=social))
     metrics = value_metrics(test["label"].to_numpy(dtype="float64"), predicted_ns.to_numpy(), prefix="test_")
-    test_pairs = ([with_models], [without_models])
-    return Ablation(without_models[0], manifest, social, metrics, validation_lift,
-                    lift(test_pairs, [test], config.seed), lift(test_pairs, [test.loc[new]], config.seed + 1),
-                    dict(without_models[0].rounds), included, reason, model)
+    on_test = [_Fold(first.with_social, first.without_social, test)]
+    on_new = [_Fold(first.with_social, first.without_social, test.loc[new])]
+    return Ablation(served_without, manifest, social, metrics, validation_lift, lift(on_test, config.seed),
+                    lift(on_new, config.seed + 1), dict(served_without.rounds), included, reason, model)
 
 
 def lift_metrics(ablation: Ablation) -> dict[str, float]:

@@ -20,6 +20,7 @@ import pyarrow
 import pyarrow.compute as pc
 
 from features.errors import UserError
+from features.ingest.export_checks import export_row_problems, unknown_id_hint, unusable_names
 from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
 
 
@@ -231,6 +232,9 @@ def _failures_to_reasons(reasons: _Reasons, failure_cases: pd.DataFrame, skip: s
         if check == "not_nullable":
             idx = np.array([i for i in idx if (column, i) not in skip], dtype=int)
             text = f"missing {column}"
+        elif check.startswith("refers to an unknown"):  # name the id: it is what the user must look for
+            text = pd.Series("", index=range(reasons.n), dtype=object)
+            text.iloc[idx] = [f"{column} {check} {v!r}" for v in group["failure_case"].astype("str")]
         else:
             text = f"{column} {check}"
         mask = np.zeros(reasons.n, dtype=bool)
@@ -298,12 +302,16 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
         typed[spec.name] = parsed
     extra = [c for c in raw.columns if c not in {s.name for s in specs}]
     if table == "customers":
+        _check_attribute_names(extra)
         for name in extra:
             typed[name] = _attribute(raw[name])
         _check_unique_ids(typed["customer_id"])
     if table == "referrals":
         reasons.add((typed["referrer_id"] == typed["referred_id"]).fillna(False).to_numpy(),
                     "self-referral")
+    for mask, reason in export_row_problems(table, raw, typed,
+                                            TIME_COLUMNS.get(table, "signup_date" if table == "customers" else None)):
+        reasons.add(mask, reason)
 
     try:
         _schema(table, known).validate(typed, lazy=True)
@@ -314,7 +322,7 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
     bad = np.zeros(n, dtype=bool)
     bad[why.index.to_numpy(dtype=int)] = True
     check_reject_share(table, int(bad.sum()), n, reject_threshold, lambda: reason_counts(why),
-                       rows=np.flatnonzero(bad))
+                       rows=np.flatnonzero(bad), hint=lambda: unknown_id_hint(table, typed, known))
     rejects = raw.loc[bad].astype("str").assign(reason=why.to_numpy())
     rejects.insert(0, "row", np.flatnonzero(bad))
     kept = typed.loc[~bad].reset_index(drop=True)
@@ -367,6 +375,15 @@ def _attribute(raw: pd.Series) -> pd.Series:
     if len(distinct) and pd.to_numeric(distinct, errors="coerce").notna().all():  # numbers read as text (CSV)
         return pd.to_numeric(_parse_text(raw), errors="coerce").astype("float64")
     return _parse_text(raw).astype("category")
+
+
+def _check_attribute_names(names: list) -> None:
+    """Stop at validation on a customers column whose name cannot be a feature name downstream."""
+    bad = unusable_names(names)
+    if bad:
+        raise ContractError(
+            f"customers: column name{'s' if len(bad) > 1 else ''} {', '.join(repr(b) for b in bad[:EXAMPLES])} "
+            "cannot become a feature name (no [ ] { } \" , : $ \\ or control characters, not blank): rename it")
 
 
 def _check_unique_ids(ids: pd.Series) -> None:
@@ -442,11 +459,13 @@ def reason_counts(reasons: Iterable[str]) -> Counter:
 
 
 def check_reject_share(table: str, rejected: int, rows_in: int, threshold: float,
-                       counts: Callable[[], Counter], *, rows=None, at_least: bool = False) -> None:
+                       counts: Callable[[], Counter], *, rows=None, at_least: bool = False,
+                       hint: Callable[[], str] | None = None) -> None:
     """Stop when more than ``threshold`` of a table's rows are invalid, naming the top reasons.
 
     ``counts`` gives rows per reason (only asked when the threshold is crossed); ``rows``: some of
-    the invalid rows' numbers; ``at_least``: the count is a lower bound (a part of the table so far).
+    the invalid rows' numbers; ``at_least``: the count is a lower bound (a part of the table so far);
+    ``hint``: a sentence to add (e.g. ids that match after normalisation).
     """
     if not rows_in or rejected / rows_in <= threshold:
         return
@@ -455,6 +474,7 @@ def check_reject_share(table: str, rejected: int, rows_in: int, threshold: float
     raise ContractError(
         f"{table}: {'at least ' if at_least else ''}{rejected} of {rows_in} rows ({rejected / rows_in:.1%}) "
         f"are invalid, more than the reject threshold of {threshold:.1%}; {detail}{where}"
+        + (f". {extra}" if hint is not None and (extra := hint()) else "")
     )
 
 

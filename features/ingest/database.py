@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,8 +96,8 @@ class DatabaseTarget:
         """The driver's message on one line, with the password scrubbed should the server ever echo it."""
         text = " ".join(str(getattr(err, "orig", None) or err).split())
         for secret in (self.url.password, self.url.query.get("password")):
-            if secret:
-                text = text.replace(str(secret), MASK)
+            if secret:  # as a whole token only: a password "p" must not turn "port" into "***ort"
+                text = re.sub(rf"(?<![\w]){re.escape(str(secret))}(?![\w])", MASK, text)
         return text
 
     def unavailable(self, err: BaseException) -> SourceUnavailableError:

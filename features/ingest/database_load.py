@@ -35,7 +35,7 @@ def load_source_to_database(source_dir: str | os.PathLike, url: str, *, schema: 
     engine = target.engine()
     try:
         raw = engine.raw_connection()
-    except sa.exc.DBAPIError as err:
+    except (sa.exc.DBAPIError, psycopg.OperationalError) as err:
         raise target.unavailable(err) from None
     try:
         pg: psycopg.Connection = raw.driver_connection

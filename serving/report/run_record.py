@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.ingest.database import mask_url
 from training import tracking
 from training.registry import parse_model_uri
 from training.report_inputs import MissingReportInputs, load_report_inputs
@@ -56,6 +57,8 @@ class RunRecord:
 
 def resolve_run(client, *, model_uri: str | None, run_id: str | None):
     """(run_id, model_name, model_version, aliases, model_uri) for a model URI or a run id."""
+    from mlflow.exceptions import MlflowException
+
     if model_uri is not None and run_id is not None:
         raise ValueError("pass a model URI or a run id, not both")
     if run_id is None:
@@ -65,8 +68,6 @@ def resolve_run(client, *, model_uri: str | None, run_id: str | None):
             raise ValueError("model URI must look like models:/NAME@ALIAS or models:/NAME/VERSION, "
                              f"got {model_uri!r}")
         name, alias, version = parsed
-        from mlflow.exceptions import MlflowException
-
         try:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         except MlflowException as err:
@@ -74,7 +75,10 @@ def resolve_run(client, *, model_uri: str | None, run_id: str | None):
         if not mv.run_id:
             raise LookupError(f"{model_uri} (version {mv.version}) has no training run to report on")
         return mv.run_id, name, str(mv.version), tuple(getattr(mv, "aliases", ()) or ()), model_uri
-    run = client.get_run(run_id)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise LookupError(f"no training run {run_id!r} in the tracking store {mask_url(client.tracking_uri)}") from None
     name, version = run.data.tags.get("model_name"), run.data.tags.get("model_version")
     aliases: tuple[str, ...] = ()
     if name and version:

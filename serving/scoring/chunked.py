@@ -78,7 +78,8 @@ PARALLEL_MIN_CUSTOMERS = 200_000
 def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: str = DEFAULT_MODEL_URI,
                     reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                     progress: bool = True, workers: int | None = None, rejects=None,
-                    reject_threshold: float | None = None, model: ScoringModel | None = None) -> dict:
+                    reject_threshold: float | None = None, model: ScoringModel | None = None,
+                    allow_missing=()) -> dict:
     """Score every customer of ``data`` into the Parquet file ``out``; returns the run's summary.
 
     data: a source directory (or a postgresql:// URL, read through features.ingest.database).
@@ -90,6 +91,8 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     rejects: directory for rejected rows (default OUT_STEM.rejects/ beside the output).
     reject_threshold: largest share of rejected rows per table (default: the model's feature config).
     model: an already loaded ScoringModel (else ``model_uri`` is loaded).
+    allow_missing: optional tables the model was trained with that the source may lack (recorded
+        in the manifest); any other missing one stops the run (core.check_model_tables).
 
     The summary is also written as JSON to OUT_STEM.manifest.json. Nothing is written when the
     source breaks the contract or the model's features do not match this code (ScoringSkewError).
@@ -116,6 +119,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             with clock("read_source"):  # fingerprints the files; a database is exported first
                 source, prints = _source_files(data, work)
                 check_table_set(set(source))
+                missing = core.check_model_tables(model, set(source), allow_missing)
                 n_customers = count_rows(source["customers"])
             run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), threshold, bar)
             if workers is None:
@@ -161,7 +165,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             chunk_size=chunk_size, reasons=reasons, reasons_for=reasons_for,
             reasons_rows=written.reasons.rows, reasons_seconds=written.reasons.seconds, unseen_levels=unseen,
             features_seconds=sum(s.feature_seconds for s in scored),
-            predict_seconds=sum(s.predict_seconds for s in scored)))
+            predict_seconds=sum(s.predict_seconds for s in scored), missing_tables=missing))
         manifest["engine"] = "pandas"
         manifest["workers"] = workers
         manifest["seconds"] = round(time.perf_counter() - started, 3)

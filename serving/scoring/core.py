@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from features import atomic
 from features.errors import UserError
-from features.tables import TABLE_NAMES
+from features.ingest.contract import ContractError
+from features.tables import OPTIONAL_TABLES, TABLE_NAMES
 from serving.scoring.model import ScoringModel
 from serving.scoring.reasons import reason_columns, top_reasons
 from serving.scoring.tiers import TIER_NAMES, tier_sizes
@@ -160,6 +161,32 @@ class ScoredRun:
     unseen_levels: Counter = field(default_factory=Counter)
     features_seconds: float = 0.0
     predict_seconds: float = 0.0
+    missing_tables: list[str] = field(default_factory=list)  # allowed by --allow-missing
+
+
+# The optional tables each feature family reads: a model with features of that family needs them.
+FAMILY_TABLES = {"social": ("social_profiles",), "coverage": ("social_profiles",),
+                 "network": ("social_profiles", "social_interactions"),
+                 "topical": ("social_profiles", "social_interactions"), "referral": ("referrals",)}
+
+
+def check_model_tables(model: ScoringModel, present: set[str], allow_missing=()) -> list[str]:
+    """The optional tables the model was trained with that the source lacks, when all are allowed;
+    otherwise a ContractError (scoring without them would silently change the predictions)."""
+    unknown = sorted(set(allow_missing) - set(OPTIONAL_TABLES))
+    if unknown:
+        raise ContractError(f"--allow-missing takes optional tables ({', '.join(OPTIONAL_TABLES)}), not "
+                            + ", ".join(repr(t) for t in unknown))
+    families = set(model.manifest.families.values())
+    needed = {t for f in families for t in FAMILY_TABLES.get(f, ())}
+    missing = sorted(needed - set(present))
+    refused = [t for t in missing if t not in set(allow_missing)]
+    if refused:
+        raise ContractError(
+            f"the model was trained with {', '.join(refused)}, which this source lacks: its predictions "
+            f"would change without them; add {'them' if len(refused) > 1 else 'it'}, or pass "
+            + " ".join(f"--allow-missing {t}" for t in refused) + " to score anyway (recorded in the manifest)")
+    return missing
 
 
 def scoring_manifest(run: ScoredRun) -> dict:
@@ -183,6 +210,7 @@ def scoring_manifest(run: ScoredRun) -> dict:
         "model": run.model.describe(),
         "feature_manifest_hash": run.model.manifest.manifest_hash,
         "unseen_category_levels": dict(run.unseen_levels),
+        "missing_tables_allowed": list(run.missing_tables),
         "inputs": run.fingerprint,
         "chunks": run.chunks,
         "chunk_size": run.chunk_size,

@@ -138,7 +138,7 @@ def _peak_rss_mb() -> float:
 def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_uri: str = DEFAULT_MODEL_URI,
                          reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                          scheduler=None, rejects=None, reject_threshold: float | None = None,
-                         model: ScoringModel | None = None) -> dict:
+                         model: ScoringModel | None = None, allow_missing=()) -> dict:
     """score_customers on a Dask cluster; ``out`` becomes a partitioned Parquet dataset (a folder).
 
     Same arguments and manifest as serving.scoring.chunked.score_customers, plus ``scheduler``
@@ -165,7 +165,9 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
         with cluster(scheduler) as client:
             workers = max(1, len(client.scheduler_info()["workers"]))
             start = time.perf_counter()
-            buckets = max(workers, n_buckets(count_rows(source_files(data)["customers"]), chunk_size))
+            files = source_files(data)
+            missing = core.check_model_tables(model, set(files), allow_missing)
+            buckets = max(workers, n_buckets(count_rows(files["customers"]), chunk_size))
             cs = load_source_dask(data, client, buckets=buckets, reject_threshold=threshold)
             stage["load_validate_partition"] = time.perf_counter() - start
             as_of = as_of if as_of is not None else default_as_of(cs.last_tx)
@@ -218,7 +220,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             reasons_rows=int(sum(w["reasons_rows"] for w in written)),
             reasons_seconds=float(sum(w["reasons_seconds"] for w in written)), unseen_levels=unseen,
             features_seconds=sum(st["feature_seconds"] for st in stats),
-            predict_seconds=sum(st["predict_seconds"] for st in stats)))
+            predict_seconds=sum(st["predict_seconds"] for st in stats), missing_tables=missing))
         seconds = time.perf_counter() - started
         manifest.update({
             "engine": "dask",

@@ -93,3 +93,53 @@ def test_bad_training_settings_are_one_line_and_exit_2(tmp_path):
         assert result.exit_code == 2, (options, result.output)
         assert message in result.output and "Traceback" not in result.output, (options, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_paths_stores_and_servers_a_user_gets_wrong_are_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    src = write_source(tmp_path, valid_tables())
+    flawed = valid_tables()
+    flawed["transactions"].loc[17, "timestamp"] = "2024-13-01"  # a reject to write
+    (tmp_path / "flawed").mkdir()
+    flawed_src = write_source(tmp_path / "flawed", flawed)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for command, message in [
+        (["report", "--run", "deadbeef", "--out", str(tmp_path / "r")], "no training run 'deadbeef' in the tracking store"),
+        (["load", "--data", str(src), "--to", "postgresql://u:secret@127.0.0.1:1/db"],
+         "cannot connect to postgresql://u:***@127.0.0.1:1/db"),
+        (["validate", "--data", str(flawed_src), "--rejects", str(blocker / "rejects")], "a-file"),
+        (["score", "--data", str(src), "--out", str(tmp_path / "s.parquet"), "--reasons-for", "top5"],
+         "reasons_for must be one of top10, all, none"),
+    ]:
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert message in result.output and "Traceback" not in result.output, (command, result.output)
+        assert "secret" not in result.output
+
+
+def test_outputs_go_only_where_they_belong(tmp_path):
+    src = write_source(tmp_path, valid_tables())
+    for command in (["score", "--data", str(src)], ["features", "--data", str(src), "--as-of", "2024-01-01"]):
+        result = runner.invoke(app, [*command, "--out", str(tmp_path / "scores.csv")])
+        assert result.exit_code == 2 and "name the file with a .parquet suffix" in result.output, result.output
+    assert not (tmp_path / "scores.csv").exists()
+    # A folder holding a real export is never overwritten by a generated world...
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "customers.parquet").write_bytes(b"the business's real customers")
+    result = runner.invoke(app, ["generate", "--out", str(export), "--customers", "100"])
+    assert result.exit_code == 2 and "holds files that are not a generated world (customers.parquet)" in result.output
+    assert (export / "customers.parquet").read_bytes() == b"the business's real customers"
+    # ...while a previous generated world is regenerated in place, and --force overrides.
+    world = tmp_path / "world"
+    for _ in range(2):
+        assert runner.invoke(app, ["generate", "--out", str(world), "--customers", "100"]).exit_code == 0
+    assert runner.invoke(app, ["generate", "--out", str(export), "--customers", "100", "--force"]).exit_code == 0
+
+
+def test_clv_says_its_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"clv {version('clv-social')}"

@@ -114,11 +114,15 @@ def test_too_little_data_stops_before_training_with_one_line_and_exit_2(store, t
     assert "too little data to train" in lines[-1] or "history too short" in lines[-1], lines[-1]
 
 
-def test_a_future_dated_transaction_stops_a_run_that_would_date_itself_by_it(store, tmp_path):
+def test_a_future_dated_transaction_is_rejected_and_cannot_date_the_run(store, tmp_path):
     tables = valid_tables()
     tables["transactions"].loc[0, "timestamp"] = "2052-03-01"
     src = write_source(tmp_path, tables)
-    result = runner.invoke(app, ["train", "--data", str(src), "--model-name", "future"])
-    assert result.exit_code == 2, result.output
-    assert "latest transaction is dated 2052-03-01, after today" in result.output
-    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["validate", "--data", str(src), "--rejects", str(tmp_path / "rejects")])
+    assert result.exit_code == 0, result.output
+    rejects = pd.read_csv(tmp_path / "rejects" / "transactions.csv", dtype=str)
+    assert rejects["reason"].tolist() == ["timestamp in the future '2052-03-01'"]
+    from features.ingest.source import load_source
+
+    latest = load_source(src, reject_threshold=1.0).tables.transactions["timestamp"].max()
+    assert latest < pd.Timestamp.now()

@@ -174,6 +174,10 @@ def test_too_many_rejected_rows_stop_the_run(tmp_path):
         ("social_interactions", "target_profile_id", 1, "P404", "target_profile_id refers to an unknown profile"),
         ("referrals", "referred_id", 0, "C404", "referred_id refers to an unknown customer"),
         ("referrals", "referred_id", 0, "C1", "self-referral"),
+        ("transactions", "amount", 7, "1e30", "implausible amount '1e30'"),
+        ("transactions", "timestamp", 8, "2052-03-01", "timestamp in the future '2052-03-01'"),
+        ("social_profiles", "snapshot_date", 0, "2099-01-01", "snapshot_date in the future"),
+        ("social_interactions", "timestamp", 0, "2099-01-01", "timestamp in the future"),
     ],
 )
 def test_bad_rows_are_rejected_with_a_reason_and_nothing_is_lost(tmp_path, table, column, row, bad, reason):
@@ -190,6 +194,38 @@ def test_bad_rows_are_rejected_with_a_reason_and_nothing_is_lost(tmp_path, table
     written = write_rejects(result.rejects, tmp_path / "rejects")
     on_disk = pd.read_csv(written[0], dtype=str, keep_default_na=False)
     assert on_disk.loc[0, column] == bad and reason in on_disk.loc[0, "reason"]
+
+
+def test_exact_duplicate_transactions_are_rejected_and_the_first_is_kept(tmp_path):
+    tables = valid_tables(300)
+    tx = tables["transactions"]
+    tables["transactions"] = pd.concat([tx, tx.iloc[[5, 5, 9]]], ignore_index=True)  # rows 300-302
+    # A repeated line that differs in one column (here the amount) is a real line, not a duplicate.
+    tables["transactions"].loc[len(tables["transactions"])] = [tx.loc[11, "customer_id"], tx.loc[11, "timestamp"], "1.00"]
+    result = load_source(write_source(tmp_path, tables), reject_threshold=1.0)
+    rejects = result.rejects["transactions"]
+    assert rejects["row"].tolist() == [300, 301, 302]
+    assert set(rejects["reason"]) == {"duplicate row"}
+    assert len(result.tables.transactions) == 301
+
+
+def test_a_customer_who_signs_up_in_the_future_is_rejected_with_their_transactions(tmp_path, monkeypatch):
+    from features.ingest import export_checks
+
+    monkeypatch.setattr(export_checks, "today", lambda: pd.Timestamp("2023-03-01"))
+    tables = valid_tables(30)
+    result = load_source(write_source(tmp_path, tables), reject_threshold=1.0)
+    # C3 signed up on 2023-03-15; every transaction (from 2023-04-01) is after "today" too.
+    assert result.rejects["customers"]["reason"].tolist() == ["signup_date in the future '2023-03-15'"]
+    assert (result.rejects["transactions"]["reason"].str.contains("timestamp in the future")).all()
+
+
+@pytest.mark.parametrize("name", ["loyalty {tier}", "$\\foo$", "a:b", 'say "hi"', "list[0]", " "])
+def test_a_customers_column_whose_name_cannot_be_a_feature_stops_at_validation(tmp_path, name):
+    tables = valid_tables()
+    tables["customers"][name] = ["x", "y", "z"]
+    with pytest.raises(ContractError, match=r"customers: column name .* cannot become a feature name"):
+        load_source(write_source(tmp_path, tables))
 
 
 def test_a_rejected_customer_takes_their_transactions_along_as_unknown(tmp_path):
@@ -212,3 +248,25 @@ def test_parse_counts_of_parts_name_the_tables_first_failed_rows_whatever_the_pa
     assert "(rows 2, 7, 9, 11, 40, ...; e.g. 'x2', 'x7', 'x9', 'x11', 'x40')" in str(err.value)
     add_parsing(total, {"amount": ColumnParse("number", 5, 0)})  # another part parses: no error
     check_parsing("transactions", total)
+
+
+def test_ids_written_differently_in_two_tables_are_named_with_the_normalisation_that_would_match(tmp_path):
+    tables = valid_tables(30)
+    tables["customers"]["customer_id"] = ["0000001", "0000002", "0000003"]
+    tables["transactions"]["customer_id"] = (["1.0", "2.0", "3"] * 10)[:30]
+    for name in ("social_profiles", "referrals", "social_interactions"):
+        tables.pop(name)
+    with pytest.raises(ContractError) as err:
+        load_source(write_source(tmp_path, tables))
+    message = str(err.value)
+    assert "transactions: 30 of 30 rows (100.0%) are invalid" in message
+    assert "customer_id values not in customers: '1.0', '2.0', '3'" in message
+    assert "100% of them match a customer id once leading zeros, a trailing .0 and blanks are removed" in message
+    assert "'0000001'" in message
+
+
+def test_an_unknown_id_is_named_in_its_reject_reason(tmp_path):
+    tables = valid_tables()
+    tables["transactions"].loc[99, "customer_id"] = "C404"
+    rejects = load_source(write_source(tmp_path, tables), reject_threshold=1.0).rejects["transactions"]
+    assert rejects["reason"].tolist() == ["customer_id refers to an unknown customer 'C404'"]

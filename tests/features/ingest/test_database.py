@@ -86,6 +86,15 @@ def test_mask_url_replaces_the_password_and_keeps_the_rest():
         "postgresql://clv@db:5432/crm?password=***&sslmode=require"
 
 
+def test_a_driver_message_loses_the_password_but_no_other_word():
+    from features.ingest.database import DatabaseTarget
+
+    target = DatabaseTarget.parse("postgresql://u:p@127.0.0.1:1/db")
+    message = 'connection to server at "127.0.0.1", port 1 failed: password "p" rejected; is it accepting?'
+    assert target.cause(RuntimeError(message)) == (
+        'connection to server at "127.0.0.1", port 1 failed: password "***" rejected; is it accepting?')
+
+
 def test_mask_url_leaves_paths_and_urls_without_password_alone():
     assert mask_url("data/world") == "data/world"
     assert mask_url(Path("/srv/crm")) == "/srv/crm"

@@ -262,7 +262,14 @@ def test_a_source_without_interactions_or_referrals_gets_unknown_not_zero(world,
     bare.mkdir()
     for table in ("customers", "transactions", "social_profiles"):
         shutil.copy(world / f"{table}.parquet", bare / f"{table}.parquet")
-    got = scorer_features(monkeypatch, bare, tmp_path / "bare.parquet", chunk_size=50)
+    # The model was trained with both tables: scoring without them is refused unless allowed.
+    with pytest.raises(ContractError, match="trained with referrals, social_interactions, which this source lacks"):
+        score_customers(bare, out=tmp_path / "refused.parquet", as_of=AS_OF, progress=False)
+    assert not (tmp_path / "refused.parquet").exists()
+    got = scorer_features(monkeypatch, bare, tmp_path / "bare.parquet", chunk_size=50,
+                          allow_missing=("referrals", "social_interactions"))
+    manifest = json.loads((tmp_path / "bare.manifest.json").read_text())
+    assert manifest["missing_tables_allowed"] == ["referrals", "social_interactions"]
     expected = whole_table_features(bare)
     assert expected["referrals_made"].isna().all() and expected["pagerank"].isna().all()
     # Missing values must match exactly; numbers to rounding (sums in another order).

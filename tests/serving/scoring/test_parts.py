@@ -120,3 +120,30 @@ def test_manifest_and_rejects_sit_beside_the_output(tmp_path):
     out = tmp_path / "2026-01-01.parquet"
     assert manifest_path(out) == tmp_path / "2026-01-01.manifest.json"
     assert rejects_path(out) == tmp_path / "2026-01-01.rejects"
+
+
+# ---------------------------------------------------------------- the source against the model
+
+
+def test_a_source_without_a_table_the_model_was_trained_with_is_refused_unless_allowed():
+    from types import SimpleNamespace
+
+    from features.ingest.contract import ContractError
+    from serving.scoring.core import check_model_tables
+
+    model = SimpleNamespace(manifest=SimpleNamespace(families={
+        "spend_365d": "history", "followers_log": "social", "pagerank": "network", "referrals_made": "referral"}))
+    crm_only = {"customers", "transactions"}
+    with pytest.raises(ContractError, match=r"trained with referrals, social_interactions, social_profiles, "
+                                            r"which this source lacks.*--allow-missing referrals"):
+        check_model_tables(model, crm_only)
+    with pytest.raises(ContractError, match="trained with social_interactions"):
+        check_model_tables(model, crm_only | {"social_profiles", "referrals"})
+    allowed = ("referrals", "social_interactions", "social_profiles")
+    assert check_model_tables(model, crm_only, allowed) == list(allowed)
+    assert check_model_tables(model, crm_only | set(allowed)) == []
+    # A model trained on CRM history alone needs nothing optional.
+    crm_model = SimpleNamespace(manifest=SimpleNamespace(families={"spend_365d": "history"}))
+    assert check_model_tables(crm_model, crm_only) == []
+    with pytest.raises(ContractError, match="--allow-missing takes optional tables"):
+        check_model_tables(model, crm_only, ("socials",))
