@@ -178,6 +178,7 @@ def tracking_to(uri: str):
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # a registry URI another module's runs left behind must not win
     try:
         yield uri
     finally:

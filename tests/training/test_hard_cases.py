@@ -20,6 +20,8 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hard-cases")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        # MLflow exports the registry URI itself: set it here so that leaving the module unsets it.
+        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
         mp.setenv("COLUMNS", "200")
         mp.chdir(folder)
         yield folder

@@ -25,6 +25,8 @@ def store(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        # MLflow exports the registry URI itself: set it here so that leaving the module unsets it.
+        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
         mp.chdir(folder)
         yield folder
 
