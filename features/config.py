@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from features.ingest.export_checks import ExportRules
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -18,6 +20,9 @@ class FeatureConfig:
     interaction_half_life_days: recency decay of interaction weights in the network graph.
     pagerank_damping: probability of following an edge rather than jumping.
     btyd_penalizer: L2 penalty of the BG/NBD and Gamma-Gamma fits (btyd family and baseline).
+    reject_threshold: largest share of a table's rows the contract may reject before the run stops.
+    decimal: decimal mark of numbers the exports write as text: ``.``, ``,`` or ``auto`` (per column).
+    max_amount: transaction amounts and margins beyond it (absolute) are rejected as implausible.
     """
 
     market_topics: tuple[str, ...] = ()
@@ -28,7 +33,13 @@ class FeatureConfig:
     pagerank_damping: float = 0.85
     btyd_penalizer: float = 0.001
     reject_threshold: float = 0.01
+    decimal: Literal["auto", ".", ","] = "auto"
+    max_amount: float = 1e9
     extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def export_rules(self) -> ExportRules:
+        """The contract's rules for how this business's exports write values."""
+        return ExportRules(decimal=self.decimal, max_amount=float(self.max_amount))
 
     def to_dict(self) -> dict:
         """Plain-JSON view (tuples become lists), for manifests and MLflow params."""

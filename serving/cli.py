@@ -1,12 +1,12 @@
 """The ``clv`` command line: each verb parses its options, calls one Python function, prints a summary.
 
 Dates and the horizon are read once, into a features.run_request.RunRequest; every error a user
-can cause is a features.errors.UserError, printed as one line with exit code 2.
+can cause ends as one line with exit code 2 (serving.cli_errors). Each verb imports its engine when
+it runs, so that --help, --version and usage errors do not wait for MLflow, Dask and LightGBM.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from dataclasses import replace
@@ -15,37 +15,26 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from features import atomic
-from features.build import build_features
 from features.config import FeatureConfig
-from features.dask_engine.features import write_features_dask
 from features.errors import UserError
-from features.ingest.database_load import load_source_to_database
-from features.ingest.source import describe_source, load_source, write_rejects
-from features.labels import label_values
-from features.manifest import manifest_for
+from features.ingest.export_checks import DEFAULT_RULES, ExportRules
 from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.knobs import WORLDS
-from features.synthetic.world import generate_world
-from serving.report.build import build_report
-from serving.scoring.chunked import score_customers
-from serving.scoring.dask_engine import score_customers_dask
-from training.config import TrainConfig, replace_fields
-from training.dask_engine import DaskEngine
-from training.pandas_engine import PandasEngine
-from training.registry import PROMOTE_MODES
-from training.train import train as train_model
+from serving.cli_errors import OneLineUsageErrors, friendly_errors
+from training.config import LABELS, PROMOTE_MODES, TrainConfig, replace_fields
+
+console = Console()
+
 
 app = typer.Typer(
     help="Customer long-term value from CRM history, with social influence as one measured input.",
+    cls=OneLineUsageErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-errors = Console(stderr=True)
 
 
 def _print_version(value: bool) -> None:
@@ -65,25 +54,21 @@ def _options(version: bool = typer.Option(False, "--version", is_eager=True, cal
     """Customer long-term value from CRM history, with social influence as one measured input."""
 
 
-def friendly_errors(command):
-    """Bad input ends with one clear line on stderr and exit code 2, not a traceback: a UserError, or
-    an OSError about a path (an output folder that cannot be created, a read-only file)."""
+def decimal_option():
+    return typer.Option(None, "--decimal", help="Decimal mark of numbers the export writes as text: "
+                        "'.', ',' or auto (detected per column; refused when ambiguous). Default: auto, or the "
+                        "model's when scoring.")
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except UserError as err:
-            errors.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True, highlight=False)
-            raise typer.Exit(code=2) from None
-        except OSError as err:  # a path the user gave that cannot be read or written
-            if err.filename is None:
-                raise
-            errors.print(Text.assemble(("error: ", "bold red"), f"{err.filename}: {err.strerror or err}"),
-                         soft_wrap=True, highlight=False)
-            raise typer.Exit(code=2) from None
 
-    return wrapper
+def max_amount_option():
+    return typer.Option(None, "--max-amount", help="Amounts and margins beyond this (absolute) are rejected as "
+                        "implausible. Default: 1e9, or the model's when scoring.")
+
+
+def export_rules(decimal: str | None, max_amount: float | None) -> ExportRules:
+    """The --decimal and --max-amount options over the contract's defaults."""
+    return ExportRules(decimal=decimal or DEFAULT_RULES.decimal,
+                       max_amount=DEFAULT_RULES.max_amount if max_amount is None else max_amount)
 
 
 def check_world_folder(out: Path, force: bool) -> None:
@@ -102,9 +87,27 @@ def check_parquet_out(out: Path) -> None:
         raise UserError(f"--out {out}: outputs are written as Parquet; name the file with a .parquet suffix")
 
 
+def mapping_option():
+    return typer.Option(None, "--mapping", help="JSON or TOML file naming the source's tables and columns that "
+                        "differ from the contract (a database's, or a directory's files).")
+
+
+def read_mapping(path: Path | None):
+    """The --mapping file, read and checked before any work starts (None: the contract's names)."""
+    from features.ingest.mapping import SourceMapping
+
+    return None if path is None else SourceMapping.from_file(path)
+
+
 def check_engine(engine: str) -> None:
     if engine not in ("pandas", "dask"):
         raise UserError(f"--engine must be pandas or dask, not {engine!r}")
+
+
+def print_notes(notes: list[str]) -> None:
+    """Facts about the rows kept that the user should see (largest amounts, rows before signup)."""
+    for note in notes:
+        console.print(f"  note: {note}", soft_wrap=True, highlight=False)
 
 
 def print_frame(frame, title: str) -> None:
@@ -123,7 +126,7 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Directory to write the world into."),
     customers: int = typer.Option(50_000, "--customers", min=100, help="Number of customers."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical files."),
-    end_date: str = typer.Option("2025-12-31", "--end-date", help="Last day of the history."),
+    end_date: str = typer.Option("2025-12-31", "--end-date", help="Last day of the history (YYYY-MM-DD)."),
     influence_on_purchases: float | None = typer.Option(
         None, help="Effect of topical engagement on a customer's own purchase rate (0 = none)."),
     influence_on_referrals: float | None = typer.Option(
@@ -135,8 +138,11 @@ def generate(
     force: bool = typer.Option(False, "--force", help="Write into a folder that holds other files."),
 ):
     """Write a synthetic CRM + social world in the data contract, with its ground truth."""
+    from features.synthetic.world import generate_world
+
     if world not in WORLDS:
         raise UserError(f"--world must be one of {', '.join(WORLDS)}, not {world!r}")
+    history_end = parse_date(end_date, option="--end-date")
     check_world_folder(out, force)
     knobs = WORLDS[world]
     if influence_on_purchases is not None:
@@ -145,8 +151,8 @@ def generate(
         knobs = replace(knobs, influence_on_referrals=influence_on_referrals)
     if no_influence:
         knobs = replace(knobs, influence_on_purchases=0.0, influence_on_referrals=0.0)
-    summary = generate_world(out, n_customers=customers, seed=seed, end_date=end_date, knobs=knobs,
-                             progress=sys.stderr.isatty())
+    summary = generate_world(out, n_customers=customers, seed=seed, end_date=str(history_end.date()),
+                             knobs=knobs, progress=sys.stderr.isatty())
     rows = summary.get("rows", {})
     console.print(
         f"generated {customers:,} customers (seed {seed}) in {summary.get('seconds', 0):.1f}s -> {out}\n"
@@ -160,15 +166,21 @@ def generate(
 def validate(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     rejects: Path = typer.Option(Path("rejects"), "--rejects", help="Where rejected rows are written."),
-    reject_threshold: float = typer.Option(0.01, help="Largest share of rejected rows per table."),
-    mapping: Path | None = typer.Option(
-        None, "--mapping", help="JSON or TOML file naming database tables/columns that differ from the contract."),
+    reject_threshold: float = typer.Option(0.01, min=0.0, max=1.0, help="Largest share of rejected rows per table."),
+    mapping: Path | None = mapping_option(),
+    decimal: str | None = decimal_option(),
+    max_amount: float | None = max_amount_option(),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
-    result = load_source(data, reject_threshold=reject_threshold, mapping=mapping)
+    from features.ingest.source import describe_source, load_source, write_rejects
+
+    mapping = read_mapping(mapping)
+    result = load_source(data, reject_threshold=reject_threshold, mapping=mapping,
+                         rules=export_rules(decimal, max_amount))
     console.print(f"source {describe_source(data)}: contract check in {result.seconds:.1f}s", soft_wrap=True)
     print_frame(result.summary.rename(columns={"rows_in": "in", "rows_kept": "kept",
                                                "rows_rejected": "rejected"}), "rows per table")
+    print_notes(result.notes)
     written = write_rejects(result.rejects, rejects)
     if written:
         console.print("rejected rows written to " + ", ".join(str(p) for p in written), soft_wrap=True)
@@ -185,30 +197,45 @@ def features(
     horizon_days: int | None = typer.Option(
         None, "--horizon-days", min=1, help="Add a `label` column: net revenue in [as_of, as_of + H)."),
     market_topic: list[str] = typer.Option([], "--market-topic", help="A topic of the business's market (repeatable)."),
-    label: str = typer.Option("revenue", "--label", help="Label value: revenue or margin."),
-    reject_threshold: float = typer.Option(0.01, help="Largest share of rejected rows per table."),
+    label: str = typer.Option("net", "--label", help="What the label means: net (revenue net of refunds) or margin."),
+    reject_threshold: float = typer.Option(0.01, min=0.0, max=1.0, help="Largest share of rejected rows per table."),
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
+    mapping: Path | None = mapping_option(),
+    decimal: str | None = decimal_option(),
+    max_amount: float | None = max_amount_option(),
 ):
     """Build point-in-time customer features as of a date (and the label, with --horizon-days)."""
+    from features.build import build_features
+    from features.dask_engine.features import write_features_dask
+    from features.ingest.source import load_source, write_rejects
+    from features.labels import label_values
+    from features.manifest import manifest_for
+
     start = time.perf_counter()
     check_engine(engine)
     check_parquet_out(out)
+    if label not in LABELS:
+        raise UserError(f"--label must be net or margin, not {label!r}")
+    mapping = read_mapping(mapping)
     request = RunRequest.from_text(as_of, horizon_days or FeatureConfig.horizon_days)
     cutoff, labels = request.as_of, horizon_days is not None
-    config = FeatureConfig(market_topics=tuple(market_topic), label=label, horizon_days=request.horizon_days)
+    rules = export_rules(decimal, max_amount)
+    config = FeatureConfig(market_topics=tuple(market_topic), label=LABELS[label], horizon_days=request.horizon_days,
+                           decimal=rules.decimal, max_amount=rules.max_amount)
     if engine == "dask":
         try:
             done = write_features_dask(data, cutoff, config, out, scheduler=scheduler,
-                                       reject_threshold=reject_threshold, labels=labels)
+                                       reject_threshold=reject_threshold, labels=labels, mapping=mapping)
         except ValueError as err:
             raise UserError(str(err)) from None
         console.print(f"features as of {cutoff.date()} on dask: {done['customers_in']:,} customers in, "
                       f"{done['rows']:,} rows x {done['features']} features out in {done['seconds']:.1f}s\n"
                       f"  -> {done['output']} ({done['parts']} parts)\n  -> {done['manifest']}", soft_wrap=True)
         return
-    loaded = load_source(data, reject_threshold=reject_threshold, until=None if labels else cutoff)
+    loaded = load_source(data, reject_threshold=reject_threshold, until=None if labels else cutoff, rules=rules,
+                         mapping=mapping)
     frame = build_features(loaded.tables, cutoff, config)
     manifest = manifest_for(frame, config)
     if labels:
@@ -228,6 +255,7 @@ def features(
         + (f"\n  rejected rows -> {rejects_dir}" if written else ""),
         soft_wrap=True,
     )
+    print_notes(loaded.notes)
 
 
 @app.command()
@@ -252,21 +280,30 @@ def train(
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
+    mapping: Path | None = mapping_option(),
+    decimal: str | None = decimal_option(),
+    max_amount: float | None = max_amount_option(),
 ):
     """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
+    from training.dask_engine import DaskEngine
+    from training.pandas_engine import PandasEngine
+    from training.train import train as train_model
+
     if promote not in PROMOTE_MODES:
         raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}, not {promote!r}")
     check_engine(engine)
+    mapping = read_mapping(mapping)
     config = train_config(config_file, horizon_days=horizon_days, market_topic=market_topic, label=label,
-                          n_windows=n_windows, step_days=step_days)
+                          n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount)
     request = RunRequest.from_text(as_of, config.horizon_days)
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
-                promote=promote, progress=True,
+                promote=promote, progress=True, mapping=mapping,
                 engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
 
 
 def train_config(config_file: Path | None, *, horizon_days: int | None, market_topic: list[str],
-                 label: str | None, n_windows: int | None, step_days: int | None) -> TrainConfig:
+                 label: str | None, n_windows: int | None, step_days: int | None,
+                 decimal: str | None = None, max_amount: float | None = None) -> TrainConfig:
     """Defaults, then the --config file, then the options given on the command line."""
     config = TrainConfig.from_file(config_file) if config_file is not None else TrainConfig()
     features: dict = {}
@@ -276,6 +313,10 @@ def train_config(config_file: Path | None, *, horizon_days: int | None, market_t
         features["market_topics"] = list(market_topic)
     if label is not None:
         features["label"] = label
+    if decimal is not None:
+        features["decimal"] = decimal
+    if max_amount is not None:
+        features["max_amount"] = float(max_amount)
     flags = {key: value for key, value in (("n_windows", n_windows), ("step_days", step_days)) if value is not None}
     if features:
         flags["features"] = features
@@ -297,31 +338,41 @@ def score(
     rejects: Path | None = typer.Option(
         None, "--rejects", help="Directory for rejected rows (default: OUT_STEM.rejects/ beside the output)."),
     reject_threshold: float | None = typer.Option(
-        None, "--reject-threshold", help="Largest share of invalid rows per table (default: the model's, 1%)."),
+        None, "--reject-threshold", min=0.0, max=1.0,
+        help="Largest share of invalid rows per table (default: the model's, 1%)."),
     engine: str = typer.Option("pandas", "--engine", help="pandas (one machine) or dask (a cluster)."),
     scheduler: str | None = typer.Option(
         None, "--scheduler", help="Dask scheduler address (default: a local cluster sized to the machine)."),
     allow_missing: list[str] = typer.Option(
-        [], "--allow-missing", help="An optional table the model was trained with that this source may lack "
-                                    "(repeatable; recorded in the manifest)."),
+        [], "--allow-missing", help="An optional table, or TABLE.COLUMN, the model was trained with that this "
+                                    "source may lack (repeatable; recorded in the manifest)."),
+    mapping: Path | None = mapping_option(),
+    decimal: str | None = decimal_option(),
+    max_amount: float | None = max_amount_option(),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
+    from serving.scoring.chunked import score_customers
+    from serving.scoring.dask_engine import score_customers_dask
+
     check_engine(engine)
     check_parquet_out(out)
+    mapping = read_mapping(mapping)
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
             summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
-                                           allow_missing=tuple(allow_missing),
+                                           allow_missing=tuple(allow_missing), decimal=decimal,
+                                           max_amount=max_amount,
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
-                                           rejects=rejects, reject_threshold=reject_threshold)
+                                           rejects=rejects, reject_threshold=reject_threshold, mapping=mapping)
         else:
             summary = score_customers(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
-                                      allow_missing=tuple(allow_missing),
+                                      allow_missing=tuple(allow_missing), decimal=decimal, max_amount=max_amount,
                                       reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
-                                      workers=workers, rejects=rejects, reject_threshold=reject_threshold)
+                                      workers=workers, rejects=rejects, reject_threshold=reject_threshold,
+                                      mapping=mapping)
     except MlflowException as err:  # e.g. no such registered model or alias
         raise UserError(f"cannot load model {model}: {err.message}") from None
     print_score_summary(summary)
@@ -340,6 +391,7 @@ def print_score_summary(summary: dict) -> None:
         + (f"\n  rejected rows -> {', '.join(map(str, summary['rejects']))}" if summary.get("rejects") else ""),
         soft_wrap=True,
     )
+    print_notes(summary.get("notes", []))
     if summary.get("missing_tables_allowed"):
         console.print(f"  [yellow]scored without {', '.join(summary['missing_tables_allowed'])} (--allow-missing): "
                       "the model was trained with them, so its predictions differ from what they would be[/yellow]",
@@ -358,6 +410,8 @@ def report(
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
 ):
     """Write the stakeholder feature-importance report (one self-contained HTML page)."""
+    from serving.report.build import build_report
+
     if model and run:
         raise UserError("pass --model or --run, not both")
     start = time.perf_counter()
@@ -380,6 +434,8 @@ def load(
     replace: bool = typer.Option(False, "--replace", help="Drop the contract tables already in the schema first."),
 ):
     """Load a source directory (e.g. a generated world) into PostgreSQL: typed, indexed tables, bulk COPY."""
+    from features.ingest.database_load import load_source_to_database
+
     s = load_source_to_database(data, to, schema=schema, if_exists="replace" if replace else "fail")
     rejected = {t: n for t, n in s["rows_rejected"].items() if n}
     console.print(f"loaded into {s['url']} (schema {s['schema']}) in {s['seconds']:.1f}s\n  "

@@ -195,6 +195,44 @@ def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(
     assert str(dask_error.value) == str(pandas_error.value)  # same rows named, in source numbering
 
 
+def test_an_export_written_as_text_is_read_and_refused_as_the_pandas_loader_does(source, dask_client, tmp_path):
+    """'$1,380.19' amounts parse the same in every bucket; a style mixed across buckets and ids written
+    differently per table stop the run with the same message."""
+    from features.dask_engine.source import load_source_dask
+
+    copy = tmp_path / "text"
+    shutil.copytree(source, copy)
+    tx = pd.concat([pd.read_parquet(p) for p in sorted((copy / "transactions").glob("*.parquet"))],
+                   ignore_index=True)
+    shutil.rmtree(copy / "transactions")
+    tx["amount"] = [f"${a:,.2f}" if pd.notna(a) else "" for a in tx["amount"]]
+    tx.to_csv(copy / "transactions.csv", index=False)
+    expected = load_source(copy)
+    got = load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
+    pd.testing.assert_frame_equal(got.summary, expected.summary)
+    assert expected.tables.transactions["amount"].max() > 1000
+
+    mixed = tx.copy()
+    mixed.loc[mixed.index[-1], "amount"] = "1.380,19"
+    mixed.to_csv(copy / "transactions.csv", index=False)
+    with pytest.raises(ContractError, match="transactions: column 'amount' mixes number styles"):
+        load_source(copy)
+    with pytest.raises(ContractError, match="transactions: column 'amount' mixes number styles"):
+        load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
+
+    customers = pd.read_csv(copy / "customers.csv", dtype="str")
+    padded = {old: f"{i + 1:07d}" for i, old in enumerate(customers["customer_id"])}
+    customers["customer_id"] = customers["customer_id"].map(padded)  # '0000001' ...
+    customers.to_csv(copy / "customers.csv", index=False)
+    tx["customer_id"] = tx["customer_id"].map(lambda c: padded.get(c, c).lstrip("0"))  # ... but '1' here
+    tx.to_csv(copy / "transactions.csv", index=False)
+    hint = "of them match a customer id once leading zeros, a trailing .0 and blanks are removed"
+    with pytest.raises(ContractError, match=hint):
+        load_source(copy)
+    with pytest.raises(ContractError, match=hint):
+        load_source_dask(copy, dask_client, buckets=BUCKETS, with_fingerprint=False)
+
+
 def test_too_many_rejects_in_the_whole_table_stop_the_run(source, dask_client, tmp_path):
     from features.dask_engine.source import load_source_dask
 

@@ -47,8 +47,14 @@ def test_every_module_opens_with_one_line_saying_its_job():
     assert not missing, f"modules without a docstring: {missing}"
 
 
+# The command line imports each verb's engine (MLflow, Dask, LightGBM) when the verb runs, so that
+# `clv --help`, `clv --version` and a mistyped option answer in well under a second.
+NESTED_IMPORTS_ALLOWED = {"serving/cli.py"}
+
+
 def test_first_party_imports_are_at_module_top():
     nested = [f"{p.relative_to(ROOT)}:{line} {name}" for p in MODULES
+              if str(p.relative_to(ROOT)) not in NESTED_IMPORTS_ALLOWED
               for line, name in imports(ast.parse(p.read_text()), top_level=False)]
     assert not nested, "first-party imports inside functions or classes:\n" + "\n".join(nested)
 

@@ -22,6 +22,7 @@ from features.errors import UserError
 Objective = Literal["tweedie", "two_part", "log_target"]
 OBJECTIVES: tuple[str, ...] = ("tweedie", "two_part", "log_target")
 LABELS = {"net": "revenue", "revenue": "revenue", "margin": "margin"}  # --label words -> FeatureConfig.label
+PROMOTE_MODES = ("auto", "always", "never")  # clv train --promote (training.registry)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,10 @@ from features.dask_engine.features import (
     features_dask,
     latest_transaction_before,
 )
+from features.dask_engine.read import source_files
 from features.dask_engine.source import ClusterSource, load_source_dask
+from features.ingest.mapping import as_mapping
+from features.ingest.partition import table_columns
 from features.manifest import FeatureManifest, manifest_for
 from features.windows import training_cutoffs
 from training.attribution import shap_sample
@@ -67,11 +70,13 @@ class DaskEngine:
         self.scheduler, self.buckets = scheduler, buckets
 
     @contextmanager
-    def load(self, data, config: TrainConfig, *, until: pd.Timestamp | None, steps: Steps) -> Iterator[Loaded]:
+    def load(self, data, config: TrainConfig, *, until: pd.Timestamp | None, steps: Steps,
+             mapping=None) -> Iterator[Loaded]:
         with cluster(self.scheduler) as client:
             with steps.step("Loading, validating and partitioning the source on the cluster"):
                 cs = load_source_dask(data, client, buckets=self.buckets,
-                                      reject_threshold=config.features.reject_threshold)
+                                      reject_threshold=config.features.reject_threshold,
+                                      rules=config.features.export_rules(), mapping=mapping)
             if until is not None:
                 # As in the pandas engine, rows dated on or after the training as_of do not exist for
                 # the run: nothing reads them but the label coverage check, which is told so here.
@@ -79,8 +84,10 @@ class DaskEngine:
             rejected = int(sum(len(frame) for frame in cs.rejects.values()))
             described = source_description(data)
             tags = {"dask_workers": str(len(client.scheduler_info()["workers"])), "dask_partitions": str(cs.buckets)}
+            renames = as_mapping(mapping)
+            columns = {t: table_columns(p, renames.renaming(t)) for t, p in source_files(data, renames).items()}
             yield Loaded(DaskSource(cs), DaskFitter(client), cs.last_tx, {"source": described, **cs.fingerprint},
-                         rejected, described, tags)
+                         rejected, described, tags, columns)
 
 
 class DaskWindows:

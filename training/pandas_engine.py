@@ -16,7 +16,7 @@ import pandas as pd
 from features.config import FeatureConfig
 from features.ingest.source import describe_source, load_source
 from features.manifest import FeatureManifest, manifest_for
-from features.tables import Tables
+from features.tables import TABLE_NAMES, Tables
 from features.windows import build_training_set
 from training.attribution import shap_sample
 from training.config import TrainConfig
@@ -31,25 +31,30 @@ class PandasEngine:
     name = "pandas"
 
     @contextmanager
-    def load(self, data, config: TrainConfig, *, until: pd.Timestamp | None, steps: Steps) -> Iterator[Loaded]:
+    def load(self, data, config: TrainConfig, *, until: pd.Timestamp | None, steps: Steps,
+             mapping=None) -> Iterator[Loaded]:
         with steps.step("Loading source"):
-            tables, fingerprint, rejected = load_tables(data, config, until=until)
+            tables, fingerprint, rejected = load_tables(data, config, until=until, mapping=mapping)
         latest = tables.transactions["timestamp"].max()
         yield Loaded(PandasSource(tables), PandasFitter(), None if pd.isna(latest) else pd.Timestamp(latest),
-                     fingerprint, rejected, source_description(data))
+                     fingerprint, rejected, source_description(data),
+                     columns={name: list(getattr(tables, name).columns) for name in TABLE_NAMES
+                              if getattr(tables, name) is not None})
 
 
-def load_tables(data, config: TrainConfig, *, until: pd.Timestamp | None = None):
+def load_tables(data, config: TrainConfig, *, until: pd.Timestamp | None = None, mapping=None):
     """(tables, fingerprint, rejected row count) from a source directory or URL, a LoadResult or Tables.
 
     ``until`` (the training as_of, when given): rows dated on or after it are not read; a database
     source filters them in SQL. Training never uses them: the latest label window ends at as_of.
+    ``mapping``: table and column names of the source that differ from the contract.
     """
     if isinstance(data, Tables):
         return data, {"source": "in-memory tables"}, 0
     if hasattr(data, "tables") and hasattr(data, "fingerprint"):
         return data.tables, data.fingerprint, _rejected(data)
-    result = load_source(data, reject_threshold=config.features.reject_threshold, until=until)
+    result = load_source(data, reject_threshold=config.features.reject_threshold, until=until,
+                         rules=config.features.export_rules(), mapping=mapping)
     return result.tables, {"source": describe_source(data), **result.fingerprint}, _rejected(result)
 
 

@@ -78,6 +78,7 @@ class Loaded:
     rejected: int  # rows the contract rejected
     described: str | None  # where the data came from, safe to log (None for in-memory tables)
     tags: dict[str, str] = field(default_factory=dict)  # the engine's own facts (workers...)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns (empty: not known)
 
 
 @dataclass(frozen=True)

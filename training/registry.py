@@ -16,12 +16,12 @@ import pandas as pd
 
 from features.errors import UserError
 from features.manifest import FeatureManifest, FeatureSkewError, check_compatible
+from training.config import PROMOTE_MODES
 from training.metrics import norm_gini
 from training.report_inputs import load_report_inputs
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-PROMOTE_MODES = ("auto", "always", "never")
 _MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 
 

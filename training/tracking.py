@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
+
+from features.errors import UserError
+from features.ingest.database import mask_url
 
 # What the logged model needs to be loaded and served: the model module is pickled by value, so
 # only these (pinned to the versions that trained it, as MLflow recommends).
@@ -47,14 +51,76 @@ def tracking_uri() -> str:
 
 
 def use_store() -> str:
-    """Point MLflow's tracking and registry at tracking_uri() (quietly); returns the URI."""
+    """Point MLflow's tracking and registry at tracking_uri() (quietly, once check_store passes); returns the URI."""
     import mlflow
 
     quiet_mlflow_warnings()
     uri = tracking_uri()
+    check_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+def check_store(uri: str, *, lock_wait_seconds: float = 5.0) -> None:
+    """A UserError when the tracking store cannot be used: for an embedded SQLite store a folder, a
+    missing folder, a file that is not a database or a database another process keeps locked; for
+    any store, one MLflow refuses (a plain folder of files, an unknown scheme).
+
+    MLflow itself retries opening a bad SQLite path for minutes and then fails with a traceback. A
+    SQLite file that does not exist yet is fine (MLflow creates it).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    path = _sqlite_path(uri)
+    if path is not None:
+        _check_sqlite_file(uri, path, lock_wait_seconds)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    try:
+        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    except MlflowException as err:
+        raise UserError(f"MLflow store {uri} cannot be used: {err.message}") from None
+
+
+def _check_sqlite_file(uri: str, path: Path, lock_wait_seconds: float) -> None:
+    if not path.name or path.name == ":memory:":
+        return
+    if path.is_dir():
+        raise UserError(f"MLflow store {uri}: {path} is a folder; point MLFLOW_TRACKING_URI at a database file")
+    if not path.parent.is_dir():
+        raise UserError(f"MLflow store {uri}: folder {path.parent} does not exist")
+    if not path.exists():
+        return
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=lock_wait_seconds)) as db:
+            db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database is locked", ...
+        hint = "; another process holds it, retry when it is done" if "locked" in str(err) else ""
+        raise UserError(f"MLflow store {uri} cannot be used: {err}{hint}") from None
+
+
+def _check_server(uri: str, timeout_seconds: float = 10.0) -> None:
+    """A tracking server that does not answer is one line now, not MLflow's minutes of retries."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_seconds):
+            pass
+    except urllib.error.HTTPError:
+        return  # it answers (behind a proxy or auth, /health may be refused): MLflow says the rest
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"MLflow tracking server {mask_url(uri)} does not answer: {reason}") from None
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (query string dropped), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?", 1)[0])
 
 
 def ui_command(uri: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from features.ingest.contract import optional_columns_present
 from features.run_request import check_cutoff, default_as_of
 from training import tracking
 from training.config import TrainConfig
@@ -42,6 +43,7 @@ def train_run(
     promote: str = "auto",
     progress: bool = True,
     engine=None,
+    mapping=None,
 ) -> TrainSummary:
     """Train, evaluate and register a customer-value model; returns the run's TrainSummary.
 
@@ -51,6 +53,8 @@ def train_run(
     as_of: the training date; None: the day after the latest valid transaction. Rows dated on or
         after it are never read.
     engine: PandasEngine() (default) or training.dask_engine.DaskEngine(scheduler=...).
+    mapping: table and column names of the source that differ from the contract
+        (features.ingest.mapping.SourceMapping, a dict or a JSON/TOML file).
     """
     import mlflow
 
@@ -61,9 +65,9 @@ def train_run(
     if as_of is not None:
         check_cutoff(as_of)
     steps = Steps(enabled=progress)
-    with engine.load(data, config, until=as_of, steps=steps) as loaded:
+    uri = tracking.use_store()  # before the data is read: a store that cannot be used should not cost a load
+    with engine.load(data, config, until=as_of, steps=steps, mapping=mapping) as loaded:
         as_of = as_of if as_of is not None else default_as_of(loaded.latest_transaction)
-        uri = tracking.use_store()
         experiment_id = tracking.experiment_id(experiment, uri)
         with tracking.launcher_run() as launcher, mlflow.start_run(
             experiment_id=experiment_id, run_name=f"train as_of {as_of.date()}",
@@ -83,6 +87,8 @@ def train_run(
             })
             mlflow.log_params(config.flat())
             ev = evaluate(loaded.source, loaded.fitter, as_of, config, steps=steps)
+            if loaded.columns:  # the scorer refuses a source lacking an optional column the model saw
+                ev.final_model.source_columns = optional_columns_present(loaded.columns)
             with steps.step("Logging run, model and registry"):
                 summary = log_evaluation(ev, run.info.run_id, loaded.described, loaded.fingerprint,
                                          experiment, model_name, promote, uri)

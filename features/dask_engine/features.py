@@ -176,8 +176,8 @@ def check_label_window(cs: ClusterSource, as_of: pd.Timestamp, horizon_days: int
 
 def build_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, *, scheduler=None, families=None,
                         buckets: int | None = None, reject_threshold: float | None = None,
-                        labels: bool = False) -> pd.DataFrame:
-    """build_features(load_source(source).tables, as_of, config) computed on a Dask cluster.
+                        labels: bool = False, mapping=None) -> pd.DataFrame:
+    """build_features(load_source(source, mapping=mapping).tables, as_of, config) computed on a Dask cluster.
 
     Same rows (customers who signed up before as_of, sorted by customer_id), columns and dtypes as
     the pandas engine; with ``labels`` a ``label`` column over config.horizon_days, as in
@@ -187,7 +187,8 @@ def build_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, *, s
     """
     threshold = config.reject_threshold if reject_threshold is None else reject_threshold
     with cluster(scheduler) as client:
-        cs = load_source_dask(source, client, buckets=buckets, reject_threshold=threshold, with_fingerprint=False)
+        cs = load_source_dask(source, client, buckets=buckets, reject_threshold=threshold, with_fingerprint=False,
+                              rules=config.export_rules(), mapping=mapping)
         if labels:
             check_label_window(cs, as_of, config.horizon_days)
         futures = features_dask(cs, as_of, config, families=families, labels=labels)
@@ -203,20 +204,22 @@ def _write_part(frame: pd.DataFrame, directory: str, b: int, drop: list[str]) ->
 
 def write_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, out, *, scheduler=None,
                         families=None, buckets: int | None = None, reject_threshold: float | None = None,
-                        labels: bool = False, rejects_dir=None) -> dict:
+                        labels: bool = False, rejects_dir=None, mapping=None) -> dict:
     """``clv features --engine dask``: the feature table as a partitioned Parquet dataset ``out``.
 
     Workers write one part per bucket (rows sorted by customer_id within a part) into a temporary
     folder beside ``out``, published whole at the end (features.atomic); then the feature manifest
     beside it (OUT_STEM.manifest.json) and rejected rows (``rejects_dir``, default ``rejects/``
-    beside out). ``out`` must be on storage the workers and the client share. Returns a summary.
+    beside out). ``out`` must be on storage the workers and the client share. ``mapping``: file and
+    column names that differ from the contract. Returns a summary.
     """
     started = time.perf_counter()
     out = Path(out).resolve()
     threshold = config.reject_threshold if reject_threshold is None else reject_threshold
     drop = ["cutoff"] if labels else []
     with atomic.publishing(out, directory=True) as tmp, cluster(scheduler) as client:
-        cs = load_source_dask(source, client, buckets=buckets, reject_threshold=threshold, with_fingerprint=False)
+        cs = load_source_dask(source, client, buckets=buckets, reject_threshold=threshold, with_fingerprint=False,
+                              rules=config.export_rules(), mapping=mapping)
         if labels:
             check_label_window(cs, as_of, config.horizon_days)
         futures = features_dask(cs, as_of, config, families=families, labels=labels)

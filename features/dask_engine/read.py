@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from features.ingest.attribute_kinds import AttributeKinds
 from features.ingest.contract import PARSERS, ContractError, check_table
+from features.ingest.mapping import ColumnRenaming, SourceMapping
 from features.ingest.partition import ROW, bucket_of
 from features.ingest.source import is_database_url, table_files
 
@@ -29,15 +30,16 @@ CSV_BLOCK_BYTES = "64MB"
 PARQUET_BLOCK_BYTES = "32MiB"
 
 
-def source_files(source) -> dict[str, Path]:
-    """The file (or directory of Parquet parts) of each table of a source directory."""
+def source_files(source, mapping: SourceMapping | None = None) -> dict[str, Path]:
+    """The file (or directory of Parquet parts) of each table of a source directory (named as
+    ``mapping`` names it, if given)."""
     if is_database_url(source):
         raise ContractError(
             "the Dask engine reads source directories (Parquet or CSV files, or "
             "directories of Parquet parts); export the database first or use "
             "the pandas engine"
         )
-    return {table: paths[0] for table, paths in table_files(source).items()}
+    return {table: paths[0] for table, paths in table_files(source, mapping).items()}
 
 
 def plain(frame: pd.DataFrame) -> pd.DataFrame:
@@ -57,12 +59,12 @@ def _numbered(frame: pd.DataFrame, offsets, partition_info=None) -> pd.DataFrame
     return frame.assign(**{ROW: np.arange(start, start + len(frame), dtype="int64")})
 
 
-def read_raw(path: Path, parquet_block_bytes: str | int | None = None):
+def read_raw(path: Path, parquet_block_bytes: str | int | None = None, renaming: ColumnRenaming | None = None):
     """(one table as a lazy dask DataFrame of raw values as read_table gives them plus ROW, rows).
 
     Parquet parts are read in file-name order like read_table, row groups joined up to
     ``parquet_block_bytes`` (default PARQUET_BLOCK_BYTES) a partition; CSV as text, empty meaning
-    missing.
+    missing. ``renaming`` (from a mapping) gives the columns their contract names.
     The rows of every partition are counted first (a pass over the table) to number them in source
     order. (Counting one column only is cheaper but lets Dask fuse partitions differently.)
     """
@@ -85,6 +87,8 @@ def read_raw(path: Path, parquet_block_bytes: str | int | None = None):
             na_values=[""],
             blocksize=None if compressed else CSV_BLOCK_BYTES,
         )
+    if renaming is not None:
+        frame = frame.map_partitions(renaming.frame, path.name, meta=renaming.frame(frame._meta, path.name))
     lengths = frame.map_partitions(len).compute().to_numpy()
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype("int64")
     meta = _numbered(frame._meta, offsets)

@@ -44,7 +44,9 @@ from features.ingest.contract import (
     reason_counts,
     table_summary,
 )
+from features.ingest.export_checks import DEFAULT_RULES, ExportRules, id_hint
 from features.ingest.id_sets import IdSet
+from features.ingest.mapping import as_mapping
 from features.ingest.partition import ROW
 from features.ingest.source import fingerprint, read_table, table_files
 
@@ -111,23 +113,27 @@ def load_source_dask(
     buckets: int | None = None,
     reject_threshold: float = 0.01,
     with_fingerprint: bool = True,
+    rules: ExportRules = DEFAULT_RULES,
+    mapping=None,
 ) -> ClusterSource:
     """Read, validate and partition a source directory on the cluster; stops like load_source.
 
     Structural problems raise ContractError (row numbers are source rows); the share of rejected
-    rows is judged per table on the totals, as the whole-table loader does.
+    rows is judged per table on the totals, as the whole-table loader does. ``mapping``: file and
+    column names that differ from the contract, as load_source's.
     """
     import dask
     import dask.dataframe as dd
 
     started = time.perf_counter()
     seconds = {}
-    files = source_files(source)
+    mapping = as_mapping(mapping)
+    files = source_files(source, mapping)
     check_table_set(set(files))
     raw, rows_total = {}, {}
     for name in ("customers", "transactions", "social_profiles", "social_interactions"):
         if name in files:
-            raw[name], rows_total[name] = read_raw(files[name])
+            raw[name], rows_total[name] = read_raw(files[name], renaming=mapping.renaming(name))
             check_columns(name, raw[name])
     workers = max(1, len(client.scheduler_info()["workers"]))
     buckets = buckets or default_buckets(rows_total["customers"], workers)
@@ -136,7 +142,8 @@ def load_source_dask(
     # The shuffle: every customer-keyed row to the bucket of its customer (snapshots without one
     # by their profile), and the attribute statistics from the same read of customers.
     start = time.perf_counter()
-    referrals_raw = client.submit(read_table, files["referrals"]) if "referrals" in files else None
+    referrals_raw = (client.submit(read_table, files["referrals"], mapping.renaming("referrals"))
+                     if "referrals" in files else None)
     referred = client.submit(referred_ids, referrals_raw)
     keyed = {
         "customers": ("customer_id", None),
@@ -166,6 +173,7 @@ def load_source_dask(
             kinds,
             dtypes,
             referred,
+            rules,
         )
         for b in range(buckets)
     ]
@@ -190,12 +198,18 @@ def load_source_dask(
     rows_in: dict[str, int] = {}
     rejects: dict[str, list] = {}
     parsing: dict[str, dict] = {}
+    unknown: dict[str, dict[str, list]] = {}  # table -> reference column -> some unknown ids
+
+    def known_ids(target: str) -> pd.Index | None:  # only asked when a threshold error names ids
+        if target != "customers":
+            return None
+        return pd.Index(pd.concat(client.gather(out.slims))["customer_id"], dtype="str")
 
     def count(table: str, n: int, rejected: pd.DataFrame, parsed: dict | None = None) -> None:
         rows_in[table] = rows_in.get(table, 0) + n
         if len(rejected):
             rejects.setdefault(table, []).append(rejected)
-        add_parsing(parsing.setdefault(table, {}), parsed or {})
+        add_parsing(parsing.setdefault(table, {}), parsed or {}, table)
 
     def check_totals(table: str) -> None:
         check_parsing(table, parsing.get(table, {}))
@@ -203,11 +217,14 @@ def load_source_dask(
         reject_frame = pd.concat(found) if found else None
         check_reject_share(table, sum(len(p) for p in found), rows_in.get(table, 0), reject_threshold,
                            lambda: reason_counts(reject_frame["reason"]),
-                           rows=None if reject_frame is None else reject_frame["row"].to_numpy(dtype="int64"))
+                           rows=None if reject_frame is None else reject_frame["row"].to_numpy(dtype="int64"),
+                           hint=lambda: id_hint(table, unknown.get(table, {}), known_ids))
 
     for st in stats:
         for table, n in st["rows_in"].items():
             count(table, n, st["rejects"][table], st["parsing"][table])
+            for column, ids in st["unknown"].get(table, {}).items():
+                unknown.setdefault(table, {}).setdefault(column, []).extend(ids)
     # Nothing lost in the shuffle: every row read reached exactly one bucket.
     changed = {
         t: (n, rows_in.get(t, 0))
@@ -249,7 +266,7 @@ def load_source_dask(
             profile_set = client.scatter(IdSet([a for a in ids if len(a)]), broadcast=True)
             out.profile_set = profile_set
             checked = [
-                client.submit(validate_interactions, p, profile_set)
+                client.submit(validate_interactions, p, profile_set, rules)
                 for p in client.compute(raw["social_interactions"].to_delayed())
             ]
             out.interactions = [client.submit(operator.getitem, f, "typed") for f in checked]
@@ -261,7 +278,7 @@ def load_source_dask(
         seconds["profiles_interactions"] = time.perf_counter() - start
 
     if referrals_raw is not None:
-        checked = client.submit(validate_referrals, referrals_raw, out.slims)
+        checked = client.submit(validate_referrals, referrals_raw, out.slims, rules)
         out.referrals = client.submit(operator.getitem, checked, "typed")
         st = client.submit(_without_typed, checked).result()
         count("referrals", st["rows_in"], st["rejects"])
@@ -275,7 +292,7 @@ def load_source_dask(
     }
     out.summary = table_summary({table: (n, out.rejects.get(table)) for table, n in rows_in.items()})
     if with_fingerprint:
-        out.fingerprint = fingerprint(table_files(source))
+        out.fingerprint = fingerprint(table_files(source, mapping), mapping)
     seconds["total"] = time.perf_counter() - started
     out.seconds = {k: round(v, 3) for k, v in seconds.items()}
     return out

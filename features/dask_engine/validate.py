@@ -18,19 +18,20 @@ from features.dask_engine.read import BUCKET, TARGET, sorted_rows
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import PARSERS, ContractError, check_table, part_parsing
+from features.ingest.export_checks import DEFAULT_RULES, ExportRules
 from features.ingest.id_sets import IdSet
 from features.ingest.partition import ROW, bucket_of
 from features.ingest.rejects import source_rows_error
 
 
-def _checked(table: str, raw: pd.DataFrame, rows: np.ndarray, known: dict):
+def _checked(table: str, raw: pd.DataFrame, rows: np.ndarray, known: dict, rules: ExportRules = DEFAULT_RULES):
     """check_table on one bucket, never stopping on the share of rejects or on a column that
     parses nowhere in the bucket (both judged on the totals, _check_totals).
 
     Returns (result, rejects with ``row`` = source row); result.parsing's rows are the source's.
     """
     try:
-        res = check_table(table, raw, known, reject_threshold=1.0, part=True)
+        res = check_table(table, raw, known, reject_threshold=1.0, part=True, rules=rules)
     except ContractError as err:
         raise source_rows_error(err, rows) from None
     rejects = res.rejects
@@ -47,10 +48,11 @@ def validate_bucket(
     kinds: dict,
     dtypes: dict,
     referred: pd.Index,
+    rules: ExportRules = DEFAULT_RULES,
 ) -> dict:
     """Contract check of one bucket's customers, their transactions and the snapshots naming them."""
     raw, rows = sorted_rows(raw_customers)
-    res, rejects_c = _checked("customers", raw, rows, {})
+    res, rejects_c = _checked("customers", raw, rows, {}, rules)
     kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
     customers = conform_attributes(res.typed, raw, kept, kinds)
     customers = customers.astype({n: d for n, d in dtypes.items() if n in customers.columns})
@@ -59,16 +61,18 @@ def validate_bucket(
         "rows_in": {"customers": len(raw)},
         "rejects": {"customers": rejects_c},
         "parsing": {"customers": res.parsing},
+        "unknown": {},  # table -> reference column -> some unknown ids
     }
     known = {"customers": pd.Index(customers["customer_id"])}
 
     raw, rows = sorted_rows(raw_transactions)
-    res, rejects_t = _checked("transactions", raw, rows, known)
+    res, rejects_t = _checked("transactions", raw, rows, known, rules)
     transactions = res.typed
     out.update(transactions=transactions)
     out["rows_in"]["transactions"] = len(raw)
     out["rejects"]["transactions"] = rejects_t
     out["parsing"]["transactions"] = res.parsing
+    out["unknown"]["transactions"] = res.unknown
     t = transactions["timestamp"]
     out["first_tx"] = None if t.empty else pd.Timestamp(t.min())
     out["last_tx"] = None if t.empty else pd.Timestamp(t.max())
@@ -78,12 +82,13 @@ def validate_bucket(
     out["social"] = None
     if raw_social is not None:
         raw, rows = sorted_rows(raw_social)
-        res, rejects_s = _checked("social_profiles", raw, rows, known)
+        res, rejects_s = _checked("social_profiles", raw, rows, known, rules)
         kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
         out["social"] = res.typed.assign(**{ROW: rows[kept]})
         out["rows_in"]["social_profiles"] = len(raw)
         out["rejects"]["social_profiles"] = rejects_s
         out["parsing"]["social_profiles"] = res.parsing
+        out["unknown"]["social_profiles"] = res.unknown
     return out
 
 
@@ -93,6 +98,7 @@ def bucket_stats(validated: dict) -> dict:
         "rows_in": validated["rows_in"],
         "rejects": validated["rejects"],
         "parsing": validated["parsing"],
+        "unknown": validated["unknown"],
         "customers": len(validated["customers"]),
         "first_tx": validated["first_tx"],
         "last_tx": validated["last_tx"],
@@ -110,17 +116,17 @@ def referred_ids(raw: pd.DataFrame | None) -> pd.Index:
     return pd.Index(PARSERS["id"](raw["referred_id"]).dropna().unique(), dtype="str")
 
 
-def validate_referrals(raw: pd.DataFrame, slims: list[pd.DataFrame]) -> dict:
+def validate_referrals(raw: pd.DataFrame, slims: list[pd.DataFrame], rules: ExportRules = DEFAULT_RULES) -> dict:
     """Referrals checked against every valid customer: {typed, rejects, rows_in}."""
     ids = IdSet([pa.array(s["customer_id"].array, type=pa.string()) for s in slims])
     mentioned = pd.concat(
         [PARSERS["id"](raw[c]) for c in ("referrer_id", "referred_id") if c in raw]
     )
-    res = check_table("referrals", raw, {"customers": ids.known(mentioned)}, reject_threshold=1.0)
+    res = check_table("referrals", raw, {"customers": ids.known(mentioned)}, reject_threshold=1.0, rules=rules)
     return {"typed": res.typed, "rejects": res.rejects, "rows_in": res.rows_in}
 
 
-def validate_interactions(raw_part: pd.DataFrame, profiles: IdSet) -> dict:
+def validate_interactions(raw_part: pd.DataFrame, profiles: IdSet, rules: ExportRules = DEFAULT_RULES) -> dict:
     """One raw partition of interactions checked against every valid profile id: {typed (with ROW),
     rejects, rows_in}."""
     raw, rows = sorted_rows(raw_part)
@@ -128,7 +134,7 @@ def validate_interactions(raw_part: pd.DataFrame, profiles: IdSet) -> dict:
         [PARSERS["id"](raw[c]) for c in ("source_profile_id", "target_profile_id") if c in raw]
     )
     res, rejects = _checked(
-        "social_interactions", raw, rows, {"profiles": profiles.known(mentioned)}
+        "social_interactions", raw, rows, {"profiles": profiles.known(mentioned)}, rules
     )
     kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
     return {"typed": res.typed.assign(**{ROW: rows[kept]}), "rejects": rejects, "rows_in": len(raw),

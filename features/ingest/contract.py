@@ -20,7 +20,17 @@ import pyarrow
 import pyarrow.compute as pc
 
 from features.errors import UserError
-from features.ingest.export_checks import export_row_problems, unknown_id_hint, unusable_names
+from features.ingest.export_checks import (
+    DEFAULT_RULES,
+    UNKNOWN_KEPT,
+    ExportRules,
+    export_row_problems,
+    unknown_id_hint,
+    unknown_ids,
+    unusable_names,
+)
+from features.ingest.numbers import NumberStyleError
+from features.ingest.parsing import PARSERS, parse_number_styled, present_values
 from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
 
 
@@ -82,10 +92,22 @@ TABLE_SPECS: dict[str, tuple[ColumnSpec, ...]] = {
     ),
 }
 
+# Columns a source may lack; a model trained with one needs it at scoring (serving.scoring.core).
+OPTIONAL_COLUMNS = {table: tuple(s.name for s in specs if not s.required) for table, specs in TABLE_SPECS.items()}
+
+
+def optional_columns_present(columns: dict[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Per table of a source (table -> its column names), the optional contract columns it has."""
+    return {table: [c for c in OPTIONAL_COLUMNS.get(table, ()) if c in set(names)]
+            for table, names in columns.items()}
+
+
 # The column that dates each row of a table: a run cut at `until` never sees rows dated on or after it.
 TIME_COLUMNS = {"transactions": "timestamp", "social_profiles": "snapshot_date",
                 "social_interactions": "timestamp", "referrals": "timestamp"}
 NON_NEGATIVE = {"social_profiles": ("followers", "following", "posts", "engagements")}
+# Columns that count things: "12,345" there can only hold a thousands separator (features.ingest.numbers).
+COUNTS = {"followers", "following", "posts", "engagements", "quantity"}
 EXAMPLES = 5  # offending values quoted in an error message
 QUOTED = re.compile(r" '.*?'")  # the offending value quoted in a reject reason
 
@@ -98,62 +120,6 @@ def _examples(values, limit: int = EXAMPLES) -> str:
 def _rows(positions, limit: int = EXAMPLES) -> str:
     shown = [str(int(p)) for p in list(positions)[:limit]]
     return ", ".join(shown) + (", ..." if len(positions) > limit else "")
-
-
-# ---------------------------------------------------------------- parsing raw values
-
-def _parse_id(raw: pd.Series) -> pd.Series:
-    """Ids become trimmed strings; numbers stored as ids (1001, 1001.0) keep their digits."""
-    if pd.api.types.is_float_dtype(raw) and raw.dropna().mod(1).eq(0).all():
-        raw = raw.astype("Int64")
-    out = raw.astype("str").str.strip()
-    out = out.where(raw.notna() & out.ne(""))
-    return out.astype("str")
-
-
-def _parse_date(raw: pd.Series) -> pd.Series:
-    """Dates and datetimes, ISO strings accepted; timezone-aware values are converted to UTC."""
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        return raw.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[ns]")
-    if pd.api.types.is_datetime64_dtype(raw):
-        return raw.astype("datetime64[ns]")
-    if pd.api.types.is_string_dtype(raw) and not _holds_objects(raw):
-        text = raw.astype("str").str.strip()
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    else:  # datetime.date objects from Parquet date32, or mixed Python objects
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
-
-
-def _holds_objects(raw: pd.Series) -> bool:
-    if raw.dtype != object:
-        return False
-    sample = raw.dropna().head(100)
-    return not all(isinstance(v, str) for v in sample)
-
-
-def _parse_number(raw: pd.Series) -> pd.Series:
-    if pd.api.types.is_bool_dtype(raw):
-        return raw.astype("float64")
-    if pd.api.types.is_numeric_dtype(raw):
-        return raw.astype("float64")
-    return pd.to_numeric(raw.astype("str").str.strip(), errors="coerce").astype("float64")
-
-
-def _parse_text(raw: pd.Series) -> pd.Series:
-    out = raw.astype("str").str.strip()
-    return out.where(raw.notna() & out.ne("")).astype("str")
-
-
-PARSERS = {"id": _parse_id, "date": _parse_date, "number": _parse_number, "text": _parse_text}
-
-
-def _present(raw: pd.Series) -> pd.Series:
-    """Raw values that carry something (not missing, not blank)."""
-    present = raw.notna()
-    if pd.api.types.is_string_dtype(raw) or raw.dtype == object:
-        present &= raw.astype("str").str.strip().ne("")
-    return present
 
 
 # ---------------------------------------------------------------- row reasons
@@ -253,6 +219,8 @@ class ColumnParse:
     failed: int
     rows: list[int] = field(default_factory=list)  # a few failed rows (positions in the part)
     examples: list = field(default_factory=list)  # their raw values
+    decimal: str | None = None  # the decimal mark text numbers were read with (features.ingest.numbers)
+    decimal_example: tuple | None = None  # (row, raw value) of a value that needed that mark
 
 
 @dataclass
@@ -261,15 +229,17 @@ class TableResult:
     rejects: pd.DataFrame
     rows_in: int
     parsing: dict[str, ColumnParse] = field(default_factory=dict)
+    unknown: dict[str, list[str]] = field(default_factory=dict)  # a part's unknown ids per reference column
 
 
 def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
-                reject_threshold: float, *, part: bool = False) -> TableResult:
+                reject_threshold: float, *, part: bool = False, rules: ExportRules = DEFAULT_RULES) -> TableResult:
     """Parse one raw table, reject bad rows with a reason, and stop on structural problems.
 
     ``part=True`` checks one part of a table (a bucket or batch of a chunked run): a column none of
     whose values parse is then not an error here, since other parts may parse; its rows are
     rejected and ``parsing`` carries the counts to judge the whole table (unparsable_column_error).
+    ``rules``: the decimal mark of text numbers and the largest plausible amount.
     """
     raw = raw.reset_index(drop=True)
     n = len(raw)
@@ -288,12 +258,20 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
         if spec.name not in raw.columns:
             continue
         column = raw[spec.name]
-        parsed = PARSERS[spec.kind](column)
-        present = _present(column)
+        decimal = None
+        if spec.kind == "number":
+            try:
+                parsed, decimal, example = parse_number_styled(column, rules.decimal, spec.name,
+                                                               whole=spec.name in COUNTS)
+            except NumberStyleError as err:
+                raise ContractError(f"{table}: {err}") from None
+        else:
+            parsed, example = PARSERS[spec.kind](column), None
+        present = present_values(column)
         failed = (present & parsed.isna()).to_numpy()
         pos = np.flatnonzero(failed)
         parsing[spec.name] = ColumnParse(spec.kind, int(present.sum()), len(pos), pos[: EXAMPLES + 1].tolist(),
-                                         column.iloc[pos[: EXAMPLES + 1]].tolist())
+                                         column.iloc[pos[: EXAMPLES + 1]].tolist(), decimal, example)
         if failed.any():
             if not part and failed.sum() == present.sum():
                 raise unparsable_column_error(table, spec.name, parsing[spec.name])
@@ -310,7 +288,8 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
         reasons.add((typed["referrer_id"] == typed["referred_id"]).fillna(False).to_numpy(),
                     "self-referral")
     for mask, reason in export_row_problems(table, raw, typed,
-                                            TIME_COLUMNS.get(table, "signup_date" if table == "customers" else None)):
+                                            TIME_COLUMNS.get(table, "signup_date" if table == "customers" else None),
+                                            rules.max_amount):
         reasons.add(mask, reason)
 
     try:
@@ -326,7 +305,9 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
     rejects = raw.loc[bad].astype("str").assign(reason=why.to_numpy())
     rejects.insert(0, "row", np.flatnonzero(bad))
     kept = typed.loc[~bad].reset_index(drop=True)
-    return TableResult(kept, rejects.reset_index(drop=True), n, parsing)
+    unknown = part and why.str.contains("refers to an unknown", regex=False).any()
+    return TableResult(kept, rejects.reset_index(drop=True), n, parsing,
+                       unknown_ids(table, typed, known, UNKNOWN_KEPT) if unknown else {})
 
 
 def unparsable_column_error(table: str, column: str, parse: ColumnParse) -> ContractError:
@@ -342,15 +323,25 @@ def part_parsing(result: TableResult, source_rows: np.ndarray | None) -> dict[st
     if source_rows is None:
         return dict(result.parsing)
     return {
-        column: ColumnParse(p.kind, p.present, p.failed, [int(source_rows[r]) for r in p.rows], p.examples)
+        column: ColumnParse(p.kind, p.present, p.failed, [int(source_rows[r]) for r in p.rows], p.examples,
+                            p.decimal, None if p.decimal_example is None
+                            else (int(source_rows[p.decimal_example[0]]), p.decimal_example[1]))
         for column, p in result.parsing.items()
     }
 
 
-def add_parsing(total: dict[str, ColumnParse], part: dict[str, ColumnParse]) -> None:
-    """Add a part's parse counts to its table's totals (keeping the first few failed rows)."""
+def add_parsing(total: dict[str, ColumnParse], part: dict[str, ColumnParse], table: str = "") -> None:
+    """Add a part's parse counts to its table's totals (keeping the first few failed rows); stop when
+    two parts' text numbers needed different decimal marks (the column mixes styles)."""
     for column, parse in part.items():
         seen = total.setdefault(column, ColumnParse(parse.kind, 0, 0))
+        if parse.decimal is not None:
+            if seen.decimal is not None and seen.decimal != parse.decimal:
+                (r1, v1), (r2, v2) = sorted([seen.decimal_example or (0, "?"), parse.decimal_example or (0, "?")])
+                raise ContractError(f"{table + ': ' if table else ''}column '{column}' mixes number styles: "
+                                    f"decimal {seen.decimal!r} and {parse.decimal!r} (rows {r1}, {r2}; e.g. "
+                                    f"{v1!r}, {v2!r}): export one style")
+            seen.decimal, seen.decimal_example = parse.decimal, seen.decimal_example or parse.decimal_example
         seen.present += parse.present
         seen.failed += parse.failed
         # Each part keeps its first failed rows in source order; the smallest of all parts are the
@@ -371,10 +362,10 @@ def _attribute(raw: pd.Series) -> pd.Series:
     """Static customer attribute: numbers stay numeric, text becomes categorical."""
     if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
         return raw.astype("float64")
-    distinct = _parse_text(pd.Series(raw.dropna().unique())).dropna()
+    distinct = PARSERS["text"](pd.Series(raw.dropna().unique())).dropna()
     if len(distinct) and pd.to_numeric(distinct, errors="coerce").notna().all():  # numbers read as text (CSV)
-        return pd.to_numeric(_parse_text(raw), errors="coerce").astype("float64")
-    return _parse_text(raw).astype("category")
+        return pd.to_numeric(PARSERS["text"](raw), errors="coerce").astype("float64")
+    return PARSERS["text"](raw).astype("category")
 
 
 def _check_attribute_names(names: list) -> None:
@@ -406,7 +397,7 @@ class ValidatedTables:
 
 
 def validate_tables(raw: dict[str, pd.DataFrame | None], *,
-                    reject_threshold: float = 0.01) -> ValidatedTables:
+                    reject_threshold: float = 0.01, rules: ExportRules = DEFAULT_RULES) -> ValidatedTables:
     """Check every table of a source in dependency order (customers before the tables that refer to them)."""
     unknown = sorted(set(raw) - set(TABLE_NAMES))
     if unknown:
@@ -418,7 +409,7 @@ def validate_tables(raw: dict[str, pd.DataFrame | None], *,
         frame = raw.get(name)
         if frame is None:
             continue
-        results[name] = check_table(name, frame, known, reject_threshold)
+        results[name] = check_table(name, frame, known, reject_threshold, rules=rules)
         if name == "customers":
             check_has_customers(len(results[name].typed))
             known["customers"] = pd.Index(results[name].typed["customer_id"])

@@ -9,12 +9,10 @@ files. Passwords never leave this module: every URL shown is ``mask_url``-ed.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from features.ingest.contract import TABLE_SPECS, TIME_COLUMNS, ContractError
+from features.ingest.mapping import SourceMapping, as_mapping, check_mapped_columns
 from features.tables import REQUIRED_TABLES, TABLE_NAMES
 
 CHUNK_ROWS = 100_000  # rows per fetch from the server-side cursor, and per COPY block
@@ -106,70 +105,7 @@ class DatabaseTarget:
 
 # ---------------------------------------------------------------- mapping to other names
 
-@dataclass(frozen=True)
-class DatabaseMapping:
-    """Database names of the contract tables and columns where they differ.
-
-    tables: contract table -> database table (``{"transactions": "orders"}``);
-    columns: contract table -> {contract column -> database column}
-        (``{"transactions": {"amount": "total"}}``).
-    """
-
-    tables: dict[str, str] = field(default_factory=dict)
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def __post_init__(self):
-        unknown = sorted((set(self.tables) | set(self.columns)) - set(TABLE_NAMES))
-        if unknown:
-            raise ContractError(f"mapping: unknown contract table(s) {', '.join(map(repr, unknown))} "
-                                f"(tables are {', '.join(TABLE_NAMES)})")
-        for table, columns in self.columns.items():
-            if table == "customers":  # any customer column may be mapped: extra ones are attributes
-                continue
-            known = {s.name for s in TABLE_SPECS[table]}
-            bad = sorted(set(columns) - known)
-            if bad:
-                raise ContractError(f"mapping: {table} has no contract column {', '.join(map(repr, bad))} "
-                                    f"(columns are {', '.join(sorted(known))})")
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DatabaseMapping:
-        if not isinstance(data, dict):
-            raise ContractError("mapping: expected an object with the keys 'tables' and 'columns'")
-        extra = sorted(set(data) - {"tables", "columns"})
-        if extra:
-            raise ContractError(f"mapping: unknown key(s) {', '.join(map(repr, extra))}; "
-                                "expected 'tables' and 'columns'")
-        return cls(tables=dict(data.get("tables", {})),
-                   columns={t: dict(c) for t, c in data.get("columns", {}).items()})
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike) -> DatabaseMapping:
-        """Read a ``.json`` or ``.toml`` mapping file with the keys ``tables`` and ``columns``."""
-        path = Path(path)
-        try:
-            text = path.read_text()
-            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        except (OSError, ValueError) as err:
-            raise ContractError(f"mapping: cannot read {path}: {err}") from None
-        return cls.from_dict(data)
-
-    def table(self, name: str) -> str:
-        return self.tables.get(name, name)
-
-    def column(self, table: str, name: str) -> str:
-        return self.columns.get(table, {}).get(name, name)
-
-
-def as_mapping(mapping: DatabaseMapping | dict | str | os.PathLike | None) -> DatabaseMapping:
-    """A mapping from an object, a dict or a file path (None: contract names everywhere)."""
-    if mapping is None:
-        return DatabaseMapping()
-    if isinstance(mapping, DatabaseMapping):
-        return mapping
-    if isinstance(mapping, dict):
-        return DatabaseMapping.from_dict(mapping)
-    return DatabaseMapping.from_file(mapping)
+DatabaseMapping = SourceMapping  # its name from when only databases could be mapped
 
 
 # ---------------------------------------------------------------- reading
@@ -282,19 +218,14 @@ def _selected_columns(table: str, reflected: sa.Table, shown: str,
     """(contract name, database column) pairs to read: the contract columns, and every column of customers."""
     present = {c.name: c for c in reflected.columns}
     wanted = mapping.columns.get(table, {})
-    missing = {k: v for k, v in wanted.items() if v not in present}
-    if missing:
-        raise ContractError(
-            f"{table}: mapped column{'s' if len(missing) > 1 else ''} "
-            + ", ".join(f"{k!r} -> {v!r}" for k, v in missing.items())
-            + f" not found in {shown} (columns present: {', '.join(present)})")
+    check_mapped_columns(table, wanted, present, shown)
     required = [s.name for s in TABLE_SPECS[table] if s.required
                 and mapping.column(table, s.name) not in present]
     if required:
         raise ContractError(
             f"{table}: missing required column{'s' if len(required) > 1 else ''} "
             f"{', '.join(map(repr, required))} in {shown} (columns present: {', '.join(present)}); "
-            "map other column names with a DatabaseMapping")
+            "map other column names with --mapping")
     if table == "customers":
         renamed = {db: contract for contract, db in wanted.items()}
         # An unmapped column named like a mapped contract column would shadow it: the mapping wins.

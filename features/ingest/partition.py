@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pyarrow import ipc
 
 from features.ingest.contract import PARSERS, ContractError
+from features.ingest.mapping import ColumnRenaming
 
 ROW = "__clv_row__"  # position of the row in its source table (0-based, file order)
 BATCH_ROWS = 1 << 19
@@ -72,13 +73,23 @@ def _parquet_parts(path: Path) -> list[Path]:
     return sorted(path.glob("*.parquet")) if path.is_dir() else [path]
 
 
-def iter_batches(path: Path, *, columns=None, table: str = "", batch_rows: int = BATCH_ROWS
-                 ) -> Iterator[pa.RecordBatch]:
+def iter_batches(path: Path, *, columns=None, table: str = "", batch_rows: int = BATCH_ROWS,
+                 renaming: ColumnRenaming | None = None) -> Iterator[pa.RecordBatch]:
     """Raw batches of one table file, as features.ingest.source.read_table would see them.
 
     Parquet keeps its types (pandas index columns are dropped); CSV is read as text, an empty
-    field meaning missing. ``columns`` restricts what is read (None: everything).
+    field meaning missing. ``columns`` restricts what is read (None: everything); ``renaming`` (from
+    a mapping) gives the columns their contract names, in which ``columns`` is then written.
     """
+    if renaming is None:
+        yield from _file_batches(path, columns=columns, table=table, batch_rows=batch_rows)
+        return
+    for batch in _file_batches(path, columns=None, table=table, batch_rows=batch_rows):
+        batch = renaming.batch(batch, path.name)
+        yield batch if columns is None else batch.select([c for c in batch.schema.names if c in columns])
+
+
+def _file_batches(path: Path, *, columns, table: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if path.is_dir() or path.name.endswith(".parquet"):
         for part in _parquet_parts(path):
             handle = pq.ParquetFile(part)
@@ -165,17 +176,17 @@ class BucketWriter:
 
 
 def partition_table(path: Path, table: str, key: str, buckets: int, directory: Path, *,
-                    on_rows=None, keep=None) -> BucketFiles:
+                    on_rows=None, keep=None, renaming: ColumnRenaming | None = None) -> BucketFiles:
     """Stream one table into ``buckets`` Parquet files by the hash of its ``key`` column.
 
     ``keep(batch, bucket_of_rows)`` is called on every raw batch (for side statistics);
-    ``on_rows(n)`` after each batch (progress).
+    ``on_rows(n)`` after each batch (progress); ``renaming`` gives the columns their contract names.
     """
     files = BucketFiles(table, Path(directory), buckets, np.zeros(buckets, dtype="int64"))
     writer = None
     offset = 0
     try:
-        for batch in iter_batches(path, table=table):
+        for batch in iter_batches(path, table=table, renaming=renaming):
             if writer is None:
                 if key not in batch.schema.names:
                     raise ContractError(f"{table}: missing required column '{key}' "
@@ -203,9 +214,16 @@ def partition_table(path: Path, table: str, key: str, buckets: int, directory: P
         if writer is not None:
             writer.close()
     if files.schema is None:  # a file without rows: read its columns for the empty buckets
-        files.schema = pa.schema([pa.field(name, pa.string()) for name in _column_names(path)]
+        names = table_columns(path, renaming)
+        files.schema = pa.schema([pa.field(name, pa.string()) for name in names]
                                  + [pa.field(ROW, pa.int64())])
     return files
+
+
+def table_columns(path: Path, renaming: ColumnRenaming | None = None) -> list[str]:
+    """The column names of a table's file (or folder of Parquet parts), under their contract names."""
+    names = _column_names(path)
+    return [name for _, name in renaming.pairs(names, path.name)] if renaming is not None else names
 
 
 def _column_names(path: Path) -> list[str]:

@@ -27,6 +27,8 @@ from features.ingest.contract import (
     check_table,
     part_parsing,
 )
+from features.ingest.export_checks import DEFAULT_RULES, UNKNOWN_KEPT, ExportRules, id_hint
+from features.tables import TABLE_NAMES
 
 _ROWS_IN_MESSAGE = re.compile(r"\(rows ([\d, ]+)(, \.\.\.)?;")
 
@@ -40,10 +42,11 @@ class RejectPart:
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)  # reason without quoted values -> rows
     parsing: dict[str, ColumnParse] = field(default_factory=dict)  # rows are the source's
+    unknown: dict[str, list[str]] = field(default_factory=dict)  # reference column -> some unknown ids
 
 
 def checked_part(table: str, raw: pd.DataFrame, known: dict, source_rows: np.ndarray | None,
-                 directory: Path, part: str):
+                 directory: Path, part: str, rules: ExportRules = DEFAULT_RULES):
     """check_table on a part of a table; its rejects go to ``rejects-<table>-<part>.csv`` in directory.
 
     The share of rejected rows and whether a column parses at all are never judged here: only the
@@ -51,11 +54,12 @@ def checked_part(table: str, raw: pd.DataFrame, known: dict, source_rows: np.nda
     the rejects and in any error, are the source's.
     """
     try:
-        result = check_table(table, raw, known, reject_threshold=1.0, part=True)
+        result = check_table(table, raw, known, reject_threshold=1.0, part=True, rules=rules)
     except ContractError as err:
         raise source_rows_error(err, source_rows) if source_rows is not None else err from None
     out = write_part(directory, table, part, result.rows_in, result.rejects, source_rows)
     out.parsing = part_parsing(result, source_rows)
+    out.unknown = result.unknown
     return result, out
 
 
@@ -83,6 +87,25 @@ def source_rows_error(err: ContractError, source_rows: np.ndarray) -> ContractEr
     return ContractError(_ROWS_IN_MESSAGE.sub(mapped, str(err)))
 
 
+def remove_stale_rejects(directory: Path, keep: set[str]) -> list[Path]:
+    """Delete a previous run's ``<table>.csv`` rejects for every contract table not in ``keep``.
+
+    Only files that are rejects files (first column ``row``, last ``reason``) are removed, so a
+    rejects folder pointed at a folder of real exports loses nothing.
+    """
+    removed = []
+    for table in TABLE_NAMES:
+        path = Path(directory) / f"{table}.csv"
+        if table in keep or not path.is_file():
+            continue
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split(",")
+        if header[0] == "row" and header[-1] == "reason":
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
 class RejectLog:
     """Counts per table over every part, the reject threshold, and the published files."""
 
@@ -92,12 +115,17 @@ class RejectLog:
         self.rejected: Counter = Counter()
         self.reasons: dict[str, Counter] = {}
         self.parsing: dict[str, dict[str, ColumnParse]] = {}
+        self.unknown: dict[str, dict[str, list[str]]] = {}  # table -> column -> some unknown ids
+        self.known_ids = None  # target table -> its ids so far (for id_hint), set by the run
 
     def record(self, part: RejectPart) -> None:
         self.rows_in[part.table] += part.rows_in
         self.rejected[part.table] += part.rejected
         self.reasons.setdefault(part.table, Counter()).update(part.reasons)
-        add_parsing(self.parsing.setdefault(part.table, {}), part.parsing)
+        add_parsing(self.parsing.setdefault(part.table, {}), part.parsing, part.table)
+        for column, ids in part.unknown.items():
+            kept = self.unknown.setdefault(part.table, {}).setdefault(column, [])
+            kept.extend(ids[: max(0, UNKNOWN_KEPT - len(kept))])
 
     def check_table(self, table: str, total_rows: int, threshold: float, *, final: bool) -> None:
         """Stop as the whole-table loader does: on a column none of whose values parse (known only
@@ -119,7 +147,8 @@ class RejectLog:
                     pieces[piece] += n
             return pieces
 
-        check_reject_share(table, self.rejected[table], total_rows, threshold, counts, at_least=not final)
+        check_reject_share(table, self.rejected[table], total_rows, threshold, counts, at_least=not final,
+                           hint=lambda: id_hint(table, self.unknown.get(table, {}), self.known_ids))
 
     def summary(self) -> dict:
         """Per table: rows_in, rows_kept, rows_rejected and the most frequent reason."""
@@ -135,11 +164,12 @@ class RejectLog:
     def publish(self, directory: Path) -> list[Path]:
         """One ``<table>.csv`` per table with rejects, sorted by source row; stale ones removed."""
         written = []
+        remove_stale_rejects(directory, keep={t for t in self.rows_in
+                                              if any(self.directory.glob(f"rejects-{t}-*.csv"))})
         for table in self.rows_in:
             target = directory / f"{table}.csv"
             parts = sorted(self.directory.glob(f"rejects-{table}-*.csv"))
             if not parts:
-                target.unlink(missing_ok=True)  # a previous run's rejects no longer apply
                 continue
             frame = pd.concat([pd.read_csv(p, dtype="str", keep_default_na=False, na_values=[""])
                                for p in parts], ignore_index=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +19,9 @@ import pandas as pd
 from features import atomic
 from features.ingest.contract import TIME_COLUMNS, ContractError, validate_tables
 from features.ingest.database import mask_url, read_database
+from features.ingest.export_checks import DEFAULT_RULES, ExportRules, export_notes
+from features.ingest.mapping import ColumnRenaming, SourceMapping, as_mapping
+from features.ingest.rejects import remove_stale_rejects
 from features.tables import TABLE_NAMES, Tables
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
@@ -32,6 +35,7 @@ class LoadResult:
     summary: pd.DataFrame  # table, rows_in, rows_kept, rows_rejected, top_reason
     fingerprint: dict  # table -> {"files": [...], "bytes": n, "sha256": ...}; database: see read_database
     seconds: float
+    notes: list[str] = field(default_factory=list)  # facts about kept rows for the summary (ExportNotes)
 
 
 def is_database_url(source: str | os.PathLike) -> bool:
@@ -47,16 +51,18 @@ def describe_source(source: str | os.PathLike) -> str:
     return str(Path(source).resolve())
 
 
-def table_files(source: str | os.PathLike) -> dict[str, list[Path]]:
-    """The files that hold each table of a source directory (none for an absent table)."""
+def table_files(source: str | os.PathLike, mapping: SourceMapping | None = None) -> dict[str, list[Path]]:
+    """The files that hold each table of a source directory (none for an absent table), named as the
+    contract names the table or as ``mapping`` does (``orders.csv`` for ``transactions = "orders"``)."""
     root = Path(source)
     if not root.is_dir():
         raise ContractError(f"source {str(root)!r} is not a directory")
     found: dict[str, list[Path]] = {}
     for table in TABLE_NAMES:
-        candidates = [root / f"{table}{suffix}" for suffix in SUFFIXES]
+        name = mapping.table(table) if mapping is not None else table
+        candidates = [root / f"{name}{suffix}" for suffix in SUFFIXES]
         files = [p for p in candidates if p.is_file()]
-        part_dir = root / table
+        part_dir = root / name
         if part_dir.is_dir():
             parts = sorted(part_dir.glob("*.parquet"))
             if parts:
@@ -70,8 +76,14 @@ def table_files(source: str | os.PathLike) -> dict[str, list[Path]]:
     return found
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Raw values of one table file: Parquet keeps its types, CSV is read as text to be parsed later."""
+def read_table(path: Path, renaming: ColumnRenaming | None = None) -> pd.DataFrame:
+    """Raw values of one table file, its columns under their contract names (``renaming``, from a
+    mapping): Parquet keeps its types, CSV is read as text to be parsed later."""
+    raw = _read_file(path)
+    return raw if renaming is None else renaming.frame(raw, path.name)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
     if path.is_dir():
         return pd.read_parquet(sorted(path.glob("*.parquet")))
     if path.name.endswith(".parquet"):
@@ -82,8 +94,9 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ContractError(f"{path.stem.removesuffix('.csv')}: cannot read {path.name}: {err}") from None
 
 
-def fingerprint(files: dict[str, list[Path]]) -> dict:
-    """Content hash and size of each table's files: a run records exactly what it read."""
+def fingerprint(files: dict[str, list[Path]], mapping: SourceMapping | None = None) -> dict:
+    """Content hash and size of each table's files: a run records exactly what it read (and, for a
+    table whose columns a mapping renames, the renaming: contract column -> file column)."""
     out = {}
     for table, paths in files.items():
         digest = hashlib.sha256()
@@ -97,18 +110,22 @@ def fingerprint(files: dict[str, list[Path]]) -> dict:
                 size += member.stat().st_size
                 names.append(str(member.relative_to(path.parent)))
         out[table] = {"files": names, "bytes": size, "sha256": digest.hexdigest()}
+        if mapping is not None and mapping.columns.get(table):
+            out[table]["columns"] = dict(mapping.columns[table])
     return out
 
 
 def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
-                until: pd.Timestamp | str | None = None, mapping=None) -> LoadResult:
+                until: pd.Timestamp | str | None = None, mapping=None,
+                rules: ExportRules = DEFAULT_RULES) -> LoadResult:
     """Read, parse and validate every contract table of a source directory or database.
 
     until: rows dated on or after it (transactions.timestamp, social_profiles.snapshot_date,
         social_interactions.timestamp, referrals.timestamp) are not read: files are cut after
         validation, a database in SQL. Customers are never cut.
-    mapping: for a database, a ``features.ingest.database.DatabaseMapping`` (or dict, or JSON/TOML file) of
-        table and column names that differ from the contract.
+    mapping: a ``features.ingest.mapping.SourceMapping`` (or dict, or JSON/TOML file) of the table and
+        column names that differ from the contract, in a database or in the files of a directory.
+    rules: how the exports write values (decimal mark of text numbers, largest plausible amount).
     """
     start = time.perf_counter()
     until = _utc_naive(until)
@@ -116,19 +133,18 @@ def load_source(source: str | os.PathLike, *, reject_threshold: float = 0.01,
         read = read_database(source, mapping=mapping, until=until)
         raw, prints = read.raw, read.fingerprint
     else:
-        if mapping is not None:
-            raise ContractError(f"a table/column mapping applies to database sources only; {str(source)!r} "
-                                "is a directory: name its files and columns as the contract does")
-        files = table_files(source)
-        raw = {table: read_table(paths[0]) for table, paths in files.items()}
-        prints = fingerprint(files)
-    checked = validate_tables(raw, reject_threshold=reject_threshold)
+        mapping = as_mapping(mapping)
+        files = table_files(source, mapping)
+        raw = {table: read_table(paths[0], mapping.renaming(table)) for table, paths in files.items()}
+        prints = fingerprint(files, mapping)
+    checked = validate_tables(raw, reject_threshold=reject_threshold, rules=rules)
     return LoadResult(
         tables=checked.tables if until is None else rows_before(checked.tables, until),
         rejects=checked.rejects,
         summary=checked.summary,
         fingerprint=prints,
         seconds=time.perf_counter() - start,
+        notes=export_notes(checked.tables.customers, checked.tables.transactions).lines(),
     )
 
 
@@ -151,5 +167,7 @@ def rows_before(tables: Tables, until: pd.Timestamp) -> Tables:
 
 
 def write_rejects(rejects: dict[str, pd.DataFrame], directory: str | os.PathLike) -> list[Path]:
-    """One ``<table>.csv`` per table with rejected rows: the raw values, the row number and the reason."""
+    """One ``<table>.csv`` per table with rejected rows: the raw values, the row number and the reason.
+    A previous run's rejects file for a table without rejected rows now is removed."""
+    remove_stale_rejects(Path(directory), keep=set(rejects))
     return [atomic.write_frame(Path(directory) / f"{table}.csv", frame) for table, frame in rejects.items()]

@@ -110,6 +110,7 @@ def load_run(*, model_uri: str | None = None, run_id: str | None = None, trackin
 
     tracking.quiet_mlflow_warnings()
     uri = tracking_uri or tracking.tracking_uri()
+    tracking.check_store(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     run_id, name, version, aliases, resolved_uri = resolve_run(client, model_uri=model_uri, run_id=run_id)
     run = client.get_run(run_id)

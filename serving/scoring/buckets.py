@@ -22,6 +22,7 @@ from features.families.btyd import purchase_summary
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import parsed_ids
+from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRules, export_notes
 from features.ingest.id_sets import hash_ids, is_in
 from features.ingest.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from features.ingest.rejects import RejectPart, checked_part
@@ -39,6 +40,7 @@ class ChunkContext:
     buckets: int
     files: dict[str, BucketFiles]
     kinds: dict[str, str]  # attribute column -> "number" | "text" (whole-table kinds)
+    rules: ExportRules = DEFAULT_RULES  # how the exports write values (decimal mark, largest amount)
 
     def typed_path(self, bucket: int) -> Path:
         return self.work / f"typed-{bucket:05d}.pkl"
@@ -81,6 +83,7 @@ class CustomerBucket:
     latest_ns: int | None  # latest valid transaction
     rejects: list[RejectPart]
     referred_rows: int
+    notes: ExportNotes = field(default_factory=ExportNotes)  # before-signup rows, largest amounts
 
 
 def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> CustomerBucket:
@@ -90,14 +93,14 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
     unknown customer and is rejected as such, exactly as by the whole-table check.
     """
     raw, rows = ctx.files["customers"].read(b)
-    res, cust_part = checked_part("customers", raw, {}, rows, ctx.work, f"{b:05d}")
+    res, cust_part = checked_part("customers", raw, {}, rows, ctx.work, f"{b:05d}", ctx.rules)
     kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
     customers = conform_attributes(res.typed, raw.reset_index(drop=True), kept, ctx.kinds)
     del raw, res
 
     raw_tx, tx_rows = ctx.files["transactions"].read(b)
     known = {"customers": pd.Index(customers["customer_id"])}
-    tx, tx_part = checked_part("transactions", raw_tx, known, tx_rows, ctx.work, f"{b:05d}")
+    tx, tx_part = checked_part("transactions", raw_tx, known, tx_rows, ctx.work, f"{b:05d}", ctx.rules)
     transactions = tx.typed
     del raw_tx, tx
 
@@ -115,6 +118,7 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
         latest_ns=latest,
         rejects=[cust_part, tx_part],
         referred_rows=len(mine),
+        notes=export_notes(customers, transactions),
     )
 
 
@@ -147,7 +151,7 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     raw, rows = ctx.files["social_profiles"].read(b)
     referenced = parsed_ids(raw["customer_id"]) if "customer_id" in raw else pd.Series([], dtype="str")
     known = {"customers": shared(customers_key).known(referenced)}
-    res, part = checked_part("social_profiles", raw, known, rows, ctx.work, f"{b:05d}")
+    res, part = checked_part("social_profiles", raw, known, rows, ctx.work, f"{b:05d}", ctx.rules)
     typed = res.typed
     del raw, res
     ids = pa.array(typed["profile_id"].unique(), type=pa.string())

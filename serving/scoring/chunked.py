@@ -39,13 +39,16 @@ from features import atomic
 from features.ingest.attribute_kinds import AttributeKinds
 from features.ingest.contract import check_has_customers, check_table_set, parsed_ids
 from features.ingest.database import export_database
+from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRules
 from features.ingest.id_sets import IdSet
+from features.ingest.mapping import SourceMapping, as_mapping
 from features.ingest.partition import (
     count_rows,
     iter_batches,
     n_buckets,
     partition_table,
     read_arrow,
+    table_columns,
 )
 from features.ingest.rejects import RejectLog
 from features.ingest.source import fingerprint, is_database_url, table_files
@@ -79,7 +82,8 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                     reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                     progress: bool = True, workers: int | None = None, rejects=None,
                     reject_threshold: float | None = None, model: ScoringModel | None = None,
-                    allow_missing=()) -> dict:
+                    allow_missing=(), decimal: str | None = None, max_amount: float | None = None,
+                    mapping=None) -> dict:
     """Score every customer of ``data`` into the Parquet file ``out``; returns the run's summary.
 
     data: a source directory (or a postgresql:// URL, read through features.ingest.database).
@@ -93,6 +97,9 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     model: an already loaded ScoringModel (else ``model_uri`` is loaded).
     allow_missing: optional tables the model was trained with that the source may lack (recorded
         in the manifest); any other missing one stops the run (core.check_model_tables).
+    decimal / max_amount: how the exports write values (default: as the model was trained).
+    mapping: table and column names of the source that differ from the contract
+        (features.ingest.mapping.SourceMapping, a dict or a JSON/TOML file).
 
     The summary is also written as JSON to OUT_STEM.manifest.json. Nothing is written when the
     source breaks the contract or the model's features do not match this code (ScoringSkewError).
@@ -109,6 +116,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     with clock("load_model"):
         model = model if model is not None else load_scoring_model(model_uri)
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+    rules = core.export_rules(model, decimal, max_amount)
 
     work = atomic.temporary_path(out, "work")
     work.mkdir()
@@ -117,11 +125,14 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     try:
         with Progress(progress) as bar:
             with clock("read_source"):  # fingerprints the files; a database is exported first
-                source, prints = _source_files(data, work)
+                source, prints, renames = _source_files(data, work, mapping)
                 check_table_set(set(source))
                 missing = core.check_model_tables(model, set(source), allow_missing)
+                missing += core.check_model_columns(
+                    model, {t: table_columns(p, renames.renaming(t)) for t, p in source.items()}, allow_missing)
                 n_customers = count_rows(source["customers"])
-            run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), threshold, bar)
+            run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), threshold, bar, rules,
+                       mapping=renames)
             if workers is None:
                 workers = min(2, os.cpu_count() or 1) if n_customers >= PARALLEL_MIN_CUSTOMERS else 1
             if model.local_path is None:
@@ -132,7 +143,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                 run.partition(source)
                 release_freed_memory()  # the readers' buffers: not held while the workers run
             with clock("validate_customers"):
-                run.validate_customers(runner, _referred_ids(source))
+                run.validate_customers(runner, _referred_ids(source, renames))
             if as_of is None:
                 as_of = default_as_of(None if run.latest_ns is None else pd.Timestamp(run.latest_ns))
             with clock("validate_profiles"):
@@ -165,7 +176,8 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             chunk_size=chunk_size, reasons=reasons, reasons_for=reasons_for,
             reasons_rows=written.reasons.rows, reasons_seconds=written.reasons.seconds, unseen_levels=unseen,
             features_seconds=sum(s.feature_seconds for s in scored),
-            predict_seconds=sum(s.predict_seconds for s in scored), missing_tables=missing))
+            predict_seconds=sum(s.predict_seconds for s in scored), missing_tables=missing,
+            notes=sum((c.notes for c in run.customers), ExportNotes()).lines()))
         manifest["engine"] = "pandas"
         manifest["workers"] = workers
         manifest["seconds"] = round(time.perf_counter() - started, 3)
@@ -189,8 +201,11 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
 class _Run:
     """What the stages of one run hand to each other (per-bucket lists are in bucket order)."""
 
-    def __init__(self, work: Path, buckets: int, log: RejectLog, threshold: float, bar: Progress):
+    def __init__(self, work: Path, buckets: int, log: RejectLog, threshold: float, bar: Progress,
+                 rules: ExportRules = DEFAULT_RULES, *, mapping: SourceMapping | None = None):
         self.work, self.buckets, self.log, self.threshold, self.bar = work, buckets, log, threshold, bar
+        self.rules = rules
+        self.mapping = mapping or SourceMapping()  # renames the source files' columns as they are read
         self.ctx: ChunkContext | None = None
         self.customers: list[CustomerBucket] = []
         self.profiles: list[ProfileBucket] = []
@@ -227,9 +242,9 @@ class _Run:
             files[table] = partition_table(
                 source[table], table, key, self.buckets, self.work,
                 keep=(lambda batch, where, f=keep: f(batch)) if keep else None,
-                on_rows=lambda n, t=task: self.bar.advance(t, n))
+                on_rows=lambda n, t=task: self.bar.advance(t, n), renaming=self.mapping.renaming(table))
             self.bar.done(task)
-        self.ctx = ChunkContext(self.work, self.buckets, files, kinds.kinds())
+        self.ctx = ChunkContext(self.work, self.buckets, files, kinds.kinds(), self.rules)
 
     def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
         files = self.ctx.files
@@ -252,9 +267,16 @@ class _Run:
         tables' whole-table rules judged once the last one is in."""
         task = self.bar.task(label, self.buckets)
         done = Counter()
+        valid_ids: list[pa.Array] = []  # customers validated so far, for a message naming unknown ids
+        if self.log.known_ids is None:
+            self.log.known_ids = lambda target: (
+                pd.Index(pa.concat_arrays(valid_ids).to_pandas(), dtype="str")
+                if target == "customers" and valid_ids else None)
 
         def on_result(b, result: CustomerBucket | ProfileBucket):
             done["n"] += 1
+            if isinstance(result, CustomerBucket) and len(result.ids):
+                valid_ids.append(result.ids)
             self._record(result.rejects, totals, final=done["n"] == self.buckets)
             self.bar.advance(task)
 
@@ -277,25 +299,29 @@ def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,
     return score_bucket(b, ctx, as_of, model_key, local[b], keep_inputs)
 
 
-def _source_files(data, work: Path) -> tuple[dict[str, Path], dict]:
-    """The file of each table, and the inputs' fingerprint.
+def _source_files(data, work: Path, mapping=None) -> tuple[dict[str, Path], dict, SourceMapping]:
+    """The file of each table, the inputs' fingerprint, and the mapping still to apply to the files'
+    columns as they are read.
 
     A database source is streamed chunk by chunk (a server-side cursor, one snapshot) into a
-    partitioned Parquet directory in the work directory; from there the run is the same.
+    partitioned Parquet directory in the work directory, under contract names; from there the run is
+    the same.
     """
     if is_database_url(data):
-        prints = export_database(str(data), work / "source")
-        return {table: paths[0] for table, paths in table_files(work / "source").items()}, prints
-    files = table_files(data)
-    return {table: paths[0] for table, paths in files.items()}, fingerprint(files)
+        prints = export_database(str(data), work / "source", mapping=mapping)
+        return {table: paths[0] for table, paths in table_files(work / "source").items()}, prints, SourceMapping()
+    mapping = as_mapping(mapping)
+    files = table_files(data, mapping)
+    return {table: paths[0] for table, paths in files.items()}, fingerprint(files, mapping), mapping
 
 
-def _referred_ids(source: dict[str, Path]) -> pd.Index:
+def _referred_ids(source: dict[str, Path], mapping: SourceMapping) -> pd.Index:
     """Customers named as referred in the referrals table: their transactions feed referral revenue."""
     if "referrals" not in source:
         return pd.Index([], dtype="str")
     parts = [parsed_ids(batch.column("referred_id").to_pandas())
-             for batch in iter_batches(source["referrals"], table="referrals")
+             for batch in iter_batches(source["referrals"], table="referrals",
+                                       renaming=mapping.renaming("referrals"))
              if "referred_id" in batch.schema.names]
     return pd.Index(pd.concat(parts).unique() if parts else [], dtype="str")
 

@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from features import atomic
 from features.errors import UserError
-from features.ingest.contract import ContractError
+from features.ingest.contract import OPTIONAL_COLUMNS, ContractError
+from features.ingest.export_checks import ExportRules
 from features.tables import OPTIONAL_TABLES, TABLE_NAMES
 from serving.scoring.model import ScoringModel
 from serving.scoring.reasons import reason_columns, top_reasons
@@ -162,6 +163,7 @@ class ScoredRun:
     features_seconds: float = 0.0
     predict_seconds: float = 0.0
     missing_tables: list[str] = field(default_factory=list)  # allowed by --allow-missing
+    notes: list[str] = field(default_factory=list)  # facts about kept rows (ExportNotes.lines)
 
 
 # The optional tables each feature family reads: a model with features of that family needs them.
@@ -170,12 +172,21 @@ FAMILY_TABLES = {"social": ("social_profiles",), "coverage": ("social_profiles",
                  "topical": ("social_profiles", "social_interactions"), "referral": ("referrals",)}
 
 
+def export_rules(model: ScoringModel, decimal: str | None = None, max_amount: float | None = None) -> ExportRules:
+    """How the source writes values: as the model's training data did, unless the run says otherwise."""
+    rules = model.config.export_rules()
+    return ExportRules(decimal=rules.decimal if decimal is None else decimal,
+                       max_amount=rules.max_amount if max_amount is None else float(max_amount))
+
+
 def check_model_tables(model: ScoringModel, present: set[str], allow_missing=()) -> list[str]:
     """The optional tables the model was trained with that the source lacks, when all are allowed;
     otherwise a ContractError (scoring without them would silently change the predictions)."""
-    unknown = sorted(set(allow_missing) - set(OPTIONAL_TABLES))
+    columns = {f"{t}.{c}" for t, names in OPTIONAL_COLUMNS.items() for c in names}
+    unknown = sorted(set(allow_missing) - set(OPTIONAL_TABLES) - columns)
     if unknown:
-        raise ContractError(f"--allow-missing takes optional tables ({', '.join(OPTIONAL_TABLES)}), not "
+        raise ContractError(f"--allow-missing takes optional tables ({', '.join(OPTIONAL_TABLES)}) or optional "
+                            "columns as TABLE.COLUMN (e.g. transactions.margin), not "
                             + ", ".join(repr(t) for t in unknown))
     families = set(model.manifest.families.values())
     needed = {t for f in families for t in FAMILY_TABLES.get(f, ())}
@@ -189,11 +200,31 @@ def check_model_tables(model: ScoringModel, present: set[str], allow_missing=())
     return missing
 
 
+def check_model_columns(model: ScoringModel, present: dict[str, list[str]], allow_missing=()) -> list[str]:
+    """The optional columns (``table.column``) the model was trained with that the source lacks, when
+    all are allowed (by name or by their table); otherwise a ContractError. Models that did not record
+    their training columns are not checked."""
+    trained = getattr(model.python_model, "source_columns", None) or {}
+    missing = sorted(f"{table}.{column}" for table, names in trained.items() if table in present
+                     for column in names if column not in present[table])
+    refused = [m for m in missing if m not in set(allow_missing) and m.split(".")[0] not in set(allow_missing)]
+    if refused:
+        raise ContractError(
+            f"the model was trained with column{'s' if len(refused) > 1 else ''} {', '.join(refused)}, which this "
+            "source lacks: its predictions would change without "
+            f"{'them' if len(refused) > 1 else 'it'}; add {'them' if len(refused) > 1 else 'it'}, or pass "
+            + " ".join(f"--allow-missing {m}" for m in refused) + " to score anyway (recorded in the manifest)")
+    return missing
+
+
 def scoring_manifest(run: ScoredRun) -> dict:
     """The run's manifest (also its summary); checks the accounting on the way."""
     customers_in = run.tables["customers"]["rows_in"]
     rejected = run.tables["customers"]["rows_rejected"]
     check_accounted(customers_in, run.scored, run.not_yet, rejected)
+    if run.scored == 0:  # e.g. an --as-of before anyone signed up: an empty file would pass for a result
+        raise ContractError(f"no customer had signed up before as_of {run.as_of.date()} ({run.not_yet:,} not yet "
+                            f"customers, {rejected:,} rejected): nothing to score; choose a later --as-of")
     return {
         "output": str(run.out),
         "manifest": str(manifest_path(run.out)),
@@ -211,6 +242,7 @@ def scoring_manifest(run: ScoredRun) -> dict:
         "feature_manifest_hash": run.model.manifest.manifest_hash,
         "unseen_category_levels": dict(run.unseen_levels),
         "missing_tables_allowed": list(run.missing_tables),
+        "notes": list(run.notes),
         "inputs": run.fingerprint,
         "chunks": run.chunks,
         "chunk_size": run.chunk_size,

@@ -37,7 +37,8 @@ from features.dask_engine.cluster import cluster
 from features.dask_engine.features import bucket_tables, population_dask
 from features.dask_engine.read import source_files
 from features.dask_engine.source import load_source_dask
-from features.ingest.partition import count_rows, n_buckets
+from features.ingest.mapping import as_mapping
+from features.ingest.partition import count_rows, n_buckets, table_columns
 from features.ingest.source import write_rejects
 from features.run_request import check_cutoff, default_as_of
 from serving.scoring import core
@@ -138,7 +139,8 @@ def _peak_rss_mb() -> float:
 def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_uri: str = DEFAULT_MODEL_URI,
                          reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                          scheduler=None, rejects=None, reject_threshold: float | None = None,
-                         model: ScoringModel | None = None, allow_missing=()) -> dict:
+                         model: ScoringModel | None = None, allow_missing=(), decimal: str | None = None,
+                         max_amount: float | None = None, mapping=None) -> dict:
     """score_customers on a Dask cluster; ``out`` becomes a partitioned Parquet dataset (a folder).
 
     Same arguments and manifest as serving.scoring.chunked.score_customers, plus ``scheduler``
@@ -165,10 +167,14 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
         with cluster(scheduler) as client:
             workers = max(1, len(client.scheduler_info()["workers"]))
             start = time.perf_counter()
-            files = source_files(data)
+            mapping = as_mapping(mapping)
+            files = source_files(data, mapping)
             missing = core.check_model_tables(model, set(files), allow_missing)
+            missing += core.check_model_columns(
+                model, {t: table_columns(p, mapping.renaming(t)) for t, p in files.items()}, allow_missing)
             buckets = max(workers, n_buckets(count_rows(files["customers"]), chunk_size))
-            cs = load_source_dask(data, client, buckets=buckets, reject_threshold=threshold)
+            cs = load_source_dask(data, client, buckets=buckets, reject_threshold=threshold,
+                                  rules=core.export_rules(model, decimal, max_amount), mapping=mapping)
             stage["load_validate_partition"] = time.perf_counter() - start
             as_of = as_of if as_of is not None else default_as_of(cs.last_tx)
 

@@ -85,9 +85,10 @@ def _referrals(run, source: dict[str, Path], population: PopulationFeatures,
     customers with the transactions of the referred ones; rows split back by bucket."""
     referrals = None
     if "referrals" in source:
-        raw = read_table(source["referrals"])
+        raw = read_table(source["referrals"], run.mapping.renaming("referrals"))
         named = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
-        res = check_table("referrals", raw, {"customers": run.customer_set().known(named)}, run.threshold)
+        res = check_table("referrals", raw, {"customers": run.customer_set().known(named)}, run.threshold,
+                          rules=run.rules)
         run.log.record(write_part(run.work, "referrals", "all", res.rows_in, res.rejects, None))
         referrals = res.typed
         del raw, res, named
@@ -112,7 +113,9 @@ def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatur
     total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
     run.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
     offset = 0
-    for part, batch in enumerate(iter_batches(path, table="social_interactions", batch_rows=INTERACTION_BATCH_ROWS)):
+    batches = iter_batches(path, table="social_interactions", batch_rows=INTERACTION_BATCH_ROWS,
+                           renaming=run.mapping.renaming("social_interactions"))
+    for part, batch in enumerate(batches):
         raw = batch.to_pandas()
         rows = np.arange(offset, offset + len(raw), dtype="int64")
         offset += len(raw)
@@ -122,7 +125,7 @@ def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatur
         where = profiles.positions(mentioned)
         known = pd.Index(mentioned.filter(pa.array(where >= 0)).to_pandas(), dtype="str")
         res, reject_part = checked_part("social_interactions", raw, {"profiles": known}, rows, run.work,
-                                        f"{part:05d}")
+                                        f"{part:05d}", run.rules)
         run.log.record(reject_part)
         if total:
             run.log.check_table("social_interactions", total, run.threshold, final=False)

@@ -26,9 +26,14 @@ class Progress:
             self.bar.start()
         return self
 
-    def __exit__(self, *exc):
-        if self.bar is not None:
+    def __exit__(self, kind, *exc):
+        if self.bar is None:
+            return False
+        if kind is None:
             self.bar.stop()
+        else:  # a failed run: its error line alone on stderr, without the bars (or rich's blank line) above it
+            self.bar.live.transient = True
+            self.bar.live.stop()
         return False
 
     def task(self, description: str, total: int | None):

@@ -67,3 +67,21 @@ def test_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
         path.write_text("x")
     assert sorted(p.name for p in atomic.remove_stale(target)) == sorted([dead.name, mine.name])
     assert not dead.exists() and other.exists()
+
+
+def test_every_output_gets_the_same_mode_the_users_umask_gives_a_new_file(tmp_path):
+    """Files published through a temporary (text, JSON, Parquet, CSV, a folder's members) are not left
+    with a temporary file's private mode: all share 0o666 less the umask, like a file written directly."""
+    umask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "a.txt", "x")
+        atomic.write_json(tmp_path / "a.json", {"x": 1})
+        atomic.write_frame(tmp_path / "a.parquet", pd.DataFrame({"x": [1]}))
+        atomic.write_frame(tmp_path / "a.csv", pd.DataFrame({"x": [1]}))
+        with atomic.publishing(tmp_path / "folder", directory=True) as tmp:
+            (tmp / "part.txt").write_text("x")
+        (tmp_path / "direct.txt").write_text("x")
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes

@@ -143,3 +143,20 @@ def test_clv_says_its_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"clv {version('clv-social')}"
+
+
+def test_the_decimal_mark_and_the_largest_plausible_amount_are_options(tmp_path):
+    tables = valid_tables(30)
+    tables["transactions"]["amount"] = ["1,380", "250", "2,500"] * 10  # thousands or decimals? cannot tell
+    tables["transactions"].loc[4, "amount"] = "90,000"
+    src = write_source(tmp_path, tables)
+    refused = runner.invoke(app, ["validate", "--data", str(src), "--rejects", str(tmp_path / "rej")])
+    assert refused.exit_code == 2 and "pass the decimal mark (--decimal . or --decimal ,)" in refused.output
+    read = runner.invoke(app, ["validate", "--data", str(src), "--rejects", str(tmp_path / "rej"),
+                               "--decimal", ".", "--max-amount", "50000", "--reject-threshold", "0.1"])
+    assert read.exit_code == 0, read.output
+    assert "note: largest amounts kept: 2,500.00, 2,500.00, 2,500.00" in read.output
+    rejects = (tmp_path / "rej" / "transactions.csv").read_text()
+    assert "implausible amount '90,000'" in rejects
+    bad = runner.invoke(app, ["validate", "--data", str(src), "--decimal", ";"])
+    assert bad.exit_code == 2 and "decimal mark must be one of 'auto', '.', ',', not ';'" in bad.output

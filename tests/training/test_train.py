@@ -146,6 +146,19 @@ def test_registered_champion_scores_features_given_as_plain_strings(runs, tiny_t
     np.testing.assert_allclose(reasons.sum(axis=1), np.asarray(predicted)[:20], rtol=1e-9)
 
 
+def test_the_registered_model_records_the_optional_columns_its_source_had(runs, tiny_tables):
+    """So that scoring can refuse a source lacking one (serving.scoring.core.check_model_columns)."""
+    import mlflow
+
+    from features.ingest.contract import OPTIONAL_COLUMNS
+
+    inner = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model()
+    expected = {table: [c for c in OPTIONAL_COLUMNS[table] if c in getattr(tiny_tables, table).columns]
+                for table in OPTIONAL_COLUMNS if getattr(tiny_tables, table) is not None}
+    assert inner.source_columns == expected
+    assert expected["transactions"]  # the generated world has optional transaction columns
+
+
 def test_same_data_config_and_seed_give_identical_metrics(runs):
     first, again = runs["first"].metrics, runs["again"].metrics
     shared = sorted(set(first) & set(again))

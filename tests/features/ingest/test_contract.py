@@ -270,3 +270,27 @@ def test_an_unknown_id_is_named_in_its_reject_reason(tmp_path):
     tables["transactions"].loc[99, "customer_id"] = "C404"
     rejects = load_source(write_source(tmp_path, tables), reject_threshold=1.0).rejects["transactions"]
     assert rejects["reason"].tolist() == ["customer_id refers to an unknown customer 'C404'"]
+
+
+def test_a_new_run_leaves_no_stale_rejects_file_and_never_deletes_an_export(tmp_path):
+    tables = valid_tables()
+    tables["transactions"].loc[99, "customer_id"] = "C404"
+    rejects_dir = tmp_path / "rejects"
+    first = load_source(write_source(tmp_path, tables), reject_threshold=1.0)
+    assert [p.name for p in write_rejects(first.rejects, rejects_dir)] == ["transactions.csv"]
+    (rejects_dir / "customers.csv").write_text("customer_id,signup_date\nC1,2023-01-05\n")  # a real export
+    (tmp_path / "clean").mkdir()
+    clean = load_source(write_source(tmp_path / "clean", valid_tables()), reject_threshold=1.0)
+    assert write_rejects(clean.rejects, rejects_dir) == []
+    assert not (rejects_dir / "transactions.csv").exists()
+    assert (rejects_dir / "customers.csv").read_text().startswith("customer_id,signup_date")
+
+
+def test_transactions_before_signup_are_kept_and_named_in_the_notes_with_the_largest_amounts(tmp_path):
+    tables = valid_tables(30)
+    tables["transactions"].loc[[0, 3], "timestamp"] = "2022-12-01"  # C1 signed up on 2023-01-05
+    tables["transactions"].loc[5, "amount"] = "25000.00"
+    result = load_source(write_source(tmp_path, tables))
+    assert len(result.tables.transactions) == 30
+    assert result.notes[0].startswith("largest amounts kept: 25,000.00, ")
+    assert result.notes[1].startswith("2 transactions of 1 customers are dated before the customer's signup_date (kept")

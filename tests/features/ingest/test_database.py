@@ -120,11 +120,6 @@ def test_a_mapping_names_only_contract_tables_and_columns():
         DatabaseMapping(columns={"transactions": {"total": "amount"}})
 
 
-def test_a_mapping_for_a_directory_source_is_refused(tmp_path):
-    with pytest.raises(ContractError, match="database sources only"):
-        load_source(write_source(tmp_path, valid_tables()), mapping={"tables": {"transactions": "orders"}})
-
-
 # ---------------------------------------------------------------- same tables and features as files
 
 def test_a_generated_world_reads_the_same_from_files_and_from_postgres(world, world_url):

@@ -370,7 +370,7 @@ def test_planted_bad_rows_are_rejected_and_every_customer_is_accounted_for(world
     customers.to_csv(source / "customers.csv", index=False)
     transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
     transactions.loc[3, "customer_id"] = "NOBODY"
-    transactions.loc[4, "amount"] = "12,50"
+    transactions.loc[4, "amount"] = "12.50 per unit"  # a number in no style: rejected as unparsable
     transactions.to_csv(source / "transactions.csv.gz", index=False)
 
     out = tmp_path / "scores.parquet"
@@ -555,3 +555,79 @@ def test_a_postgresql_source_scores_like_its_files(world, registry, scored, post
     summary = score_customers(postgres_url, out=out, chunk_size=50, progress=False)
     pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(from_files))
     assert summary["scored"] == len(from_files)
+
+
+def as_styled_export(source: Path, target: Path) -> Path:
+    """The source as a CRM export writes it: customer ids as zero-padded digits, amounts and margins
+    as ``$1,380.19``, quantities as ``1,000``-style text."""
+    as_csv(source, target)
+    digits = {f"C{n:07d}": f"{n:07d}" for n in range(100_000)}
+    for table, columns in {"customers": ["customer_id"], "social_profiles": ["customer_id"],
+                           "transactions": ["customer_id"], "referrals": ["referrer_id", "referred_id"]}.items():
+        name = f"{table}.csv.gz" if table == "transactions" else f"{table}.csv"
+        frame = pd.read_csv(target / name, dtype="str", keep_default_na=False)
+        for column in columns:
+            frame[column] = frame[column].map(lambda v: digits.get(v, v))
+        if table == "transactions":
+            for column in ("amount", "margin"):
+                if column in frame:
+                    values = pd.to_numeric(frame[column])
+                    frame[column] = [f"-${-v:,.2f}" if v < 0 else f"${v:,.2f}" for v in values]
+        frame.to_csv(target / name, index=False)
+    return target
+
+
+def test_an_export_with_zero_padded_ids_and_dollar_amounts_scores_like_its_plain_copy(world, registry, tmp_path):
+    """Ids are text from the file to the scores ('0000007' stays '0000007'); '$1,380.19' is read as
+    1380.19 in every chunk, so the predictions are those of the plain copy."""
+    plain = as_csv(world, tmp_path / "plain")
+    styled = as_styled_export(world, tmp_path / "styled")
+    assert pd.read_csv(styled / "transactions.csv.gz", dtype="str")["amount"].str.contains(r"^-?\$\d{1,3}(?:,\d{3})+\.").any()
+    score_customers(plain, out=tmp_path / "plain.parquet", chunk_size=50, progress=False)
+    score_customers(styled, out=tmp_path / "styled.parquet", chunk_size=50, progress=False)
+    expected = pd.read_parquet(tmp_path / "plain.parquet")
+    got = pd.read_parquet(tmp_path / "styled.parquet")
+    assert got["customer_id"].str.fullmatch(r"\d{7}").all()
+    assert got["customer_id"].tolist() == [cid[1:] for cid in expected["customer_id"]]
+    np.testing.assert_allclose(got["predicted_value"], expected["predicted_value"], rtol=1e-12)
+    assert got["value_tier"].tolist() == expected["value_tier"].tolist()
+
+
+def test_ids_written_differently_per_table_are_named_with_the_normalisation_that_would_match(
+        world, registry, tmp_path):
+    """The chunked scorer checks transactions bucket by bucket, yet names the unknown ids against every
+    customer, as the whole-table loader does."""
+    styled = as_styled_export(world, tmp_path / "styled")
+    tx = pd.read_csv(styled / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    tx["customer_id"] = tx["customer_id"].str.lstrip("0")  # '7' where customers say '0000007'
+    tx.to_csv(styled / "transactions.csv.gz", index=False)
+    with pytest.raises(ContractError, match=r"customer_id values not in customers: '\d+'.* the customers table "
+                                            r"writes ids like '\d{7}'.*leading zeros, a trailing \.0 and blanks"):
+        score_customers(styled, out=tmp_path / "scores.parquet", chunk_size=50, progress=False)
+    assert not (tmp_path / "scores.parquet").exists()
+
+
+def test_a_source_without_an_optional_column_the_model_was_trained_with_is_refused_unless_allowed(
+        world, registry, tmp_path):
+    model, signature, example = fit_pyfunc(world)
+    model.source_columns = {"transactions": ["category", "channel"]}  # as training records them
+    path = _saved((model, signature, example), tmp_path / "m")
+    source = as_csv(world, tmp_path / "csv")
+    tx = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)
+    tx.drop(columns=["category"]).to_csv(source / "transactions.csv.gz", index=False)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ContractError, match=r"trained with column transactions\.category, which this source lacks"):
+        score_customers(source, out=out, model_uri=path, progress=False)
+    assert not out.exists()
+    summary = score_customers(source, out=out, model_uri=path, progress=False,
+                              allow_missing=("transactions.category",))
+    assert summary["missing_tables_allowed"] == ["transactions.category"]
+    assert json.loads((tmp_path / "scores.manifest.json").read_text())["missing_tables_allowed"] == [
+        "transactions.category"]
+
+
+def test_a_date_before_anyone_signed_up_is_an_error_not_an_empty_file(world, registry, tmp_path):
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ContractError, match=r"no customer had signed up before as_of 1990-01-01 \(400 not yet"):
+        score_customers(world, out=out, as_of=pd.Timestamp("1990-01-01"), progress=False)
+    assert not out.exists() and not list(tmp_path.iterdir())

@@ -147,3 +147,24 @@ def test_a_source_without_a_table_the_model_was_trained_with_is_refused_unless_a
     assert check_model_tables(crm_model, crm_only) == []
     with pytest.raises(ContractError, match="--allow-missing takes optional tables"):
         check_model_tables(model, crm_only, ("socials",))
+
+
+# ---------------------------------------------------------------- inputs the model was trained with
+
+
+def test_a_source_lacking_an_optional_column_the_model_was_trained_with_is_refused_unless_allowed():
+    from types import SimpleNamespace
+
+    from features.ingest.contract import ContractError
+    from serving.scoring.core import check_model_columns
+
+    model = SimpleNamespace(python_model=SimpleNamespace(
+        source_columns={"transactions": ["category", "margin"], "social_interactions": ["topic"]}))
+    present = {"transactions": ["customer_id", "timestamp", "amount", "category"], "customers": ["customer_id"]}
+    with pytest.raises(ContractError, match=r"trained with column transactions\.margin, which this source lacks.*"
+                                            r"--allow-missing transactions\.margin"):
+        check_model_columns(model, present)
+    assert check_model_columns(model, present, ("transactions.margin",)) == ["transactions.margin"]
+    assert check_model_columns(model, present, ("transactions",)) == ["transactions.margin"]
+    # A table the source lacks altogether is check_model_tables' business; an old model recorded nothing.
+    assert check_model_columns(SimpleNamespace(python_model=SimpleNamespace()), present) == []
