@@ -233,6 +233,7 @@ def features(
         console.print(f"features as of {cutoff.date()} on dask: {done['customers_in']:,} customers in, "
                       f"{done['rows']:,} rows x {done['features']} features out in {done['seconds']:.1f}s\n"
                       f"  -> {done['output']} ({done['parts']} parts)\n  -> {done['manifest']}", soft_wrap=True)
+        print_notes(done["notes"])
         return
     loaded = load_source(data, reject_threshold=reject_threshold, until=None if labels else cutoff, rules=rules,
                          mapping=mapping)

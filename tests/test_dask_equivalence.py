@@ -176,6 +176,7 @@ def test_rejects_and_counts_equal_the_pandas_loader(source, dask_client):
     for table, frame in expected.rejects.items():
         pd.testing.assert_frame_equal(got.rejects[table], frame.reset_index(drop=True))
     assert got.n_customers == len(expected.tables.customers)
+    assert got.notes == expected.notes and expected.notes[0].startswith("largest amounts kept: ")
 
 
 def test_a_duplicated_customer_id_stops_the_run_as_in_the_pandas_loader(

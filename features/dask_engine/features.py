@@ -238,5 +238,6 @@ def write_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, out,
         "tables": cs.summary.to_dict("records"),
         "rejects": [str(p) for p in written],
         "parts": cs.buckets,
+        "notes": cs.notes,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -44,7 +44,7 @@ from features.ingest.contract import (
     reason_counts,
     table_summary,
 )
-from features.ingest.export_checks import DEFAULT_RULES, ExportRules, id_hint
+from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRules, id_hint
 from features.ingest.id_sets import IdSet
 from features.ingest.mapping import as_mapping
 from features.ingest.partition import ROW
@@ -78,6 +78,7 @@ class ClusterSource:
     fingerprint: dict = field(default_factory=dict)
     first_tx: pd.Timestamp | None = None
     last_tx: pd.Timestamp | None = None
+    notes: list[str] = field(default_factory=list)  # facts about kept rows for the summary (ExportNotes)
     n_customers: int = 0  # valid customers
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -220,6 +221,7 @@ def load_source_dask(
                            rows=None if reject_frame is None else reject_frame["row"].to_numpy(dtype="int64"),
                            hint=lambda: id_hint(table, unknown.get(table, {}), known_ids))
 
+    out.notes = sum((st["notes"] for st in stats), ExportNotes()).lines()
     for st in stats:
         for table, n in st["rows_in"].items():
             count(table, n, st["rejects"][table], st["parsing"][table])

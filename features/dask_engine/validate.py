@@ -18,7 +18,7 @@ from features.dask_engine.read import BUCKET, TARGET, sorted_rows
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import PARSERS, ContractError, check_table, part_parsing
-from features.ingest.export_checks import DEFAULT_RULES, ExportRules
+from features.ingest.export_checks import DEFAULT_RULES, ExportRules, export_notes
 from features.ingest.id_sets import IdSet
 from features.ingest.partition import ROW, bucket_of
 from features.ingest.rejects import source_rows_error
@@ -75,6 +75,7 @@ def validate_bucket(
     out["unknown"]["transactions"] = res.unknown
     t = transactions["timestamp"]
     out["first_tx"] = None if t.empty else pd.Timestamp(t.min())
+    out["notes"] = export_notes(customers, transactions)
     out["last_tx"] = None if t.empty else pd.Timestamp(t.max())
     mine = referred.intersection(known["customers"])
     out["referred_tx"] = transactions.loc[transactions["customer_id"].isin(mine)]
@@ -99,6 +100,7 @@ def bucket_stats(validated: dict) -> dict:
         "rejects": validated["rejects"],
         "parsing": validated["parsing"],
         "unknown": validated["unknown"],
+        "notes": validated["notes"],
         "customers": len(validated["customers"]),
         "first_tx": validated["first_tx"],
         "last_tx": validated["last_tx"],

@@ -226,7 +226,8 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             reasons_rows=int(sum(w["reasons_rows"] for w in written)),
             reasons_seconds=float(sum(w["reasons_seconds"] for w in written)), unseen_levels=unseen,
             features_seconds=sum(st["feature_seconds"] for st in stats),
-            predict_seconds=sum(st["predict_seconds"] for st in stats), missing_tables=missing))
+            predict_seconds=sum(st["predict_seconds"] for st in stats), missing_tables=missing,
+            notes=cs.notes))
         seconds = time.perf_counter() - started
         manifest.update({
             "engine": "dask",

@@ -357,6 +357,13 @@ def test_manifest_accounts_for_every_customer(scored):
     assert manifest["tables"]["transactions"]["rows_in"] > 0
 
 
+def test_the_summary_notes_are_the_whole_table_loaders(world, scored):
+    """Largest amounts kept and transactions before signup, summed over the chunks."""
+    summary, _ = scored
+    assert summary["notes"] == load_source(world, reject_threshold=0.05).notes
+    assert summary["notes"][0].startswith("largest amounts kept: ")
+
+
 # ---------------------------------------------------------------------------------------------
 # Nothing lost
 
