@@ -7,6 +7,7 @@ it runs, so that --help, --version and usage errors do not wait for MLflow, Dask
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -20,12 +21,18 @@ from features import atomic
 from features.config import FeatureConfig
 from features.errors import UserError
 from features.ingest.export_checks import DEFAULT_RULES, ExportRules
+from features.ingest.masking import mask_url
 from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.knobs import WORLDS
 from serving.cli_errors import OneLineUsageErrors, friendly_errors
 from training.config import LABELS, PROMOTE_MODES, TrainConfig, replace_fields
 
 console = Console()
+
+# MLflow 3 sends anonymous usage telemetry by default (and looks up its host when it is imported);
+# the command line turns it off unless the user has chosen either way themselves (docs/security.md).
+if "DO_NOT_TRACK" not in os.environ:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 app = typer.Typer(
@@ -375,7 +382,7 @@ def score(
                                       workers=workers, rejects=rejects, reject_threshold=reject_threshold,
                                       mapping=mapping)
     except MlflowException as err:  # e.g. no such registered model or alias
-        raise UserError(f"cannot load model {model}: {err.message}") from None
+        raise UserError(f"cannot load model {model}: {mask_url(err.message)}") from None
     print_score_summary(summary)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from features.errors import UserError
-from features.ingest.database import mask_url
+from features.ingest.masking import mask_url
 
 # What the logged model needs to be loaded and served: the model module is pickled by value, so
 # only these (pinned to the versions that trained it, as MLflow recommends).
@@ -81,7 +81,7 @@ def check_store(uri: str, *, lock_wait_seconds: float = 5.0) -> None:
     try:
         mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     except MlflowException as err:
-        raise UserError(f"MLflow store {uri} cannot be used: {err.message}") from None
+        raise UserError(f"MLflow store {mask_url(uri)} cannot be used: {mask_url(err.message)}") from None
 
 
 def _check_sqlite_file(uri: str, path: Path, lock_wait_seconds: float) -> None:
@@ -125,9 +125,10 @@ def _sqlite_path(uri: str) -> Path | None:
 
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
+    shown = mask_url(uri)  # a database-backed store's password never reaches the terminal
     if uri.startswith(("http://", "https://", "databricks")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {uri}"
+        return f"open {shown}"
+    return f"mlflow ui --backend-store-uri {shown}"
 
 
 def quiet_mlflow_warnings() -> None:

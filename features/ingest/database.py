@@ -24,11 +24,11 @@ from sqlalchemy.exc import ArgumentError
 
 from features.ingest.contract import TABLE_SPECS, TIME_COLUMNS, ContractError
 from features.ingest.mapping import SourceMapping, as_mapping, check_mapped_columns
+from features.ingest.masking import MASK, mask_url
 from features.tables import REQUIRED_TABLES, TABLE_NAMES
 
 CHUNK_ROWS = 100_000  # rows per fetch from the server-side cursor, and per COPY block
 CONNECT_TIMEOUT_S = 10  # an unreachable host fails after this, unless the URL sets connect_timeout
-MASK = "***"
 
 # Dated column recorded in the fingerprint (customers are never cut by `until`).
 FINGERPRINT_TIME_COLUMNS = {"customers": "signup_date", **TIME_COLUMNS}
@@ -42,24 +42,17 @@ class SourceUnavailableError(ContractError):
 
 # ---------------------------------------------------------------- URLs and credentials
 
-def mask_url(url: str | os.PathLike) -> str:
-    """The URL with its password (in the user part or a ``password=`` parameter) replaced by ***.
-
-    Anything that is not a URL (a directory path) is returned unchanged, so callers can mask every source.
-    """
-    text = str(url)
-    if "://" not in text:
-        return text
-    try:
-        parsed = make_url(text)
-    except ArgumentError:
-        return text
-    secret_params = [k for k in parsed.query if k.lower() == "password"]
-    if parsed.password is None and not secret_params:
-        return text
-    sentinel = "__clv_masked__"  # URL-safe stand-in: a literal *** in the query would be percent-encoded
-    masked = parsed.update_query_dict({k: sentinel for k in secret_params}) if secret_params else parsed
-    return masked.render_as_string(hide_password=True).replace(sentinel, MASK)
+def _quote_userinfo(url: str) -> str:
+    """A URL whose password holds unencoded ``@`` (``postgresql://u:p@ss@host/db``), with those quoted, as
+    SQLAlchemy needs them: the host follows the last ``@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, tail = rest.partition("/")
+    if netloc.count("@") < 2:
+        return url
+    userinfo, host = netloc.rsplit("@", 1)
+    return f"{scheme}://{userinfo.replace('@', '%40')}@{host}{slash}{tail}"
 
 
 @dataclass(frozen=True)
@@ -73,7 +66,7 @@ class DatabaseTarget:
     @classmethod
     def parse(cls, url: str) -> DatabaseTarget:
         try:
-            parsed = make_url(str(url))
+            parsed = make_url(_quote_userinfo(str(url)))
         except ArgumentError:
             raise ContractError(f"not a database URL: {mask_url(url)!r}") from None
         if parsed.get_backend_name() not in ("postgresql", "postgres"):
@@ -94,10 +87,10 @@ class DatabaseTarget:
     def cause(self, err: BaseException) -> str:
         """The driver's message on one line, with the password scrubbed should the server ever echo it."""
         text = " ".join(str(getattr(err, "orig", None) or err).split())
-        for secret in (self.url.password, self.url.query.get("password")):
+        for secret in (self.url.password, self.url.query.get("password"), self.url.query.get("sslpassword")):
             if secret:  # as a whole token only: a password "p" must not turn "port" into "***ort"
                 text = re.sub(rf"(?<![\w]){re.escape(str(secret))}(?![\w])", MASK, text)
-        return text
+        return mask_url(text)
 
     def unavailable(self, err: BaseException) -> SourceUnavailableError:
         return SourceUnavailableError(f"cannot connect to {self.masked}: {self.cause(err)}")

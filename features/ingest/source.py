@@ -18,14 +18,15 @@ import pandas as pd
 
 from features import atomic
 from features.ingest.contract import TIME_COLUMNS, ContractError, validate_tables
-from features.ingest.database import mask_url, read_database
+from features.ingest.database import read_database
 from features.ingest.export_checks import DEFAULT_RULES, ExportRules, export_notes
 from features.ingest.mapping import ColumnRenaming, SourceMapping, as_mapping
+from features.ingest.masking import mask_url
 from features.ingest.rejects import remove_stale_rejects
 from features.tables import TABLE_NAMES, Tables
 
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
-DATABASE_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+DATABASE_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg://", "postgresql+psycopg2://")
 
 
 @dataclass
@@ -48,7 +49,7 @@ def describe_source(source: str | os.PathLike) -> str:
     path of a directory. Never the password."""
     if is_database_url(source):
         return mask_url(source)
-    return str(Path(source).resolve())
+    return mask_url(str(Path(source).resolve()))  # a DSN given where a folder was expected stays masked
 
 
 def table_files(source: str | os.PathLike, mapping: SourceMapping | None = None) -> dict[str, list[Path]]:
@@ -56,7 +57,7 @@ def table_files(source: str | os.PathLike, mapping: SourceMapping | None = None)
     contract names the table or as ``mapping`` does (``orders.csv`` for ``transactions = "orders"``)."""
     root = Path(source)
     if not root.is_dir():
-        raise ContractError(f"source {str(root)!r} is not a directory")
+        raise ContractError(f"source {mask_url(str(root))!r} is not a directory")
     found: dict[str, list[Path]] = {}
     for table in TABLE_NAMES:
         name = mapping.table(table) if mapping is not None else table

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.ingest.database import mask_url
+from features.ingest.masking import mask_url
 from training import tracking
 from training.registry import parse_model_uri
 from training.report_inputs import MissingReportInputs, load_report_inputs

@@ -160,3 +160,17 @@ def test_the_decimal_mark_and_the_largest_plausible_amount_are_options(tmp_path)
     assert "implausible amount '90,000'" in rejects
     bad = runner.invoke(app, ["validate", "--data", str(src), "--decimal", ";"])
     assert bad.exit_code == 2 and "decimal mark must be one of 'auto', '.', ',', not ';'" in bad.output
+
+
+def test_the_command_line_turns_mlflow_telemetry_off_unless_the_user_chose(tmp_path):
+    probe = ("import serving.cli, os; from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY; "
+             "print(os.environ.get('MLFLOW_DISABLE_TELEMETRY'), MLFLOW_DISABLE_TELEMETRY.get())")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                              env={**env, **extra}).stdout.split()
+
+    assert run() == ["true", "True"]
+    assert run(MLFLOW_DISABLE_TELEMETRY="false") == ["false", "False"]
+    assert run(DO_NOT_TRACK="false")[0] == "None"  # the user's own choice is left alone
