@@ -147,7 +147,7 @@ def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers
     """score_customers in a fresh process: its summary, wall time, CPU time and peak tree RSS."""
     code = (
         "import json, sys; from serving.scoring.chunked import score_customers; "
-        f"s = score_customers({str(world)!r}, out={str(out)!r}, model_uri={model_path!r}, "
+        f"s = score_customers({str(world)!r}, out={str(out)!r}, model_uri={model_path!r}, trust_model_from={model_path!r}, "
         f"reasons_for='none', chunk_size={chunk_size}, workers={workers!r}, progress=False); "
         "print('SUMMARY' + json.dumps(s, default=str))"
     )

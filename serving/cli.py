@@ -26,8 +26,10 @@ from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.knobs import WORLDS
 from serving.cli_errors import OneLineUsageErrors, friendly_errors
 from training.config import LABELS, PROMOTE_MODES, TrainConfig, replace_fields
+from training.model_source import check_model_source, trust_warning
 
 console = Console()
+err_console = Console(stderr=True)
 
 # MLflow 3 sends anonymous usage telemetry by default (and looks up its host when it is imported);
 # the command line turns it off unless the user has chosen either way themselves (docs/security.md).
@@ -337,7 +339,12 @@ def score(
     data: str = typer.Option(..., "--data", help="Source: a directory of contract tables or a PostgreSQL URL."),
     out: Path = typer.Option(..., "--out", help="Predictions file (.parquet); a JSON manifest is written beside it."),
     as_of: str | None = typer.Option(None, "--as-of", help="Scoring date (default: day after the last transaction)."),
-    model: str = typer.Option("models:/customer-value@champion", "--model", help="MLflow model URI."),
+    model: str = typer.Option(
+        "models:/customer-value@champion", "--model",
+        help="Registered model: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH."),
+    trust_model_from: Path | None = typer.Option(
+        None, "--trust-model-from",
+        help="Also load a --model folder at or under this folder, outside the MLflow store (its pickle runs as you)."),
     reasons: int = typer.Option(3, "--reasons", min=0, help="Reason columns per customer."),
     reasons_for: str = typer.Option("top10", "--reasons-for", help="Who gets reasons: top10, all or none."),
     chunk_size: int = typer.Option(100_000, "--chunk-size", min=100, help="Customers per chunk (bounds memory)."),
@@ -366,17 +373,22 @@ def score(
 
     check_engine(engine)
     check_parquet_out(out)
+    trusted = check_model_source(model, trust_model_from)  # before anything is read or unpickled
+    if trusted is not None:
+        err_console.print(trust_warning(model, trusted), soft_wrap=True, highlight=False, markup=False)
     mapping = read_mapping(mapping)
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
             summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
+                                           trust_model_from=trust_model_from,
                                            allow_missing=tuple(allow_missing), decimal=decimal,
                                            max_amount=max_amount,
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
                                            rejects=rejects, reject_threshold=reject_threshold, mapping=mapping)
         else:
             summary = score_customers(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
+                                      trust_model_from=trust_model_from,
                                       allow_missing=tuple(allow_missing), decimal=decimal, max_amount=max_amount,
                                       reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
                                       workers=workers, rejects=rejects, reject_threshold=reject_threshold,
@@ -414,7 +426,9 @@ def print_score_summary(summary: dict) -> None:
 @friendly_errors
 def report(
     out: Path = typer.Option(..., "--out", help="Directory for report.html and its figures."),
-    model: str | None = typer.Option(None, "--model", help="MLflow model URI (default: models:/customer-value@champion)."),
+    model: str | None = typer.Option(
+        None, "--model", help="Registered model whose training run to report on: models:/NAME@ALIAS or "
+                              "models:/NAME/VERSION (default: models:/customer-value@champion); no model is loaded."),
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
 ):
     """Write the stakeholder feature-importance report (one self-contained HTML page)."""

@@ -8,7 +8,6 @@ the new run's own test window (``decide_promotion``).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,11 +17,15 @@ from features.errors import UserError
 from features.manifest import FeatureManifest, FeatureSkewError, check_compatible
 from training.config import PROMOTE_MODES
 from training.metrics import norm_gini
+from training.model_source import (
+    UntrustedModelError,
+    check_registered_files,
+    is_registry_uri,
+)
 from training.report_inputs import load_report_inputs
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-_MODEL_URI = re.compile(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))")
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,6 @@ class PromotionDecision:
     reason: str
     champion_version: str | None = None
     champion_norm_gini: float | None = None
-
-
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None] | None:
-    """(name, alias, version) of a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI, else None."""
-    match = _MODEL_URI.fullmatch(uri)
-    return None if match is None else match.groups()
 
 
 def check_promote_mode(mode: str) -> str:
@@ -137,7 +134,9 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
     Its out-of-time model predicts the test window's features when they are the features it was
     built on. When they are not (the feature code or config changed) or it cannot be loaded, its
     own logged evaluation is used if it was tested on the same window: its predictions for the
-    customers of both runs, against this run's ``predicted`` on the same customers.
+    customers of both runs, against this run's ``predicted`` on the same customers. The champion
+    is loaded only by a models:/ or runs:/ URI of the store training uses (use_store), so its
+    pickle is the registry's, never one a tag points elsewhere to.
     """
     import mlflow
 
@@ -157,6 +156,16 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
     if labels_end and pd.Timestamp(labels_end) > test_cutoff:
         notes.append(f"the champion's training labels reach {labels_end}, past this test cutoff "
                      f"{test_cutoff.date()}: the comparison favours the champion")
+    if not is_registry_uri(uri):
+        # A tag is only text: the comparison loads models from the configured store alone
+        # (training.model_source), never from a path or URL a run's tag names.
+        return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
+                                  f"not loaded: its evaluation model {uri!r} is not in the MLflow store"[:300])
+    try:
+        check_registered_files(client, uri)
+    except UntrustedModelError as exc:
+        return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
+                                  f"not loaded: {exc}"[:300])
     try:
         loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model()
         stored = loaded.manifest_json

@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.ingest.masking import mask_url
 from training import tracking
-from training.registry import parse_model_uri
+from training.model_source import parse_model_uri
 from training.report_inputs import MissingReportInputs, load_report_inputs
 
 DEFAULT_MODEL_URI = "models:/customer-value@champion"

@@ -83,7 +83,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                     progress: bool = True, workers: int | None = None, rejects=None,
                     reject_threshold: float | None = None, model: ScoringModel | None = None,
                     allow_missing=(), decimal: str | None = None, max_amount: float | None = None,
-                    mapping=None) -> dict:
+                    mapping=None, trust_model_from=None) -> dict:
     """Score every customer of ``data`` into the Parquet file ``out``; returns the run's summary.
 
     data: a source directory (or a postgresql:// URL, read through features.ingest.database).
@@ -95,6 +95,9 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     rejects: directory for rejected rows (default OUT_STEM.rejects/ beside the output).
     reject_threshold: largest share of rejected rows per table (default: the model's feature config).
     model: an already loaded ScoringModel (else ``model_uri`` is loaded).
+    trust_model_from: a local folder whose models may be loaded although they are not in the
+        MLflow store (``model_uri`` a path at or under it); otherwise only models:/ and runs:/
+        URIs are loaded (training.model_source, docs/security.md).
     allow_missing: optional tables the model was trained with that the source may lack (recorded
         in the manifest); any other missing one stops the run (core.check_model_tables).
     decimal / max_amount: how the exports write values (default: as the model was trained).
@@ -114,7 +117,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     core.remove_stale_temporaries(out)
     clock = Stopwatch()
     with clock("load_model"):
-        model = model if model is not None else load_scoring_model(model_uri)
+        model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
     rules = core.export_rules(model, decimal, max_amount)
 

@@ -50,19 +50,19 @@ from serving.scoring.model import (
 )
 from serving.scoring.tiers import ranked_order, value_ranks
 from training import tracking
-from training.registry import parse_model_uri
+from training.model_source import parse_model_uri
 
-_MODELS: dict[tuple[str, str], ScoringModel] = {}
+_MODELS: dict[tuple[str, str, str | None], ScoringModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def worker_model(model_uri: str, tracking_uri: str) -> ScoringModel:
+def worker_model(model_uri: str, tracking_uri: str, trust_model_from: str | None = None) -> ScoringModel:
     """The scoring model, loaded once per worker process (and kept for later runs of the same URI)."""
-    key = (tracking_uri, model_uri)
+    key = (tracking_uri, model_uri, trust_model_from)
     with _MODELS_LOCK:
         if key not in _MODELS:
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-            _MODELS[key] = load_scoring_model(model_uri)
+            _MODELS[key] = load_scoring_model(model_uri, trust_model_from=trust_model_from)
         return _MODELS[key]
 
 
@@ -78,9 +78,9 @@ def pinned_uri(model: ScoringModel) -> str:
 
 
 def _score_bucket(customers, transactions, social, social_columns, precomputed, as_of, model_uri,
-                  tracking_uri, keep_inputs: bool) -> dict:
+                  tracking_uri, keep_inputs: bool, trust_model_from: str | None = None) -> dict:
     """One partition: features, skew check, predictions; the model input kept for reasons."""
-    model = worker_model(model_uri, tracking_uri)
+    model = worker_model(model_uri, tracking_uri, trust_model_from)
     start = time.perf_counter()
     tables = bucket_tables(customers, transactions, social, social_columns)
     features = build_features(tables, as_of, model.config, families=model.families, precomputed=precomputed)
@@ -116,10 +116,12 @@ def _stats(scored: dict) -> dict:
 
 
 def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, directory: str, b: int,
-                  constants: dict, model_uri: str, tracking_uri: str) -> dict:
+                  constants: dict, model_uri: str, tracking_uri: str,
+                  trust_model_from: str | None = None) -> dict:
     """One Parquet part: the partition's rows sorted by value_rank, with reasons for rank <= cut."""
     rank = ranked["value_rank"].to_numpy()
-    found = core.partition_reasons(worker_model(model_uri, tracking_uri), scored["inputs"], rank, cut, reasons)
+    model = worker_model(model_uri, tracking_uri, trust_model_from)
+    found = core.partition_reasons(model, scored["inputs"], rank, cut, reasons)
     columns = core.output_columns(scored["ids"], scored["values"], ranked, found.columns)
     schema = core.output_schema(reasons, constants)
     pq.write_table(core.output_table(columns, ranked_order(scored["ids"], rank), constants, schema),
@@ -140,14 +142,15 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
                          reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                          scheduler=None, rejects=None, reject_threshold: float | None = None,
                          model: ScoringModel | None = None, allow_missing=(), decimal: str | None = None,
-                         max_amount: float | None = None, mapping=None) -> dict:
+                         max_amount: float | None = None, mapping=None, trust_model_from=None) -> dict:
     """score_customers on a Dask cluster; ``out`` becomes a partitioned Parquet dataset (a folder).
 
     Same arguments and manifest as serving.scoring.chunked.score_customers, plus ``scheduler``
     (``tcp://host:8786``, a distributed.Client, or None for a local cluster sized to the machine).
     ``chunk_size`` is the number of customers per partition (at least one partition per worker).
     ``out``, the rejects folder and the source must be on storage the workers share, and the
-    MLflow tracking URI (MLFLOW_TRACKING_URI) reachable from them.
+    MLflow tracking URI (MLFLOW_TRACKING_URI) reachable from them; a trusted local model
+    (``trust_model_from``) must be at the same path on every worker.
     """
     started = time.perf_counter()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
@@ -157,7 +160,8 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
-    model = model if model is not None else load_scoring_model(model_uri)
+    model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
+    trusted = None if trust_model_from is None else str(Path(trust_model_from).expanduser().resolve())
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
     worker_uri, tracking_uri = pinned_uri(model), tracking.tracking_uri()
     stage: dict[str, float] = {}
@@ -183,7 +187,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             cs.release_population_inputs()
             keep_inputs = reasons > 0 and reasons_for != "none"
             scored = [client.submit(_score_bucket, *cs.bucket_tables(b), cs.social_columns, population[b], as_of,
-                                    worker_uri, tracking_uri, keep_inputs) for b in range(cs.buckets)]
+                                    worker_uri, tracking_uri, keep_inputs, trusted) for b in range(cs.buckets)]
             pairs = client.gather([client.submit(_ids_values, s) for s in scored])
             stats = client.gather([client.submit(_stats, s) for s in scored])
             del population
@@ -206,7 +210,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             offsets = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
             written = client.gather([
                 client.submit(_write_bucket, s, ranked.iloc[offsets[b]: offsets[b + 1]].reset_index(drop=True),
-                              cut, reasons, str(tmp), b, constants, worker_uri, tracking_uri)
+                              cut, reasons, str(tmp), b, constants, worker_uri, tracking_uri, trusted)
                 for b, s in enumerate(scored)])
             del pairs
             stage["rank_reasons_write"] = time.perf_counter() - start

@@ -25,7 +25,12 @@ from features.manifest import (
     manifest_for,
 )
 from training import tracking
-from training.registry import parse_model_uri
+from training.model_source import (
+    UntrustedModelError,
+    check_model_source,
+    check_registered_files,
+    parse_model_uri,
+)
 
 DEFAULT_MODEL_URI = "models:/customer-value@champion"
 
@@ -114,18 +119,26 @@ def check_model_features(model: ScoringModel, features: pd.DataFrame) -> None:
         raise ScoringSkewError(f"model {model.uri} refused: {err}") from None
 
 
-def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
-    """Load a pyfunc model (registry alias or version, runs:/ URI or a path) and check its feature code.
+def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=None) -> ScoringModel:
+    """Load a pyfunc model (registry alias or version, runs:/ URI) and check its feature code.
 
-    The tracking and registry store are training's (MLFLOW_TRACKING_URI, else ./mlflow.db).
+    The tracking and registry store are training's (MLFLOW_TRACKING_URI, else ./mlflow.db). A path
+    or any other URL is refused before anything is read (loading a pickle runs its code), unless it
+    is a local folder at or under ``trust_model_from`` (training.model_source); so is a registered
+    version whose files lie outside its experiment's artifact location.
     """
+    import mlflow
     import mlflow.artifacts
     import mlflow.pyfunc
 
+    check_model_source(model_uri, trust_model_from)
     tracking.use_store()
     try:
+        check_registered_files(mlflow.MlflowClient(), model_uri, trust_model_from)
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
         pyfunc = mlflow.pyfunc.load_model(local)
+    except UntrustedModelError:
+        raise
     except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
         raise ContractError(f"cannot load model {model_uri!r}: {str(err).splitlines()[0]}") from None
     name, version, run_id = _registry_facts(model_uri, pyfunc)
@@ -133,7 +146,10 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI) -> ScoringModel:
 
 
 def load_local_model(path: str, uri: str) -> ScoringModel:
-    """The same model from its downloaded files (in a worker process): no registry lookup."""
+    """The same model from its downloaded files (in a worker process): no registry lookup.
+
+    Only for files load_scoring_model already fetched (and so checked) in the parent process.
+    """
     import mlflow.pyfunc
 
     tracking.quiet_mlflow_warnings()

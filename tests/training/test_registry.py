@@ -1,9 +1,19 @@
 """The promotion gate: a new version becomes champion only when it beats the baselines and the champion."""
 
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 
 from features.errors import UserError
-from training.registry import Candidate, ChampionScore, decide_promotion, parse_model_uri
+from features.manifest import FeatureManifest
+from training.model_source import parse_model_uri
+from training.registry import (
+    Candidate,
+    ChampionScore,
+    decide_promotion,
+    score_champion,
+)
 
 BASELINES = {"last_h": 0.55, "bgnbd": 0.58}
 
@@ -87,3 +97,38 @@ def test_model_uris_name_a_registered_model_by_alias_or_version():
     assert parse_model_uri("models:/customer-value/3") == ("customer-value", None, "3")
     assert parse_model_uri("runs:/abc/model") is None
     assert parse_model_uri("/tmp/model") is None
+
+
+class _Registry:
+    """A registry whose champion's run tags its evaluation model with ``evaluation_model_uri``."""
+
+    def __init__(self, evaluation_model_uri: str):
+        self.run = SimpleNamespace(info=SimpleNamespace(run_id="r1"), data=SimpleNamespace(tags={
+            "evaluation_model_uri": evaluation_model_uri, "test_cutoff": "2024-01-01", "horizon_days": "365"}))
+
+    def get_registered_model(self, name):
+        return SimpleNamespace(name=name)
+
+    def get_model_version_by_alias(self, name, alias):
+        return SimpleNamespace(version="1", run_id="r1")
+
+    def get_run(self, run_id):
+        return self.run
+
+
+@pytest.mark.parametrize("tagged", ["/tmp/somewhere/model", "file:///tmp/somewhere/model",
+                                    "https://example.com/model", "models://other-host/clv/1"])
+def test_the_champion_is_loaded_only_from_the_configured_store_never_from_where_a_tag_points(
+        tagged, monkeypatch):
+    import mlflow.pyfunc
+
+    def load_model(uri, *args, **kwargs):
+        raise AssertionError(f"loaded {uri}")
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", load_model)
+    label = pd.Series([1.0, 2.0, 3.0], index=["a", "b", "c"])
+    score = score_champion(_Registry(tagged), "clv", pd.DataFrame(index=label.index), label, label,
+                           FeatureManifest.__new__(FeatureManifest), pd.Timestamp("2025-01-01"), 365,
+                           exclude_version="2")
+    assert score.version == "1" and score.norm_gini is None
+    assert "is not in the MLflow store" in score.note

@@ -507,6 +507,7 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 
 
 def _saved(model_and_signature, path: Path) -> str:
+    """A model folder outside the store: scoring it needs trust_model_from (a folder above it)."""
     import mlflow.pyfunc
 
     model, signature, example = model_and_signature
@@ -524,7 +525,7 @@ def test_a_model_built_by_other_feature_code_is_refused(world, registry, tmp_pat
     path = _saved(fit_pyfunc(world, manifest_edit=lambda m: _edited(m, code_hash="0" * 64)), tmp_path / "m")
     out = tmp_path / "scores.parquet"
     with pytest.raises(ScoringSkewError, match="different feature code"):
-        score_customers(world, out=out, model_uri=path, progress=False)
+        score_customers(world, out=out, model_uri=path, trust_model_from=tmp_path, progress=False)
     assert not out.exists()
 
 
@@ -537,14 +538,14 @@ def test_a_model_expecting_other_features_is_refused(world, registry, tmp_path):
 
     path = _saved(fit_pyfunc(world, manifest_edit=rename), tmp_path / "m")
     with pytest.raises(ScoringSkewError, match=r"missing features: \['spend_366d'\]"):
-        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, progress=False)
+        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, trust_model_from=tmp_path, progress=False)
     assert not (tmp_path / "scores.parquet").exists()
 
 
 def test_the_model_signature_is_enforced(world, registry, tmp_path):
     path = _saved(fit_pyfunc(world, signature_extra=True), tmp_path / "m")
     with pytest.raises(Exception, match="not_a_feature"):
-        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, progress=False)
+        score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, trust_model_from=tmp_path, progress=False)
     assert not (tmp_path / "scores.parquet").exists()
 
 
@@ -624,9 +625,9 @@ def test_a_source_without_an_optional_column_the_model_was_trained_with_is_refus
     tx.drop(columns=["category"]).to_csv(source / "transactions.csv.gz", index=False)
     out = tmp_path / "scores.parquet"
     with pytest.raises(ContractError, match=r"trained with column transactions\.category, which this source lacks"):
-        score_customers(source, out=out, model_uri=path, progress=False)
+        score_customers(source, out=out, model_uri=path, trust_model_from=tmp_path, progress=False)
     assert not out.exists()
-    summary = score_customers(source, out=out, model_uri=path, progress=False,
+    summary = score_customers(source, out=out, model_uri=path, trust_model_from=tmp_path, progress=False,
                               allow_missing=("transactions.category",))
     assert summary["missing_tables_allowed"] == ["transactions.category"]
     assert json.loads((tmp_path / "scores.manifest.json").read_text())["missing_tables_allowed"] == [
