@@ -92,7 +92,7 @@ def remove_stale(path) -> list[Path]:
         return removed
     for candidate in path.parent.glob(f".{path.name}.*.tmp"):
         match = re.match(rf"\.{re.escape(path.name)}\.(\d+)-", candidate.name)
-        if match is None or (int(match.group(1)) != os.getpid() and _alive(int(match.group(1)))):
+        if match is None or (int(match.group(1)) != os.getpid() and alive(int(match.group(1)))):
             continue  # not ours to judge, or another run writing the same output right now
         remove(candidate)
         removed.append(candidate)
@@ -146,14 +146,21 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running here (a zombie, dead but not yet reaped, is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone since the signal test, unless there is no /proc
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _libc():

@@ -269,6 +269,7 @@ def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
 ):
     from serving.scoring.chunked import score_customers
     from serving.scoring.dask_engine import score_customers_dask
+    from serving.scoring.publish import verify_scores
 
     uri = "models:/clv-pandas@champion"
     single = score_customers(
@@ -281,6 +282,8 @@ def test_scores_equal_the_pandas_scorer_and_every_customer_is_accounted_for(
     dataset = store / "dask.parquet"
     assert dataset.is_dir() and len(list(dataset.glob("part-*.parquet"))) == summary["chunks"] >= 2
     assert not list(store.glob(".dask.parquet.*"))  # the temporary directory was renamed away
+    assert not (store / ".clv-work").exists()  # and the run's work directory removed
+    assert verify_scores(dataset)["output_sha256"] == summary["output_sha256"]  # the folder and its manifest
     expected = pd.read_parquet(store / "single.parquet").set_index("customer_id").sort_index()
     got = pd.read_parquet(dataset).set_index("customer_id").sort_index()
     pd.testing.assert_frame_equal(got.drop(columns="scored_at"), expected.drop(columns="scored_at"))

@@ -15,7 +15,9 @@
    worker processes (which build each chunk's own families while step 3 runs); the output does
    not depend on how many.
 5. Rank the whole base, add reasons (exact TreeSHAP; the top 10% by default) and write the output
-   (serving.scoring.core), then publish it and its manifest.
+   (serving.scoring.core) in the run's work directory (serving.scoring.work_dir); once every
+   customer is accounted for, publish the rejects, then the scores and their manifest as a
+   checkable pair (serving.scoring.publish).
 
 Memory: one chunk per worker, plus what is per customer or per profile anyway (predictions, the id
 sets, a few numbers per profile and the graph's transition matrix, 12 bytes per distinct edge);
@@ -25,7 +27,6 @@ no table is held whole (docs/performance.md, Scoring).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,7 +36,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import atomic
 from features.ingest.attribute_kinds import AttributeKinds
 from features.ingest.contract import check_has_customers, check_table_set, parsed_ids
 from features.ingest.database import export_database
@@ -69,9 +69,15 @@ from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import DEFAULT_MODEL_URI, ScoringModel, load_scoring_model
 from serving.scoring.population_step import compute_population
 from serving.scoring.progress import Progress, Stopwatch, tree_cpu_seconds
+from serving.scoring.publish import publish_scores
 from serving.scoring.reasons import reason_columns
 from serving.scoring.runner import BucketRunner
 from serving.scoring.tiers import ranked_order, value_ranks
+from serving.scoring.work_dir import (
+    make_work_directory,
+    release_work_directory,
+    remove_dead_work_directories,
+)
 
 OUTPUT_ROW_GROUP = 100_000
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
@@ -115,15 +121,15 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
+    remove_dead_work_directories(out)  # killed runs' leftovers, whatever output they were writing
     clock = Stopwatch()
     with clock("load_model"):
         model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
     rules = core.export_rules(model, decimal, max_amount)
 
-    work = atomic.temporary_path(out, "work")
-    work.mkdir()
-    tmp_out = atomic.temporary_path(out, "parquet")
+    work = make_work_directory(out)
+    tmp_out = work / out.name  # the scores until they are published
     runner = None
     try:
         with Progress(progress) as bar:
@@ -168,6 +174,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             runner.close()
             with clock("rank_reasons_write"):
                 written = _write_output(run, model, scored, tmp_out, as_of, scored_at, reasons, reasons_for)
+                core.check_run(run.log.summary(), written.rows, run.n_valid_customers - written.rows, as_of)
                 published = run.log.publish(Path(rejects) if rejects is not None else core.rejects_path(out))
         unseen: Counter = Counter()
         for bucket in scored:
@@ -189,12 +196,11 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
         manifest["stage_seconds"] = clock.seconds
         manifest["stage_cpu_seconds"] = clock.cpu_seconds
         manifest["peak_rss_mb_main_process_after_stage"] = clock.peak_rss_mb
-        return core.publish(tmp_out, out, manifest)
+        return publish_scores(tmp_out, out, manifest)
     finally:
         if runner is not None:
             runner.close()
-        shutil.rmtree(work, ignore_errors=True)
-        tmp_out.unlink(missing_ok=True)
+        release_work_directory(work)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,11 +296,6 @@ class _Run:
         task = self.bar.task("score", self.buckets)
         return runner.map(_score_one, self.buckets, self.ctx, as_of, model_key, local,
                           keep_inputs, on_result=lambda b, r: self.bar.advance(task))
-
-
-def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,
-               keep_inputs: bool) -> ScoredBucket:
-    return score_bucket(b, ctx, as_of, model_key, local[b], keep_inputs)
 
 
 def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,

@@ -4,7 +4,8 @@ A scorer (serving.scoring.chunked on one machine, serving.scoring.dask_engine on
 predictions for every customer its own way; from there the output is made here: ranks and tiers
 over the whole base (serving.scoring.tiers), reasons for the customers ranked high enough
 (serving.scoring.reasons), the lineage columns naming the model and the cutoff, the check that every
-customer of the source is accounted for, and the manifest written beside the output.
+customer of the source is accounted for, and the manifest (published with the scores by
+serving.scoring.publish).
 """
 
 from __future__ import annotations
@@ -217,14 +218,22 @@ def check_model_columns(model: ScoringModel, present: dict[str, list[str]], allo
     return missing
 
 
+def check_run(tables: dict, scored: int, not_yet: int, as_of: pd.Timestamp) -> None:
+    """Before anything of a run is published: every customer accounted for (check_accounted), and
+    someone scored (e.g. an --as-of before anyone signed up: an empty file would pass for a result)."""
+    customers_in = tables["customers"]["rows_in"]
+    rejected = tables["customers"]["rows_rejected"]
+    check_accounted(customers_in, scored, not_yet, rejected)
+    if scored == 0:
+        raise ContractError(f"no customer had signed up before as_of {as_of.date()} ({not_yet:,} not yet "
+                            f"customers, {rejected:,} rejected): nothing to score; choose a later --as-of")
+
+
 def scoring_manifest(run: ScoredRun) -> dict:
-    """The run's manifest (also its summary); checks the accounting on the way."""
+    """The run's manifest (also its summary); checks the run (check_run) on the way."""
+    check_run(run.tables, run.scored, run.not_yet, run.as_of)
     customers_in = run.tables["customers"]["rows_in"]
     rejected = run.tables["customers"]["rows_rejected"]
-    check_accounted(customers_in, run.scored, run.not_yet, rejected)
-    if run.scored == 0:  # e.g. an --as-of before anyone signed up: an empty file would pass for a result
-        raise ContractError(f"no customer had signed up before as_of {run.as_of.date()} ({run.not_yet:,} not yet "
-                            f"customers, {rejected:,} rejected): nothing to score; choose a later --as-of")
     return {
         "output": str(run.out),
         "manifest": str(manifest_path(run.out)),
@@ -257,13 +266,6 @@ def scoring_manifest(run: ScoredRun) -> dict:
     }
 
 
-def publish(tmp_scores: Path, out: Path, manifest: dict) -> dict:
-    """Rename the finished scores into place, then write the manifest beside them (both whole)."""
-    atomic.publish_path(tmp_scores, out)
-    atomic.write_json(manifest_path(out), manifest)
-    return manifest
-
-
 def manifest_path(out: Path) -> Path:
     """OUT_STEM.manifest.json beside OUT_STEM.parquet."""
     return out.with_name(f"{out.name.removesuffix('.parquet')}.manifest.json")
@@ -275,7 +277,8 @@ def rejects_path(out: Path) -> Path:
 
 
 def remove_stale_temporaries(out: Path) -> list[Path]:
-    """Delete the hidden temporaries left beside ``out``, its manifest and rejects by killed runs."""
+    """Delete the hidden temporaries left beside ``out``, its manifest and rejects by killed runs
+    (the runs' work directories are serving.scoring.work_dir's)."""
     removed = atomic.remove_stale(out) + atomic.remove_stale(manifest_path(out))
     for table in TABLE_NAMES:
         removed += atomic.remove_stale(rejects_path(out) / f"{table}.csv")

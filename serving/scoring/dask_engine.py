@@ -11,7 +11,9 @@ parts are serving.scoring.core); the difference is where it runs:
    such as @champion to its version first, so every worker scores with the same model).
 3. The client gathers only (customer_id, predicted_value) to rank the whole base (value_ranks),
    sends each partition its ranks, and workers add reasons and write one Parquet part each into a
-   temporary folder beside the output, published whole at the end; then the JSON manifest.
+   folder in the run's work directory (serving.scoring.work_dir), which replaces the output folder
+   in one atomic exchange at the end (the output path is never missing); then the JSON manifest,
+   naming the folder's checksum (serving.scoring.publish).
 
 Nothing is lost: customers in = scored + not yet customers (signed up on or after as_of) +
 rejected, checked before anything is published; rejected rows go to OUT_STEM.rejects/.
@@ -31,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features import atomic
 from features.build import build_features
 from features.dask_engine.cluster import cluster
 from features.dask_engine.features import bucket_tables, population_dask
@@ -48,7 +49,13 @@ from serving.scoring.model import (
     check_model_features,
     load_scoring_model,
 )
+from serving.scoring.publish import publish_scores
 from serving.scoring.tiers import ranked_order, value_ranks
+from serving.scoring.work_dir import (
+    make_work_directory,
+    release_work_directory,
+    remove_dead_work_directories,
+)
 from training import tracking
 from training.model_source import parse_model_uri
 
@@ -160,12 +167,14 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
+    remove_dead_work_directories(out)
     model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
     trusted = None if trust_model_from is None else str(Path(trust_model_from).expanduser().resolve())
     threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
     worker_uri, tracking_uri = pinned_uri(model), tracking.tracking_uri()
     stage: dict[str, float] = {}
-    tmp = atomic.temporary_path(out, "dir")
+    work = make_work_directory(out)  # on storage the workers share, as ``out`` is
+    tmp = work / out.name  # the parts, until the folder is published whole
     tmp.mkdir()
     try:
         with cluster(scheduler) as client:
@@ -202,8 +211,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             n = len(values)
             tables = _tables(cs.summary)
             not_yet = int(sum(st["not_yet"] for st in stats))
-            # before anything is written
-            core.check_accounted(tables["customers"]["rows_in"], n, not_yet, tables["customers"]["rows_rejected"])
+            core.check_run(tables, n, not_yet, as_of)  # before anything is written
             ranked = value_ranks(ids, values)
             cut = core.reason_cut(n, reasons, reasons_for)
             constants = core.lineage(model, as_of, scored_at)
@@ -242,9 +250,9 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             "workers": len(worker_peaks),
             "worker_peak_rss_mb": worker_peaks,
         })
-        return core.publish(tmp, out, manifest)
+        return publish_scores(tmp, out, manifest)
     finally:
-        atomic.remove(tmp)
+        release_work_directory(work)
 
 
 def _tables(summary: pd.DataFrame) -> dict:

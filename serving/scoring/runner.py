@@ -3,14 +3,21 @@
 Every step reads its bucket's files from the run's work directory and writes its outputs there, so
 a worker needs only the bucket number and a few shared objects (the model, the set of valid
 customer ids), which ``BucketRunner.share`` hands over once per worker. Results come back in bucket
-order whatever the number of workers: the output does not depend on it.
+order whatever the number of workers: the output does not depend on it. Workers end when the
+scorer's process does, however it ends (``_start_worker``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import pickle
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -96,7 +103,8 @@ class BucketRunner:
     def _start_pool(self) -> None:
         # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_one_thread_each,
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
+                                            initargs=(os.getpid(),),
                                             mp_context=multiprocessing.get_context("spawn"))
 
     def close(self) -> None:
@@ -107,12 +115,40 @@ class BucketRunner:
             _SHARED.pop(key, None)
 
 
-def _one_thread_each() -> None:
-    """Worker start-up: the workers already share the cores, so each runs LightGBM (OpenMP) and Arrow
-    on one thread; more threads per worker only make them wait on each other."""
+def _start_worker(parent: int) -> None:
+    """Worker start-up: die with the scorer, and run on one thread.
+
+    A scorer killed outright (SIGKILL, the out-of-memory killer) cannot stop its workers, and a worker
+    busy with a chunk would go on for minutes, holding memory and the work directory. So each worker
+    asks Linux to kill it when its parent dies (PR_SET_PDEATHSIG), and also watches its parent
+    itself (where that is not available). The workers already share the cores, so each runs LightGBM
+    (OpenMP) and Arrow on one thread; more threads per worker only make them wait on each other.
+    """
+    _die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = "1"
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_SECONDS = 0.5
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process as soon as process ``parent`` is gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The death signal is tied to the thread that started this process: the pool starts its
+        # workers from the scorer's calling thread, which lives as long as the run. The watch below
+        # covers the rest, and a parent that died before the prctl call.
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:  # an orphan is re-parented (to init or a subreaper)
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 class Pending:

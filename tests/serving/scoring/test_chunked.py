@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from features.build import FAMILY_NAMES, build_features
@@ -30,6 +31,8 @@ from features.manifest import FeatureManifest, manifest_for
 from features.synthetic.world import generate_world
 from serving.scoring.chunked import score_customers
 from serving.scoring.model import ScoringSkewError, load_scoring_model
+from serving.scoring.publish import verify_scores
+from serving.scoring.work_dir import WORK_FOLDER
 
 AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last transaction
 CONFIG = FeatureConfig(market_topics=("outdoor",))
@@ -355,6 +358,7 @@ def test_manifest_accounts_for_every_customer(scored):
     assert set(manifest["inputs"]) == set(TABLES)
     assert manifest["feature_manifest_hash"]
     assert manifest["tables"]["transactions"]["rows_in"] > 0
+    assert verify_scores(summary["output"]) == manifest  # the scores and the manifest are one whole pair
 
 
 def test_the_summary_notes_are_the_whole_table_loaders(world, scored):
@@ -483,7 +487,7 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not list(tmp_path.glob(".scores.parquet.*.parquet.tmp")):
+        while not list(tmp_path.glob(f"{WORK_FOLDER}/*/scores.parquet")):  # the output being written
             assert proc.poll() is None, "the run ended before its output was being written"
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -494,12 +498,67 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
     assert proc.returncode == -signal.SIGKILL
     assert out.read_bytes() == before
     assert out.with_name("scores.manifest.json").read_bytes() == manifest_before
-    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".scores.parquet.")]
-    assert left and all(name.endswith(".tmp") for name in left)
+    assert verify_scores(out)["output_sha256"]  # the previous pair, still whole
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert left == [WORK_FOLDER]  # everything the killed run wrote is in its work directory
 
     score_customers(world, out=out, chunk_size=50, progress=False, reasons_for="none")
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert pd.read_parquet(out)["value_rank"].iloc[0] == 1
+
+
+def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_the_next_run(
+        world, registry, tmp_path):
+    """SIGKILL gives the scorer no chance to clean up: its workers die with it (the parent-death
+    signal), and the next run into the folder deletes its work directory though it writes another output."""
+    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
+    scores = tmp_path / "scores"
+    scores.mkdir()
+    code = ("from serving.scoring.chunked import score_customers; "
+            f"score_customers({str(big)!r}, out={str(scores / 'killed.parquet')!r}, chunk_size=300, workers=2, "
+            "reasons_for='all', progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:  # mid-run: both workers started, the work directory in use
+            assert proc.poll() is None, "the run ended before its workers were busy"
+            assert time.monotonic() < deadline, "the workers never started"
+            family = psutil.Process(proc.pid).children(recursive=True)
+            workers = [c for c in family if "spawn_main" in " ".join(_cmdline(c))]
+            if len(workers) == 2 and list(scores.glob(f"{WORK_FOLDER}/*-{proc.pid}-*")):
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    deadline = time.monotonic() + 60  # at once for a busy worker; a starting one, once started
+    while survivors := [c.pid for c in family if _running(c)]:
+        assert time.monotonic() < deadline, f"processes of the killed scorer still running: {survivors}"
+        time.sleep(0.05)
+    assert list(scores.glob(f"{WORK_FOLDER}/*-{proc.pid}-*"))  # left behind, until the next run
+
+    score_customers(world, out=scores / "next.parquet", chunk_size=50, progress=False, reasons_for="none")
+    assert [p.name for p in scores.iterdir() if p.name.startswith(".")] == []
+    assert verify_scores(scores / "next.parquet")["scored"] > 0
+
+
+def _cmdline(process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone, or a zombie whose command line cannot be read
+        return []
+
+
+def _running(process) -> bool:
+    """Still running (a zombie, dead but not yet reaped by whoever inherited it, is not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

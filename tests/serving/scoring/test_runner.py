@@ -1,0 +1,81 @@
+"""Worker processes never outlive the scorer that started them.
+
+What is specified here: a scorer killed with SIGKILL (it cannot stop anything itself) takes its
+busy workers with it within seconds, through the parent-death signal; and the parent watch that
+stands in for that signal where it is missing ends an orphan on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def busy_forever(b: int, folder: str) -> None:
+    """A bucket step that never ends (a worker deep in a long chunk), saying so in ``folder``."""
+    (Path(folder) / f"busy-{os.getpid()}").touch()
+    while True:
+        time.sleep(0.1)
+
+
+def running(pids) -> list[int]:
+    """The processes among ``pids`` still running (a zombie, dead but not reaped, is not)."""
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"still waiting after {timeout}s for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def kill_and_reap(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_busy_workers_end_within_seconds_of_their_scorer_being_killed(tmp_path):
+    code = ("from pathlib import Path; from serving.scoring.runner import BucketRunner; "
+            "from tests.serving.scoring.test_runner import busy_forever; "
+            f"BucketRunner(Path({str(tmp_path)!r}), 2).map(busy_forever, 2, {str(tmp_path)!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, cwd=ROOT)
+    try:
+        busy = wait_until(lambda: len(list(tmp_path.glob("busy-*"))) == 2, 180, "two busy workers")
+        descendants = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+    finally:
+        kill_and_reap(proc)
+    assert busy
+    wait_until(lambda: not running(descendants), 15, f"the workers {descendants} to end")
+
+
+def test_an_orphan_ends_on_its_own_where_there_is_no_death_signal(tmp_path):
+    """_watch_parent alone (no prctl): the child polls its parent and exits once re-parented."""
+    child = "import sys; from serving.scoring.runner import _watch_parent; _watch_parent(int(sys.argv[1]))"
+    parent = ("import os, subprocess, sys, time; "
+              f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); "
+              "print(c.pid, flush=True); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        orphan = int(proc.stdout.readline())
+        assert running([orphan])
+    finally:
+        kill_and_reap(proc)
+    wait_until(lambda: not running([orphan]), 15, f"the orphan {orphan} to end")
