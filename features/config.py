@@ -23,6 +23,9 @@ class FeatureConfig:
     reject_threshold: largest share of a table's rows the contract may reject before the run stops.
     decimal: decimal mark of numbers the exports write as text: ``.``, ``,`` or ``auto`` (per column).
     max_amount: transaction amounts and margins beyond it (absolute) are rejected as implausible.
+    attributes: the customers columns that become ``attr_`` features (an allow-list); None: every
+        attribute column except those that look like identifiers (features.identifiers). Training
+        resolves None to the columns it used, so the model's manifest names them.
     """
 
     market_topics: tuple[str, ...] = ()
@@ -35,6 +38,7 @@ class FeatureConfig:
     reject_threshold: float = 0.01
     decimal: Literal["auto", ".", ","] = "auto"
     max_amount: float = 1e9
+    attributes: tuple[str, ...] | None = None
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     def export_rules(self) -> ExportRules:

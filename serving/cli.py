@@ -20,6 +20,12 @@ from rich.table import Table
 from features import atomic
 from features.config import FeatureConfig
 from features.errors import UserError
+from features.identifiers import (
+    attribute_names,
+    exclusion_warning,
+    identifier_columns,
+    resolve_attributes,
+)
 from features.ingest.export_checks import DEFAULT_RULES, ExportRules
 from features.ingest.masking import mask_url
 from features.run_request import RunRequest, parse_date, parse_horizon
@@ -111,6 +117,12 @@ def read_mapping(path: Path | None):
 def check_engine(engine: str) -> None:
     if engine not in ("pandas", "dask"):
         raise UserError(f"--engine must be pandas or dask, not {engine!r}")
+
+
+def print_excluded(excluded: dict[str, str]) -> None:
+    """The warning naming attribute columns left out as identifiers (names only, never values)."""
+    if excluded:
+        err_console.print(exclusion_warning(excluded), soft_wrap=True, highlight=False)
 
 
 def print_notes(notes: list[str]) -> None:
@@ -242,10 +254,14 @@ def features(
         console.print(f"features as of {cutoff.date()} on dask: {done['customers_in']:,} customers in, "
                       f"{done['rows']:,} rows x {done['features']} features out in {done['seconds']:.1f}s\n"
                       f"  -> {done['output']} ({done['parts']} parts)\n  -> {done['manifest']}", soft_wrap=True)
+        print_excluded(done["excluded_attributes"])
         print_notes(done["notes"])
         return
     loaded = load_source(data, reject_threshold=reject_threshold, until=None if labels else cutoff, rules=rules,
                          mapping=mapping)
+    config, excluded = resolve_attributes(config, attribute_names(loaded.tables.customers),
+                                          identifier_columns(loaded.tables.customers))
+    print_excluded(excluded)
     frame = build_features(loaded.tables, cutoff, config)
     manifest = manifest_for(frame, config)
     if labels:

@@ -86,6 +86,8 @@ class TrainConfig:
         them untested.
     min_train_buyers / min_test_buyers: customers with a positive label needed in the training
         windows and in the test window; fewer stops the run (too little data to learn or to judge).
+    log_customer_ids: write real customer ids into the run's report inputs (predictions and SHAP
+        sample); off (the default) writes pseudonyms (``customer-<n>``) instead (docs/privacy.md).
     """
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -102,6 +104,7 @@ class TrainConfig:
     social_folds: int = 2
     min_train_buyers: int = 50
     min_test_buyers: int = 10
+    log_customer_ids: bool = False
 
     def __post_init__(self):
         if self.validation_windows < 1:

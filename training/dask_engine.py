@@ -87,7 +87,7 @@ class DaskEngine:
             renames = as_mapping(mapping)
             columns = {t: table_columns(p, renames.renaming(t)) for t, p in source_files(data, renames).items()}
             yield Loaded(DaskSource(cs), DaskFitter(client), cs.last_tx, {"source": described, **cs.fingerprint},
-                         rejected, described, tags, columns)
+                         rejected, described, tags, columns, list(cs.attribute_kinds), dict(cs.identifiers))
 
 
 class DaskWindows:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import pandas as pd
 
 from features.config import FeatureConfig
+from features.identifiers import attribute_names, identifier_columns
 from features.ingest.source import describe_source, load_source
 from features.manifest import FeatureManifest, manifest_for
 from features.tables import TABLE_NAMES, Tables
@@ -39,7 +40,9 @@ class PandasEngine:
         yield Loaded(PandasSource(tables), PandasFitter(), None if pd.isna(latest) else pd.Timestamp(latest),
                      fingerprint, rejected, source_description(data),
                      columns={name: list(getattr(tables, name).columns) for name in TABLE_NAMES
-                              if getattr(tables, name) is not None})
+                              if getattr(tables, name) is not None},
+                     attribute_columns=attribute_names(tables.customers),
+                     identifiers=identifier_columns(tables.customers))
 
 
 def load_tables(data, config: TrainConfig, *, until: pd.Timestamp | None = None, mapping=None):

@@ -79,6 +79,8 @@ class Loaded:
     described: str | None  # where the data came from, safe to log (None for in-memory tables)
     tags: dict[str, str] = field(default_factory=dict)  # the engine's own facts (workers...)
     columns: dict[str, list[str]] = field(default_factory=dict)  # table -> columns (empty: not known)
+    attribute_columns: list[str] = field(default_factory=list)  # customers columns besides the key
+    identifiers: dict[str, str] = field(default_factory=dict)  # identifier-like ones -> why (features.identifiers)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from training.model_source import (
     check_registered_files,
     is_registry_uri,
 )
-from training.report_inputs import load_report_inputs
+from training.report_inputs import are_pseudonyms, load_report_inputs, pseudonyms
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -128,7 +128,8 @@ def current_champion(client, model_name: str):
 
 def score_champion(client, model_name: str, test_features: pd.DataFrame, test_label: pd.Series,
                    predicted: pd.Series, manifest: FeatureManifest, test_cutoff: pd.Timestamp,
-                   horizon_days: int, *, exclude_version: str) -> ChampionScore | None:
+                   horizon_days: int, *, exclude_version: str,
+                   input_fingerprint: str | None = None) -> ChampionScore | None:
     """The champion scored on this run's test window.
 
     Its out-of-time model predicts the test window's features when they are the features it was
@@ -137,6 +138,8 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
     customers of both runs, against this run's ``predicted`` on the same customers. The champion
     is loaded only by a models:/ or runs:/ URI of the store training uses (use_store), so its
     pickle is the registry's, never one a tag points elsewhere to.
+    ``input_fingerprint``: this run's input hash; a champion that logged pseudonyms instead of
+    customer ids (training.report_inputs) is compared only when it read the same input.
     """
     import mlflow
 
@@ -174,16 +177,17 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
         check_compatible(FeatureManifest.from_json(stored), manifest)
     except FeatureSkewError as exc:
         return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
-                                  f"incompatible features: {exc}"[:300])
+                                  f"incompatible features: {exc}"[:300], input_fingerprint)
     except Exception as exc:  # noqa: BLE001 - an unloadable champion is compared by its logged evaluation
         return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
-                                  f"could not load: {type(exc).__name__}: {exc}"[:300])
+                                  f"could not load: {type(exc).__name__}: {exc}"[:300], input_fingerprint)
     scored = loaded.predict_value(test_features)
     return ChampionScore(version, norm_gini(test_label.to_numpy(), scored.to_numpy()), "; ".join(notes))
 
 
 def _logged_comparison(client, run, version: str, test_label: pd.Series, predicted: pd.Series,
-                       test_cutoff: pd.Timestamp, horizon_days: int, why: str) -> ChampionScore:
+                       test_cutoff: pd.Timestamp, horizon_days: int, why: str,
+                       input_fingerprint: str | None = None) -> ChampionScore:
     """The champion's logged test-window predictions against the candidate's on the same customers."""
     tags = run.data.tags if run else {}
     if tags.get("test_cutoff") != str(test_cutoff.date()) or tags.get("horizon_days") != str(horizon_days):
@@ -194,6 +198,13 @@ def _logged_comparison(client, run, version: str, test_label: pd.Series, predict
     except Exception as exc:  # noqa: BLE001 - no logged evaluation: nothing to compare with
         return ChampionScore(version, None, f"{why}; no logged evaluation ({type(exc).__name__})")
     theirs = logged.set_index("customer_id")["predicted"]
+    if are_pseudonyms(theirs.index):
+        # Pseudonyms are positions in the test window: they name the same customers only on the same input.
+        if input_fingerprint is None or tags.get("input_fingerprint") != input_fingerprint:
+            return ChampionScore(version, None, f"{why}; its logged evaluation names customers by pseudonym "
+                                 "and was made on other input")
+        predicted = pd.Series(predicted.reindex(test_label.index).to_numpy(), index=pseudonyms(len(test_label)))
+        test_label = pd.Series(test_label.to_numpy(), index=pseudonyms(len(test_label)))
     common = test_label.index.intersection(theirs.index)
     if len(common) < 2:
         return ChampionScore(version, None, f"{why}; its logged evaluation shares no customers with this run")

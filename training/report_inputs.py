@@ -11,6 +11,10 @@ Artifacts, under ``report_inputs/`` of the run:
 - shap_sample.parquet: customer_id, the feature values as the model saw them, and ``shap__<feature>``
   (signed contribution in currency, from CustomerValueModel.contributions) for a seeded sample of at
   most 20,000 test customers; optional ``baseline`` (the model's baseline value in currency).
+
+Unless the run opts in (TrainConfig.log_customer_ids), ``customer_id`` holds pseudonyms
+(``customer-<n>``, n the customer's position in the test window), the same in both files so the
+report can still join them, so the tracking store never holds real ids (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 SHAP_SAMPLE_FILE = "shap_sample.parquet"
 PREDICTION_COLUMNS = ("customer_id", "predicted", "actual", "baseline_last_h", "baseline_bgnbd", "tenure_days")
 SHAP_PREFIX = "shap__"
+PSEUDONYM = r"customer-\d+"
 MAX_SHAP_ROWS = 20_000
 
 
@@ -106,7 +111,28 @@ def report_frames(ev, *, log_contributions: pd.DataFrame | None = None) -> tuple
         if log_contributions is None:
             log_contributions = ev.model.log_contributions(sample)
         money = currency_frame(ev.model.objective, log_contributions.loc[sample.index])
-    return predictions, shap_sample_frame(sample, money)
+    shap_frame = shap_sample_frame(sample, money)
+    if not ev.config.log_customer_ids:
+        predictions, shap_frame = (pseudonymised(frame, test.index) for frame in (predictions, shap_frame))
+    return predictions, shap_frame
+
+
+def pseudonymised(frame: pd.DataFrame, ids: pd.Index) -> pd.DataFrame:
+    """``frame`` with each customer_id replaced by ``customer-<n>``, n its 1-based position in ``ids``."""
+    position = ids.astype("str").get_indexer(frame["customer_id"].astype("str"))
+    if (position < 0).any():
+        raise ValueError("pseudonymised: customer ids missing from the id list")
+    return frame.assign(customer_id=pseudonyms(len(ids))[position])
+
+
+def pseudonyms(n: int) -> pd.Index:
+    """``customer-1`` .. ``customer-<n>``: the names of a test window's customers, in index order."""
+    return pd.Index([f"customer-{p + 1}" for p in range(n)], dtype="str", name="customer_id")
+
+
+def are_pseudonyms(ids) -> bool:
+    """True when logged ids are pseudonyms (a run that did not opt in to log_customer_ids)."""
+    return bool(len(ids)) and bool(pd.Series(ids, dtype="str").str.fullmatch(PSEUDONYM).all())
 
 
 def _check_predictions(predictions: pd.DataFrame) -> pd.DataFrame:

@@ -76,7 +76,8 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
     version = str(info.registered_model_version)
 
     champion = score_champion(client, model_name, ev.test_features, ev.test_label, ev.predictions["model"],
-                              ev.manifest, ev.plan.test_cutoff, ev.plan.horizon_days, exclude_version=version)
+                              ev.manifest, ev.plan.test_cutoff, ev.plan.horizon_days, exclude_version=version,
+                              input_fingerprint=_input_hash(fingerprint))
     candidate = Candidate(ev.metrics["test_norm_gini"],
                           {name: ev.metrics.get(f"baseline_{name}_test_norm_gini") for name in BASELINES},
                           ev.model.kind)
@@ -104,6 +105,11 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
                         metrics=metrics, bgnbd_status=ev.bgnbd_status, ui_command=tracking.ui_command(uri),
                         seconds=0.0, model_kind=ev.model.kind, verdict=verdict.reason if verdict else "",
                         window_plan=ev.plan.reason, social_decision=ev.social_decision)
+
+
+def _input_hash(fingerprint: dict) -> str | None:
+    """The run's input hash, or None when the input is not known by content (tables in memory)."""
+    return None if fingerprint.get("source") == "in-memory tables" else tracking.fingerprint_hash(fingerprint)
 
 
 def log_metrics(values: dict) -> None:
@@ -136,7 +142,9 @@ def _signature(ev: Evaluation, *, final: bool = False):
     model = ev.final_model if final else ev.model
     example = model.encoder.model_input(ev.test_features.head(200))
     prediction = model.predict_value(example)
-    return infer_signature(example, prediction), example.head(5)
+    # The logged example carries feature values only: no customer ids (the index) unless opted in.
+    shown = example.head(5) if ev.config.log_customer_ids else example.head(5).reset_index(drop=True)
+    return infer_signature(example, prediction), shown
 
 
 def _log_inputs(ev: Evaluation, source: str | None) -> None:
@@ -151,12 +159,14 @@ def _log_inputs(ev: Evaluation, source: str | None) -> None:
                                                              label=ev.train_sample["label"])
         datasets.append((sample, "training_windows", ev.train_digest, "training"))
     datasets.append((test, f"test_window_{ev.plan.test_cutoff.date()}", frame_digest(test), "testing"))
+    ids = ev.config.log_customer_ids  # otherwise customer_id is not even a column of the dataset
     for frame, name, digest, context in datasets:
+        frame = frame.reset_index(drop=not ids)
         kwargs = {"name": name, "targets": "label", "digest": digest}
         try:
-            dataset = mlflow.data.from_pandas(frame.reset_index(), source=source, **kwargs)
+            dataset = mlflow.data.from_pandas(frame, source=source, **kwargs)
         except Exception:  # noqa: BLE001 - a source MLflow cannot describe is recorded without it
-            dataset = mlflow.data.from_pandas(frame.reset_index(), **kwargs)
+            dataset = mlflow.data.from_pandas(frame, **kwargs)
         mlflow.log_input(dataset, context=context)
 
 

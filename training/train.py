@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pandas as pd
 
+from features.identifiers import exclusion_warning, resolve_attributes
 from features.ingest.contract import optional_columns_present
 from features.run_request import check_cutoff, default_as_of
 from training import tracking
@@ -67,6 +68,11 @@ def train_run(
     steps = Steps(enabled=progress)
     uri = tracking.use_store()  # before the data is read: a store that cannot be used should not cost a load
     with engine.load(data, config, until=as_of, steps=steps, mapping=mapping) as loaded:
+        # Which customers columns become features, decided once on the whole table (docs/privacy.md).
+        features, excluded = resolve_attributes(config.features, loaded.attribute_columns, loaded.identifiers)
+        config = replace(config, features=features)
+        if excluded and progress:
+            steps.console.print(exclusion_warning(excluded), soft_wrap=True, highlight=False)
         as_of = as_of if as_of is not None else default_as_of(loaded.latest_transaction)
         experiment_id = tracking.experiment_id(experiment, uri)
         with tracking.launcher_run() as launcher, mlflow.start_run(
@@ -83,6 +89,7 @@ def train_run(
                 "objective": config.model.objective,
                 "rejected_rows": str(loaded.rejected),
                 "engine": engine.name,
+                "attributes_excluded": ", ".join(excluded) or "none",  # names only, never values
                 **loaded.tags,
             })
             mlflow.log_params(config.flat())

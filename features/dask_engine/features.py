@@ -24,6 +24,7 @@ from features.dask_engine.cluster import cluster
 from features.dask_engine.source import ClusterSource, empty, load_source_dask
 from features.dask_engine.validate import latest_profiles
 from features.families.btyd import purchase_summary
+from features.identifiers import resolve_attributes
 from features.ingest.partition import ROW
 from features.ingest.source import write_rejects
 from features.labels import check_label_coverage, label_values
@@ -142,8 +143,10 @@ def _bucket_frame(customers, transactions, social, social_columns, population, a
 def features_dask(cs: ClusterSource, as_of: pd.Timestamp, config: FeatureConfig, *, families=None,
                   labels: bool = False) -> list:
     """Futures of each bucket's build_features frame as of ``as_of`` (with ``cutoff`` and ``label``
-    columns over config.horizon_days when ``labels``, as in build_training_set)."""
+    columns over config.horizon_days when ``labels``, as in build_training_set). The attribute
+    columns are judged on the whole table (features.identifiers), never per bucket."""
     check_cutoff(as_of)
+    config, _ = resolve_attributes(config, list(cs.attribute_kinds), cs.identifiers)
     client = cs.client
     names = tuple(f.name for f in select_families(families))
     population = population_dask(cs, as_of, config, names)
@@ -222,6 +225,7 @@ def write_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, out,
                               rules=config.export_rules(), mapping=mapping)
         if labels:
             check_label_window(cs, as_of, config.horizon_days)
+        config, excluded = resolve_attributes(config, list(cs.attribute_kinds), cs.identifiers)
         futures = features_dask(cs, as_of, config, families=families, labels=labels)
         cs.release_population_inputs()
         meta = client.submit(empty, futures[0]).result().drop(columns=drop)
@@ -239,5 +243,6 @@ def write_features_dask(source, as_of: pd.Timestamp, config: FeatureConfig, out,
         "rejects": [str(p) for p in written],
         "parts": cs.buckets,
         "notes": cs.notes,
+        "excluded_attributes": excluded,
         "seconds": round(time.perf_counter() - started, 3),
     }

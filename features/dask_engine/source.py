@@ -35,6 +35,7 @@ from features.dask_engine.validate import (
     validate_interactions,
     validate_referrals,
 )
+from features.identifiers import identifier_reason
 from features.ingest.contract import (
     add_parsing,
     check_has_customers,
@@ -80,6 +81,8 @@ class ClusterSource:
     last_tx: pd.Timestamp | None = None
     notes: list[str] = field(default_factory=list)  # facts about kept rows for the summary (ExportNotes)
     n_customers: int = 0  # valid customers
+    attribute_kinds: dict[str, str] = field(default_factory=dict)  # attribute column -> number | text
+    identifiers: dict[str, str] = field(default_factory=dict)  # identifier-like text attributes -> why
     seconds: dict[str, float] = field(default_factory=dict)
 
     def release_population_inputs(self) -> None:
@@ -236,6 +239,10 @@ def load_source_dask(
     if changed:
         raise AssertionError(f"rows read -> rows validated differ after the shuffle: {changed}")
     out.n_customers = sum(st["customers"] for st in stats)
+    # Judged on the whole table's distinct values, as the pandas engine judges its whole table.
+    out.attribute_kinds = dict(kinds)
+    out.identifiers = {name: why for name, dtype in dtypes.items()
+                       if (why := identifier_reason(pd.Series(dtype.categories), out.n_customers))}
     firsts = [st["first_tx"] for st in stats if st["first_tx"] is not None]
     lasts = [st["last_tx"] for st in stats if st["last_tx"] is not None]
     out.first_tx = min(firsts) if firsts else None

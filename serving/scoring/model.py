@@ -1,7 +1,8 @@
 """The model a scoring run uses: loaded from MLflow, and refused unless its features are this code's.
 
 A model is served only with the features it was trained on: same feature code (the manifest's
-code hash), same FeatureConfig (taken from the manifest, so training and scoring cannot disagree),
+code hash), same FeatureConfig (taken from the manifest, so training and scoring cannot disagree, attribute
+columns included),
 same feature names, order, dtypes and families. Predictions go through the pyfunc's predict, which
 enforces the logged MLflow signature.
 """
@@ -16,6 +17,7 @@ import pandas as pd
 from features.build import FAMILY_NAMES
 from features.catalog import SOCIAL_FAMILIES
 from features.config import FeatureConfig
+from features.families import attributes
 from features.ingest.contract import ContractError
 from features.manifest import (
     FeatureManifest,
@@ -82,6 +84,17 @@ def feature_config_of(manifest: FeatureManifest) -> FeatureConfig:
     return FeatureConfig(**values)
 
 
+def scoring_config(manifest: FeatureManifest) -> FeatureConfig:
+    """feature_config_of, with the attribute columns fixed to the model's ``attr_`` features when its
+    config has no allow-list: judging identifiers chunk by chunk could pick other columns."""
+    config = feature_config_of(manifest)
+    if config.attributes is not None:
+        return config
+    names = tuple(f[len(attributes.PREFIX):] for f in manifest.features
+                  if manifest.families.get(f) == attributes.FAMILY)
+    return dataclasses.replace(config, attributes=names)
+
+
 def model_families(manifest: FeatureManifest) -> tuple[str, ...]:
     """The feature families the model was built with, identified by its manifest's code hash.
 
@@ -108,7 +121,7 @@ def check_model_features(model: ScoringModel, features: pd.DataFrame) -> None:
     Category levels are not compared: the model maps categories by their text to its training
     levels, and a level it never saw is treated as missing (counted in the run's manifest).
     """
-    actual = manifest_for(features, model.config, model.families)
+    actual = manifest_for(features, feature_config_of(model.manifest), model.families)
     expected = model.manifest
     categories = {name: expected.categories.get(name, levels) for name, levels in actual.categories.items()}
     fields = {f.name: getattr(actual, f.name) for f in dataclasses.fields(actual)}
@@ -165,7 +178,7 @@ def _checked_model(pyfunc, uri: str, name: str, version, run_id, local: str) -> 
                                "against this feature code, so it is not used")
     manifest = FeatureManifest.from_json(text)
     return ScoringModel(pyfunc, python_model, uri, name, version, run_id, manifest,
-                        feature_config_of(manifest), model_families(manifest), local)
+                        scoring_config(manifest), model_families(manifest), local)
 
 
 def _registry_facts(model_uri: str, pyfunc) -> tuple[str, str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -174,3 +175,17 @@ def test_the_command_line_turns_mlflow_telemetry_off_unless_the_user_chose(tmp_p
     assert run() == ["true", "True"]
     assert run(MLFLOW_DISABLE_TELEMETRY="false") == ["false", "False"]
     assert run(DO_NOT_TRACK="false")[0] == "None"  # the user's own choice is left alone
+
+
+def test_features_leave_an_email_column_out_and_say_so(tmp_path):
+    tables = valid_tables()
+    customers = tables["customers"]
+    tables["customers"] = customers.assign(email=[f"user{i}@example.org" for i in range(len(customers))])
+    src = write_source(tmp_path, tables)
+    out = tmp_path / "f.parquet"
+    result = runner.invoke(app, ["features", "--data", str(src), "--as-of", "2024-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "left out of the features because they look like identifiers: email (e-mail addresses)" in result.output
+    manifest = json.loads(out.with_name("f.manifest.json").read_text())
+    assert not any(name.startswith("attr_email") for name in manifest["features"])
+    assert "example.org" not in out.with_name("f.manifest.json").read_text()

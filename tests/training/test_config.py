@@ -51,6 +51,23 @@ def test_unknown_keys_and_bad_values_are_one_line_user_errors(tmp_path, text, me
         TrainConfig.from_file(write(tmp_path, text))
 
 
+def test_the_attribute_allow_list_and_the_customer_id_opt_in_come_from_the_file(tmp_path):
+    config = TrainConfig.from_file(write(tmp_path, """
+log_customer_ids = true
+
+[features]
+attributes = ["region", "age"]
+"""))
+    assert config.features.attributes == ("region", "age") and config.log_customer_ids is True
+    assert TrainConfig().features.attributes is None and TrainConfig().log_customer_ids is False
+    assert config.flat()["features.attributes"] == ["region", "age"]
+
+
+def test_an_allow_list_must_be_a_list_of_names(tmp_path):
+    with pytest.raises(UserError, match=r"\[features\] attributes must be a list"):
+        TrainConfig.from_file(write(tmp_path, '[features]\nattributes = "region"'))
+
+
 def test_a_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="cannot read it"):
         TrainConfig.from_file(tmp_path / "nowhere.toml")

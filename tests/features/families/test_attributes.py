@@ -55,3 +55,20 @@ def test_no_attribute_columns_gives_an_empty_frame_over_eligible_customers():
     out = attributes(customers())
     assert out.shape == (2, 0)
     assert list(out.index) == ["a", "b"]
+
+
+def test_identifier_like_text_columns_are_not_features():
+    out = attributes(customers(email=["a@x.org", "b@x.org", "c@x.org"], phone=["+1 555 0100 001"] * 3,
+                               age=[1, 2, 3]))
+    assert list(out.columns) == ["attr_age"]
+
+
+def test_an_allow_list_picks_exactly_its_columns_in_table_order():
+    frame = customers(tier=["gold", "silver", "gold"], age=[1, 2, 3], vip=[True, False, True])
+    out = attributes_features(Tables(frame, NO_TX), AS_OF, FeatureConfig(attributes=("vip", "tier")))
+    assert list(out.columns) == ["attr_tier", "attr_vip"]
+
+
+def test_an_empty_allow_list_keeps_every_attribute_out():
+    out = attributes_features(Tables(customers(age=[1, 2, 3]), NO_TX), AS_OF, FeatureConfig(attributes=()))
+    assert out.shape == (2, 0)

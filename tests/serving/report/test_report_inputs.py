@@ -8,10 +8,12 @@ import pytest
 
 from training.report_inputs import (
     MissingReportInputs,
+    are_pseudonyms,
     currency_frame,
     load_report_inputs,
     log_report_inputs,
     predictions_frame,
+    pseudonymised,
     shap_sample_frame,
 )
 
@@ -111,3 +113,9 @@ def test_an_oversized_shap_sample_is_refused(mlflow_store):
 
     with mlflow.start_run(), pytest.raises(ValueError, match="at most 1"):
         log_report_inputs(predictions(), shap_sample(), max_shap_rows=1)
+
+
+def test_pseudonyms_name_customers_by_their_position_in_the_test_window():
+    out = pseudonymised(predictions(), pd.Index(["C0", "C1", "C2", "C3"], dtype="str"))
+    assert out["customer_id"].tolist() == ["customer-2", "customer-3", "customer-4"]
+    assert are_pseudonyms(out["customer_id"]) and not are_pseudonyms(predictions()["customer_id"])
