@@ -1,7 +1,8 @@
 """Where a model may be loaded from: the configured MLflow store, or a local folder the user trusts.
 
-Loading an MLflow pyfunc runs code: its ``python_model.pkl`` is a cloudpickle, and its MLmodel
-file names a loader module and code paths to import. So every loader in this project asks
+Loading an MLflow pyfunc runs code: its MLmodel file names a loader module and a code file to
+run (``pyfunc_code.py`` for the models training logs now, training.model_files) or a cloudpickle
+(``python_model.pkl``, older models). So every loader in this project asks
 ``check_model_source`` first, before anything is downloaded or unpickled:
 
 - ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` (and MLflow 3's ``models:/m-ID``) and

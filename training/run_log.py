@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from features.catalog import SOCIAL_FAMILIES
-from training import model as model_module
 from training import tracking
 from training.baselines import BASELINES
 from training.charts import decile_chart, importance_chart
 from training.config import TrainConfig
+from training.model_files import log_value_model
 from training.pipeline import Evaluation, frame_digest
 from training.registry import Candidate, decide_promotion, promote_version, score_champion
 from training.report_inputs import log_report_inputs, report_frames
@@ -63,15 +63,12 @@ def log_evaluation(ev: Evaluation, run_id: str, source: str | None, fingerprint:
     # Customer-level test-window predictions and currency SHAP for the stakeholder report.
     log_report_inputs(*report_frames(ev, log_contributions=ev.shap_contributions))
     signature, example = _signature(ev)
-    with _pickle_model_code_by_value():
-        eval_info = mlflow.pyfunc.log_model(name="evaluation_model", python_model=ev.model,
-                                            signature=signature, input_example=example,
-                                            pip_requirements=tracking.pip_requirements())
-        final_signature, final_example = _signature(ev, final=True)
-        info = mlflow.pyfunc.log_model(name="model", python_model=ev.final_model, signature=final_signature,
-                                       input_example=final_example,
-                                       pip_requirements=tracking.pip_requirements(),
-                                       registered_model_name=model_name)
+    # The boosters, encoder and manifest as data files, the wrapper as code: no pickle (model_files).
+    eval_info = log_value_model("evaluation_model", ev.model, signature=signature, input_example=example,
+                                pip_requirements=tracking.pip_requirements())
+    final_signature, final_example = _signature(ev, final=True)
+    info = log_value_model("model", ev.final_model, signature=final_signature, input_example=final_example,
+                           pip_requirements=tracking.pip_requirements(), registered_model_name=model_name)
     mlflow.set_tag("evaluation_model_uri", eval_info.model_uri)
     version = str(info.registered_model_version)
 
@@ -117,23 +114,6 @@ def log_metrics(values: dict) -> None:
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)})
-
-
-class _pickle_model_code_by_value:
-    """Pickle training.model by value inside the logged pyfunc, so loading it needs no clv package."""
-
-    def __enter__(self):
-        import cloudpickle
-
-        self._module = model_module
-        cloudpickle.register_pickle_by_value(model_module)
-        return self
-
-    def __exit__(self, *exc):
-        import cloudpickle
-
-        cloudpickle.unregister_pickle_by_value(self._module)
-        return False
 
 
 def _signature(ev: Evaluation, *, final: bool = False):

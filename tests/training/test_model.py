@@ -144,3 +144,57 @@ def test_a_fallback_serves_its_baselines_feature_levelled_to_realised_value():
     assert (contributions["spend_horizon"] == 0).all()
     with pytest.raises(ValueError, match="no fallback for baseline 'oracle'"):
         BaselineValueModel("oracle", FeatureEncoder.fit(features))
+
+
+def save_both_ways(model, folder, frame):
+    """The model saved as MLflow used to keep it (a cloudpickle) and as data files plus the wrapper's code."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from training.model_files import PYFUNC_CODE, write_model_files
+
+    signature = infer_signature(frame, model.predict(None, frame))
+    kwargs = {"signature": signature, "input_example": frame.head(3), "pip_requirements": ["lightgbm", "pandas"]}
+    mlflow.pyfunc.save_model(folder / "pickled", python_model=model, **kwargs)
+    (folder / "files").mkdir()
+    artifacts = write_model_files(model, folder / "files")
+    mlflow.pyfunc.save_model(folder / "code", python_model=str(PYFUNC_CODE), artifacts=artifacts, **kwargs)
+    return (mlflow.pyfunc.load_model(str(folder / "pickled")), mlflow.pyfunc.load_model(str(folder / "code")))
+
+
+@pytest.mark.filterwarnings("ignore:Operation with range is deprecated")  # inside mlflow.models.utils
+@pytest.mark.parametrize("objective", ["tweedie", "two_part", "log_target"])
+def test_the_model_is_stored_as_booster_text_and_json_and_predicts_as_the_pickle_did(tmp_path, objective):
+    model = fitted(objective)
+    model.manifest_json = '{"features": []}'
+    model.families = {"spend_365d": "history"}
+    model.source_columns = {"transactions": ["channel"]}
+    frame = ENCODER.model_input(VALID)
+    pickled, stored = save_both_ways(model, tmp_path, frame)
+    files = sorted(p.relative_to(tmp_path / "code").as_posix() for p in (tmp_path / "code").rglob("*") if p.is_file())
+    assert not [f for f in files if f.endswith(".pkl")]
+    assert {f"artifacts/booster_{part}.txt" for part in model.booster_strings} | {
+        "artifacts/value_model.json", "pyfunc_code.py"} <= set(files)
+    np.testing.assert_allclose(stored.predict(frame), pickled.predict(frame), rtol=1e-12, atol=0)
+    inner, old = stored.unwrap_python_model(), pickled.unwrap_python_model()
+    assert type(inner) is CustomerValueModel and inner.kind == "lightgbm"
+    for name in ("objective", "features", "levels", "rounds", "manifest_json", "families", "source_columns",
+                 "booster_strings"):
+        assert getattr(inner, name) == getattr(old, name), name
+    assert inner.encoder == model.encoder
+    pd.testing.assert_frame_equal(inner.contributions(frame), old.contributions(frame), rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Operation with range is deprecated")  # inside mlflow.models.utils
+def test_a_stored_fallback_comes_back_as_a_fallback(tmp_path):
+    from training.model import BaselineValueModel
+
+    features = pd.DataFrame({"btyd_expected_value": [100.0, 50.0, np.nan], "region": ["a", "b", "a"]},
+                            index=pd.Index(list("abc"), name="customer_id"))
+    model = BaselineValueModel("bgnbd", FeatureEncoder.fit(features), manifest_json="{}", scale=0.3)
+    frame = model.encoder.model_input(features)
+    pickled, stored = save_both_ways(model, tmp_path, frame)
+    inner = stored.unwrap_python_model()
+    assert type(inner) is BaselineValueModel and inner.kind == "fallback:bgnbd" and inner.scale == 0.3
+    assert stored.predict(frame).tolist() == pickled.predict(frame).tolist() == [30.0, 15.0, 0.0]
+    assert not list((tmp_path / "code").rglob("*.pkl"))

@@ -89,7 +89,7 @@ def test_the_run_names_the_excluded_columns_and_uses_the_others(run, store):
 
 def test_no_email_phone_or_customer_id_reaches_the_tracking_store(run, store, customers):
     contents = stored_text(store)
-    assert any(path.name == "python_model.pkl" for path, _ in contents)  # the walk sees the model
+    assert any(path.name == "value_model.json" for path, _ in contents)  # the walk sees the model
     assert any(path.name == "shap_sample.parquet" for path, _ in contents)
     assert found(customers["email"], contents) == []
     assert found(customers["phone"], contents) == []

@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,6 +158,33 @@ def test_the_registered_model_records_the_optional_columns_its_source_had(runs, 
                 for table in OPTIONAL_COLUMNS if getattr(tiny_tables, table) is not None}
     assert inner.source_columns == expected
     assert expected["transactions"]  # the generated world has optional transaction columns
+
+
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")  # the pickled copy
+def test_the_registered_model_holds_no_pickle_and_predicts_as_its_pickle_would(runs, tiny_tables, tmp_path):
+    """Boosters as LightGBM text, the rest as JSON, the wrapper as code (training.model_files); its
+    predictions equal those of the same model stored the old way, as a cloudpickle."""
+    import mlflow
+
+    from features.build import build_features
+
+    version = runs["first"].model_version
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL}/{version}",
+                                                     dst_path=str(tmp_path / "registered")))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert not [f for f in files if f.endswith(".pkl")], files
+    assert {"MLmodel", "pyfunc_code.py", "artifacts/value_model.json"} <= files
+    assert any(f.startswith("artifacts/booster_") and f.endswith(".txt") for f in files)
+    flavor = mlflow.models.Model.load(str(local)).flavors["python_function"]
+    assert "python_model" not in flavor and flavor["model_code_path"].endswith("pyfunc_code.py")
+
+    stored = mlflow.pyfunc.load_model(str(local))
+    inner = stored.unwrap_python_model()
+    mlflow.pyfunc.save_model(tmp_path / "pickled", python_model=inner, signature=stored.metadata.signature,
+                             pip_requirements=["lightgbm"])
+    pickled = mlflow.pyfunc.load_model(str(tmp_path / "pickled"))
+    frame = inner.encoder.model_input(build_features(tiny_tables, pd.Timestamp("2026-01-01"), SMALL.features))
+    np.testing.assert_allclose(stored.predict(frame), pickled.predict(frame), rtol=1e-12, atol=0)
 
 
 def test_same_data_config_and_seed_give_identical_metrics(runs):
