@@ -1,7 +1,7 @@
 """Customer attributes that look like identifiers (e-mail, phone, unique text), kept out of the features.
 
 A column that names a person instead of describing a segment teaches a model nothing that
-generalises, and its values would travel into the feature manifest (category levels), the pickled
+generalises, and its values would travel into the feature manifest (category levels), the logged
 model, input examples and SHAP samples in MLflow. So, unless an allow-list
 (``FeatureConfig.attributes``) says otherwise, a text attribute is left out when its distinct values
 look like e-mail addresses or phone numbers, or are nearly one per customer. Numeric columns are
@@ -30,6 +30,7 @@ PATTERN_SAMPLE = 1000
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+?[\d\s().\-/]+$")
 PHONE_DIGITS = 7  # fewer digits is a code (postcode, year), not a phone number
+DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}$|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}$")  # not a phone number
 KEY_COLUMNS = ("customer_id", "signup_date")
 
 
@@ -42,7 +43,8 @@ def identifier_reason(distinct: pd.Series, rows: int) -> str | None:
     if sample.str.match(EMAIL).mean() >= PATTERN_SHARE:
         return "e-mail addresses"
     digits = sample.str.count(r"\d")
-    if (sample.str.match(PHONE) & (digits >= PHONE_DIGITS)).mean() >= PATTERN_SHARE:
+    phone = sample.str.match(PHONE) & (digits >= PHONE_DIGITS) & ~sample.str.match(DATE_LIKE)
+    if phone.mean() >= PATTERN_SHARE:
         return "phone numbers"
     if len(distinct) > UNIQUE_MIN and len(distinct) > UNIQUE_SHARE * rows:
         return f"nearly unique text ({len(distinct):,} distinct values in {rows:,} rows)"

@@ -23,6 +23,11 @@ def test_phone_numbers_are_identifiers_in_the_usual_notations():
     assert identifier_columns(frame) == {"phone": "phone numbers"}
 
 
+def test_dates_written_as_text_are_not_phone_numbers():
+    frame = customers(3, last_store_visit=["2024-01-05", "2024-03-17", "05/06/2024"])
+    assert identifier_columns(frame) == {}
+
+
 def test_text_with_a_value_per_customer_is_an_identifier():
     frame = customers(500, account=[f"acct-{i}" for i in range(500)])
     assert identifier_columns(frame)["account"].startswith("nearly unique text (500 distinct values")
