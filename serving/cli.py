@@ -30,10 +30,11 @@ from features.ingest.export_checks import DEFAULT_RULES, ExportRules
 from features.ingest.masking import mask_url
 from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.knobs import WORLDS
-from serving.cli_errors import OneLineUsageErrors, friendly_errors
+from serving.cli_errors import OneLineUsageErrors, friendly_errors, print_error
 from training.config import LABELS, PROMOTE_MODES, TrainConfig, replace_fields
 from training.model_source import check_model_source, trust_warning
 
+DRIFT_EXIT_CODE = 3  # --fail-on-drift and the drift check failed (2 is a user's mistake)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -100,6 +101,11 @@ def check_parquet_out(out: Path) -> None:
     """Outputs are Parquet: a path with another suffix would get Parquet bytes under a misleading name."""
     if out.suffix.lower() != ".parquet":
         raise UserError(f"--out {out}: outputs are written as Parquet; name the file with a .parquet suffix")
+
+
+def currency_option(default: str):
+    return typer.Option(None, "--currency", help=f"Currency of the amounts, e.g. EUR or $: labels money (default: "
+                        f"{default}).")
 
 
 def mapping_option():
@@ -309,6 +315,7 @@ def train(
     mapping: Path | None = mapping_option(),
     decimal: str | None = decimal_option(),
     max_amount: float | None = max_amount_option(),
+    currency: str | None = currency_option("the model's default when scoring; none: plain amounts"),
 ):
     """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
     from training.dask_engine import DaskEngine
@@ -320,7 +327,8 @@ def train(
     check_engine(engine)
     mapping = read_mapping(mapping)
     config = train_config(config_file, horizon_days=horizon_days, market_topic=market_topic, label=label,
-                          n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount)
+                          n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount,
+                          currency=currency)
     request = RunRequest.from_text(as_of, config.horizon_days)
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True, mapping=mapping,
@@ -329,7 +337,8 @@ def train(
 
 def train_config(config_file: Path | None, *, horizon_days: int | None, market_topic: list[str],
                  label: str | None, n_windows: int | None, step_days: int | None,
-                 decimal: str | None = None, max_amount: float | None = None) -> TrainConfig:
+                 decimal: str | None = None, max_amount: float | None = None,
+                 currency: str | None = None) -> TrainConfig:
     """Defaults, then the --config file, then the options given on the command line."""
     config = TrainConfig.from_file(config_file) if config_file is not None else TrainConfig()
     features: dict = {}
@@ -343,7 +352,8 @@ def train_config(config_file: Path | None, *, horizon_days: int | None, market_t
         features["decimal"] = decimal
     if max_amount is not None:
         features["max_amount"] = float(max_amount)
-    flags = {key: value for key, value in (("n_windows", n_windows), ("step_days", step_days)) if value is not None}
+    flags = {key: value for key, value in (("n_windows", n_windows), ("step_days", step_days),
+                                           ("currency", currency)) if value is not None}
     if features:
         flags["features"] = features
     return replace_fields(config, flags, where="options") if flags else config
@@ -380,12 +390,21 @@ def score(
     mapping: Path | None = mapping_option(),
     decimal: str | None = decimal_option(),
     max_amount: float | None = max_amount_option(),
+    currency: str | None = currency_option("the training run's; none: plain amounts"),
+    drift_threshold: float | None = typer.Option(
+        None, "--drift-threshold", help="PSI above which a feature or the predictions count as drifted (default 0.25)."),
+    fail_on_drift: bool = typer.Option(
+        False, "--fail-on-drift", help="Publish nothing and exit with code 3 when the drift check fails."),
+    track: bool = typer.Option(True, "--track/--no-track", help="Log the scoring run to MLflow (experiment "
+                               "<model name>-scoring)."),
 ):
-    """Score every customer with the registered model: value, rank, tier and reasons."""
+    """Score every customer with the registered model: value, range, rank, tier and reasons; check drift."""
     from mlflow.exceptions import MlflowException
 
     from serving.scoring.chunked import score_customers
     from serving.scoring.dask_engine import score_customers_dask
+    from serving.scoring.printed_summary import print_score_summary
+    from serving.scoring.tracked_run import DriftError
 
     check_engine(engine)
     check_parquet_out(out)
@@ -399,7 +418,9 @@ def score(
             summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
                                            trust_model_from=trust_model_from,
                                            allow_missing=tuple(allow_missing), decimal=decimal,
-                                           max_amount=max_amount,
+                                           max_amount=max_amount, currency=currency,
+                                           drift_threshold=drift_threshold, fail_on_drift=fail_on_drift,
+                                           track=track,
                                            reasons_for=reasons_for, chunk_size=chunk_size, scheduler=scheduler,
                                            rejects=rejects, reject_threshold=reject_threshold, mapping=mapping)
         else:
@@ -408,34 +429,14 @@ def score(
                                       allow_missing=tuple(allow_missing), decimal=decimal, max_amount=max_amount,
                                       reasons_for=reasons_for, chunk_size=chunk_size, progress=True,
                                       workers=workers, rejects=rejects, reject_threshold=reject_threshold,
-                                      mapping=mapping)
+                                      mapping=mapping, currency=currency, drift_threshold=drift_threshold,
+                                      fail_on_drift=fail_on_drift, track=track)
     except MlflowException as err:  # e.g. no such registered model or alias
         raise UserError(f"cannot load model {model}: {mask_url(err.message)}") from None
-    print_score_summary(summary)
-
-
-def print_score_summary(summary: dict) -> None:
-    """Customers in / scored / rejected, model, time, throughput and where the outputs went."""
-    model = summary.get("model", {})
-    tiers = ", ".join(f"{k}: {v:,}" for k, v in summary.get("tiers", {}).items())
-    console.print(
-        f"scored {summary['scored']:,} of {summary['customers_in']:,} customers as of {summary['as_of']} "
-        f"with {model.get('name')} v{model.get('version')} in {summary['seconds']:.1f}s "
-        f"({summary['customers_per_second']:,.0f} customers/s); rejected customers: "
-        f"{summary['rejected_customers']:,}, not yet customers: {summary.get('not_yet_customers', 0):,}\n"
-        f"  tiers: {tiers}\n  -> {summary['output']}\n  -> {summary['manifest']}"
-        + (f"\n  rejected rows -> {', '.join(map(str, summary['rejects']))}" if summary.get("rejects") else ""),
-        soft_wrap=True,
-    )
-    print_notes(summary.get("notes", []))
-    if summary.get("missing_tables_allowed"):
-        console.print(f"  [yellow]scored without {', '.join(summary['missing_tables_allowed'])} (--allow-missing): "
-                      "the model was trained with them, so its predictions differ from what they would be[/yellow]",
-                      soft_wrap=True)
-    kind = model.get("kind", "lightgbm")
-    if kind != "lightgbm":
-        console.print(f"  [yellow]this model is a {kind}: training found the learned model worse than that "
-                      "baseline and registered the baseline in its place[/yellow]", soft_wrap=True)
+    except DriftError as err:  # not the user's mistake: its own exit code, still one line
+        print_error(str(err))
+        raise typer.Exit(code=DRIFT_EXIT_CODE) from None
+    print_score_summary(summary, console)
 
 
 @app.command()

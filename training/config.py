@@ -86,6 +86,8 @@ class TrainConfig:
         them untested.
     min_train_buyers / min_test_buyers: customers with a positive label needed in the training
         windows and in the test window; fewer stops the run (too little data to learn or to judge).
+    currency: the currency the source's amounts are in (``EUR``, ``$``); it labels money in the
+        summary, the scores' manifest, the contact list and the report (None: plain amounts).
     log_customer_ids: write real customer ids into the run's report inputs (predictions and SHAP
         sample); off (the default) writes pseudonyms (``customer-<n>``) instead (docs/privacy.md).
     """
@@ -105,8 +107,11 @@ class TrainConfig:
     min_train_buyers: int = 50
     min_test_buyers: int = 10
     log_customer_ids: bool = False
+    currency: str | None = None
 
     def __post_init__(self):
+        if self.currency is not None:
+            object.__setattr__(self, "currency", currency_label(self.currency))
         if self.validation_windows < 1:
             raise UserError(f"validation_windows must be at least 1, not {self.validation_windows}")
         if self.n_windows is not None and self.n_windows <= self.validation_windows:
@@ -154,6 +159,14 @@ class TrainConfig:
         except tomllib.TOMLDecodeError as err:
             raise UserError(f"--config {path}: not valid TOML ({err})") from None
         return replace_fields(cls(), data, where=f"--config {path}")
+
+
+def currency_label(currency: str) -> str:
+    """A currency label: an ISO 4217 code such as EUR (upper-cased) or a short symbol such as $."""
+    text = str(currency).strip()
+    if not text or len(text) > 5 or any(c.isspace() or c in ",;" for c in text):
+        raise UserError(f"currency takes a code such as EUR or a symbol such as $, not {currency!r}")
+    return text.upper() if text.isalpha() else text
 
 
 def replace_fields(config: TrainConfig, values: dict, *, where: str = "configuration") -> TrainConfig:

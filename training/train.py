@@ -18,6 +18,7 @@ from features.ingest.contract import optional_columns_present
 from features.run_request import check_cutoff, default_as_of
 from training import tracking
 from training.config import TrainConfig
+from training.drift import reference
 from training.pandas_engine import PandasEngine
 from training.pipeline import evaluate
 from training.progress import Steps
@@ -89,6 +90,7 @@ def train_run(
                 "objective": config.model.objective,
                 "rejected_rows": str(loaded.rejected),
                 "engine": engine.name,
+                "currency": config.currency or "",
                 "attributes_excluded": ", ".join(excluded) or "none",  # names only, never values
                 **loaded.tags,
             })
@@ -96,7 +98,16 @@ def train_run(
             ev = evaluate(loaded.source, loaded.fitter, as_of, config, steps=steps)
             if loaded.columns:  # the scorer refuses a source lacking an optional column the model saw
                 ev.final_model.source_columns = optional_columns_present(loaded.columns)
+            ev.final_model.drift_reference = drift_reference(ev.final_model, ev.test_features)
+            ev.final_model.currency = config.currency  # the scorer's and the report's default label
             with steps.step("Logging run, model and registry"):
                 summary = log_evaluation(ev, run.info.run_id, loaded.described, loaded.fingerprint,
                                          experiment, model_name, promote, uri)
     return replace(summary, seconds=time.perf_counter() - started)
+
+
+def drift_reference(model, test_features: pd.DataFrame) -> dict:
+    """What the scorer compares today's customers with (training.drift): the served model's inputs
+    and predictions on the test window."""
+    inputs = model.encoder.model_input(test_features)
+    return reference(inputs, model.predict_value(inputs).to_numpy(), model.encoder.categorical)

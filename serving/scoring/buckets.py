@@ -27,6 +27,7 @@ from features.ingest.id_sets import hash_ids, is_in
 from features.ingest.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from features.ingest.rejects import RejectPart, checked_part
 from features.tables import Tables
+from serving.scoring import core
 from serving.scoring.model import check_model_features
 from serving.scoring.runner import shared
 
@@ -227,6 +228,8 @@ class ScoredBucket:
     unseen_levels: Counter = field(default_factory=Counter)
     feature_seconds: float = 0.0
     predict_seconds: float = 0.0
+    extras: dict = field(default_factory=dict)  # core.customer_extras: interval, p_alive, expected_orders
+    drift_counts: dict | None = None  # core.drift_counts: customers per drift-reference bin
 
 
 def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str, local: LocalFeatures,
@@ -254,6 +257,8 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
     if len(inputs):
         out.values = np.asarray(model.pyfunc.predict(inputs), dtype="float64")
     out.predict_seconds = time.perf_counter() - start
+    out.extras = core.customer_extras(model, inputs, out.values)
+    out.drift_counts = core.drift_counts(model, inputs, out.values)
     if keep_inputs:
         out.inputs = ctx.inputs_path(b)
         table = pa.Table.from_pandas(inputs.reset_index(drop=True), preserve_index=False)

@@ -73,6 +73,7 @@ from serving.scoring.publish import publish_scores
 from serving.scoring.reasons import reason_columns
 from serving.scoring.runner import BucketRunner
 from serving.scoring.tiers import ranked_order, value_ranks
+from serving.scoring.tracked_run import track_and_check
 from serving.scoring.work_dir import (
     make_work_directory,
     release_work_directory,
@@ -89,7 +90,9 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                     progress: bool = True, workers: int | None = None, rejects=None,
                     reject_threshold: float | None = None, model: ScoringModel | None = None,
                     allow_missing=(), decimal: str | None = None, max_amount: float | None = None,
-                    mapping=None, trust_model_from=None) -> dict:
+                    mapping=None, trust_model_from=None, currency: str | None = None,
+                    drift_threshold: float | None = None, fail_on_drift: bool = False,
+                    track: bool = True) -> dict:
     """Score every customer of ``data`` into the Parquet file ``out``; returns the run's summary.
 
     data: a source directory (or a postgresql:// URL, read through features.ingest.database).
@@ -109,13 +112,19 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     decimal / max_amount: how the exports write values (default: as the model was trained).
     mapping: table and column names of the source that differ from the contract
         (features.ingest.mapping.SourceMapping, a dict or a JSON/TOML file).
+    currency: labels money in the manifest (default: the training run's ``currency``).
+    drift_threshold / fail_on_drift: the PSI above which a feature or the predictions count as
+        drifted (default 0.25); with ``fail_on_drift`` a drifted run publishes nothing and raises
+        serving.scoring.tracked_run.DriftError (the scoring run is still logged).
+    track: log the run to MLflow (serving.scoring.tracked_run), in the experiment
+        ``<model name>-scoring``.
 
     The summary is also written as JSON to OUT_STEM.manifest.json. Nothing is written when the
     source breaks the contract or the model's features do not match this code (ScoringSkewError).
     """
     started, cpu_started = time.perf_counter(), tree_cpu_seconds()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
-    core.check_options(reasons, reasons_for, chunk_size)
+    core.check_options(reasons, reasons_for, chunk_size, drift_threshold)
     if as_of is not None:
         check_cutoff(as_of)
     out = Path(out)
@@ -187,7 +196,9 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             reasons_rows=written.reasons.rows, reasons_seconds=written.reasons.seconds, unseen_levels=unseen,
             features_seconds=sum(s.feature_seconds for s in scored),
             predict_seconds=sum(s.predict_seconds for s in scored), missing_tables=missing,
-            notes=sum((c.notes for c in run.customers), ExportNotes()).lines()))
+            notes=sum((c.notes for c in run.customers), ExportNotes()).lines(),
+            economics=written.economics, currency=core.currency_of(model, currency),
+            drift=core.drift_of(model, [s.drift_counts for s in scored], drift_threshold)))
         manifest["engine"] = "pandas"
         manifest["workers"] = workers
         manifest["seconds"] = round(time.perf_counter() - started, 3)
@@ -196,6 +207,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
         manifest["stage_seconds"] = clock.seconds
         manifest["stage_cpu_seconds"] = clock.cpu_seconds
         manifest["peak_rss_mb_main_process_after_stage"] = clock.peak_rss_mb
+        track_and_check(manifest, model, track=track, fail_on_drift=fail_on_drift)
         return publish_scores(tmp_out, out, manifest)
     finally:
         if runner is not None:
@@ -335,10 +347,10 @@ def _referred_ids(source: dict[str, Path], mapping: SourceMapping) -> pd.Index:
 
 
 class _Written:
-    """Rows written, customers per tier, and the reasons computed."""
+    """Rows written, customers and value per tier, and the reasons computed."""
 
-    def __init__(self, rows: int, tiers: dict[str, int], reasons: core.Reasons):
-        self.rows, self.tiers, self.reasons = rows, tiers, reasons
+    def __init__(self, rows: int, tiers: dict[str, int], reasons: core.Reasons, economics: list[dict]):
+        self.rows, self.tiers, self.reasons, self.economics = rows, tiers, reasons, economics
 
 
 def _write_output(run: _Run, model: ScoringModel, scored: list[ScoredBucket], tmp_out: Path,
@@ -357,12 +369,14 @@ def _write_output(run: _Run, model: ScoringModel, scored: list[ScoredBucket], tm
     ranked = value_ranks(ids, values)
     rank = ranked["value_rank"].to_numpy()
     found = _reasons_by_rank(run, scored, model, rank, core.reason_cut(n, reasons, reasons_for), reasons)
-    columns = core.output_columns(ids, values, ranked, found.columns)
+    extras = core.concat_extras([s.extras for s in scored])
+    columns = core.output_columns(ids, values, ranked, extras, found.columns)
     order = ranked_order(ids, rank)
     with pq.ParquetWriter(tmp_out, schema) as writer:
         for start in range(0, max(n, 1), OUTPUT_ROW_GROUP):
             writer.write_table(core.output_table(columns, order[start: start + OUTPUT_ROW_GROUP], constants, schema))
-    return _Written(n, core.tier_counts(ranked["value_tier"]), found)
+    return _Written(n, core.tier_counts(ranked["value_tier"]), found,
+                    core.tier_economics(values, ranked["value_tier"].to_numpy(dtype=object)))
 
 
 def _reasons_by_rank(run: _Run, scored: list[ScoredBucket], model: ScoringModel, rank: np.ndarray, cut: int,

@@ -27,13 +27,22 @@ from features.tables import OPTIONAL_TABLES, TABLE_NAMES
 from serving.scoring.model import ScoringModel
 from serving.scoring.reasons import reason_columns, top_reasons
 from serving.scoring.tiers import TIER_NAMES, tier_sizes
+from training.config import currency_label
+from training.drift import THRESHOLD, add_counts, bin_counts, drift_report
 
 REASONS_FOR = ("top10", "all", "none")
 SCORE_COLUMNS = ("customer_id", "predicted_value", "value_rank", "value_percentile", "value_tier")
+# Per customer, beside the value: its 80% interval (training.intervals) and, where the model has the
+# buy-till-you-die features, the chance the customer is still active and the orders expected in the
+# horizon. Null where the model cannot tell (no interval table, no btyd family).
+EXTRA_COLUMNS = ("value_p10", "value_p90", "p_alive", "expected_orders")
+BTYD_COLUMNS = {"p_alive": "btyd_p_alive", "expected_orders": "btyd_expected_orders"}
 
 
-def check_options(reasons: int, reasons_for: str, chunk_size: int) -> None:
+def check_options(reasons: int, reasons_for: str, chunk_size: int, drift_threshold: float | None = None) -> None:
     """The scoring options a user gives, checked before anything is read."""
+    if drift_threshold is not None and not (0 < drift_threshold < 10):
+        raise UserError(f"drift threshold must be a PSI above 0 (0.25 is usual), not {drift_threshold}")
     if reasons_for not in REASONS_FOR:
         raise UserError(f"reasons_for must be one of {', '.join(REASONS_FOR)}, not {reasons_for!r}")
     if reasons < 0:
@@ -63,26 +72,69 @@ def lineage(model: ScoringModel, as_of: pd.Timestamp, scored_at: pd.Timestamp) -
 
 
 def output_schema(reasons: int, constants: dict[str, pa.Scalar]) -> pa.Schema:
-    """customer_id, predicted_value, value_rank, value_percentile, value_tier, reason_1..k, lineage."""
+    """customer_id, predicted_value, value_rank, value_percentile, value_tier, value_p10, value_p90,
+    p_alive, expected_orders, reason_1..k, lineage."""
     return pa.schema(
         [("customer_id", pa.string()), ("predicted_value", pa.float64()), ("value_rank", pa.int64()),
          ("value_percentile", pa.float64()), ("value_tier", pa.string())]
+        + [(name, pa.float64()) for name in EXTRA_COLUMNS]
         + [(name, pa.string()) for name in reason_columns(reasons)]
         + [(name, value.type) for name, value in constants.items()]
     )
 
 
-def output_columns(ids: pa.Array, values: np.ndarray, ranked: pd.DataFrame,
+def output_columns(ids: pa.Array, values: np.ndarray, ranked: pd.DataFrame, extras: dict[str, np.ndarray],
                    reasons: dict[str, pa.Array]) -> dict[str, pa.Array]:
-    """The scored columns of some customers, in their order (ranked: serving.scoring.tiers.value_ranks)."""
+    """The scored columns of some customers, in their order (ranked: serving.scoring.tiers.value_ranks;
+    extras: customer_extras, NaN written as null)."""
     return {
         "customer_id": ids,
         "predicted_value": pa.array(values, type=pa.float64()),
         "value_rank": pa.array(ranked["value_rank"].to_numpy(), type=pa.int64()),
         "value_percentile": pa.array(ranked["value_percentile"].to_numpy(), type=pa.float64()),
         "value_tier": pa.array(ranked["value_tier"].array, type=pa.string()),
+        **{name: pa.array(extras[name], type=pa.float64(), from_pandas=True) for name in EXTRA_COLUMNS},
         **reasons,
     }
+
+
+def customer_extras(model: ScoringModel, inputs: pd.DataFrame, values: np.ndarray) -> dict[str, np.ndarray]:
+    """value_p10 / value_p90 (the model's interval for each predicted value) and p_alive /
+    expected_orders (the btyd features of the model input); NaN where the model does not have them."""
+    n = len(values)
+    nothing = np.full(n, np.nan)
+    interval = getattr(model.python_model, "value_interval", None)
+    if interval is not None and getattr(model.python_model, "interval_table", None) and n:
+        low, high = (np.asarray(a, dtype="float64") for a in interval(np.asarray(values, dtype="float64")))
+    else:
+        low, high = nothing, nothing
+    out = {"value_p10": low, "value_p90": high}
+    for name, feature in BTYD_COLUMNS.items():
+        out[name] = (inputs[feature].to_numpy(dtype="float64", na_value=np.nan) if feature in inputs.columns
+                     else nothing)
+    return out
+
+
+def concat_extras(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The extras of several parts, in part order."""
+    return {name: np.concatenate([p[name] for p in parts]) if parts else np.array([], dtype="float64")
+            for name in EXTRA_COLUMNS}
+
+
+def tier_economics(values: np.ndarray, tiers) -> list[dict]:
+    """Per tier (in tier order, tiers with customers only): customers, total and mean predicted
+    value, and the tier's share of the whole base's predicted value."""
+    frame = pd.DataFrame({"value": np.asarray(values, dtype="float64"), "tier": np.asarray(tiers, dtype=object)})
+    grouped = frame.groupby("tier", sort=False)["value"].agg(["size", "sum"])
+    total = float(frame["value"].sum())
+    out = []
+    for name in TIER_NAMES:
+        if name in grouped.index and grouped.loc[name, "size"]:
+            customers, value = int(grouped.loc[name, "size"]), float(grouped.loc[name, "sum"])
+            out.append({"tier": name, "customers": customers, "total_value": round(value, 2),
+                        "mean_value": round(value / customers, 2),
+                        "share_of_value": round(value / total, 4) if total > 0 else None})
+    return out
 
 
 def output_table(columns: dict, order: np.ndarray, constants: dict[str, pa.Scalar],
@@ -165,6 +217,9 @@ class ScoredRun:
     predict_seconds: float = 0.0
     missing_tables: list[str] = field(default_factory=list)  # allowed by --allow-missing
     notes: list[str] = field(default_factory=list)  # facts about kept rows (ExportNotes.lines)
+    economics: list[dict] = field(default_factory=list)  # tier_economics
+    currency: str | None = None  # labels money in the summary, the report and the contact list
+    drift: dict = field(default_factory=dict)  # training.drift.drift_report
 
 
 # The optional tables each feature family reads: a model with features of that family needs them.
@@ -244,6 +299,10 @@ def scoring_manifest(run: ScoredRun) -> dict:
         "not_yet_customers": run.not_yet,
         "tables": run.tables,
         "tiers": run.tiers,
+        "currency": run.currency,
+        "tier_economics": run.economics,
+        "interval": interval_facts(run.model),
+        "drift": run.drift,
         "as_of": str(run.as_of),
         "horizon_days": run.model.horizon_days,
         "scored_at": str(run.scored_at),
@@ -264,6 +323,36 @@ def scoring_manifest(run: ScoredRun) -> dict:
         "features_seconds": round(run.features_seconds, 3),
         "predict_seconds": round(run.predict_seconds, 3),
     }
+
+
+def interval_facts(model: ScoringModel) -> dict:
+    """What the scores' value_p10 / value_p90 mean, from the model's interval table."""
+    table = getattr(model.python_model, "interval_table", None)
+    if not table:
+        return {"level": None, "coverage_on_test": None, "method": None,
+                "reason": "the model has no interval table (trained before intervals); retrain for value_p10/p90"}
+    return {"level": table.get("level"), "coverage_on_test": table.get("coverage_on_test"),
+            "method": table.get("method")}
+
+
+def currency_of(model: ScoringModel, currency: str | None) -> str | None:
+    """The currency money is labelled with: the run's --currency, else the training run's, else none."""
+    if currency:
+        return currency_label(currency)
+    return getattr(model.python_model, "currency", None) or None
+
+
+def drift_counts(model: ScoringModel, inputs: pd.DataFrame, values: np.ndarray) -> dict | None:
+    """One part's customers in the bins of the model's drift reference (None: the model has none)."""
+    reference = getattr(model.python_model, "drift_reference", None)
+    return bin_counts(reference, inputs, values) if reference else None
+
+
+def drift_of(model: ScoringModel, parts: list, threshold: float | None = None) -> dict:
+    """The run's drift report from its parts' counts (training.drift)."""
+    reference = getattr(model.python_model, "drift_reference", None)
+    counts = add_counts(p for p in parts if p) if reference else None
+    return drift_report(reference, counts, threshold=THRESHOLD if threshold is None else threshold)
 
 
 def manifest_path(out: Path) -> Path:

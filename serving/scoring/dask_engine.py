@@ -51,6 +51,7 @@ from serving.scoring.model import (
 )
 from serving.scoring.publish import publish_scores
 from serving.scoring.tiers import ranked_order, value_ranks
+from serving.scoring.tracked_run import track_and_check
 from serving.scoring.work_dir import (
     make_work_directory,
     release_work_directory,
@@ -103,14 +104,17 @@ def _score_bucket(customers, transactions, social, social_columns, precomputed, 
     start = time.perf_counter()
     values = (np.asarray(model.pyfunc.predict(inputs), dtype="float64") if len(inputs)
               else np.array([], dtype="float64"))
+    predict_seconds = time.perf_counter() - start
     return {
         "not_yet": int((customers["signup_date"] >= as_of).sum()),
         "ids": pa.array(features.index.array, type=pa.string()),
         "values": values,
+        "extras": core.customer_extras(model, inputs, values),
+        "drift": core.drift_counts(model, inputs, values),
         "inputs": inputs.reset_index(drop=True) if keep_inputs else None,
         "unseen": unseen,
         "feature_seconds": feature_seconds,
-        "predict_seconds": time.perf_counter() - start,
+        "predict_seconds": predict_seconds,
     }
 
 
@@ -119,7 +123,7 @@ def _ids_values(scored: dict) -> tuple[pa.Array, np.ndarray]:
 
 
 def _stats(scored: dict) -> dict:
-    return {k: scored[k] for k in ("not_yet", "unseen", "feature_seconds", "predict_seconds")}
+    return {k: scored[k] for k in ("not_yet", "unseen", "feature_seconds", "predict_seconds", "drift")}
 
 
 def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, directory: str, b: int,
@@ -129,7 +133,7 @@ def _write_bucket(scored: dict, ranked: pd.DataFrame, cut: int, reasons: int, di
     rank = ranked["value_rank"].to_numpy()
     model = worker_model(model_uri, tracking_uri, trust_model_from)
     found = core.partition_reasons(model, scored["inputs"], rank, cut, reasons)
-    columns = core.output_columns(scored["ids"], scored["values"], ranked, found.columns)
+    columns = core.output_columns(scored["ids"], scored["values"], ranked, scored["extras"], found.columns)
     schema = core.output_schema(reasons, constants)
     pq.write_table(core.output_table(columns, ranked_order(scored["ids"], rank), constants, schema),
                    Path(directory) / f"part-{b:05d}.parquet")
@@ -149,7 +153,9 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
                          reasons: int = 3, reasons_for: str = "top10", chunk_size: int = 100_000,
                          scheduler=None, rejects=None, reject_threshold: float | None = None,
                          model: ScoringModel | None = None, allow_missing=(), decimal: str | None = None,
-                         max_amount: float | None = None, mapping=None, trust_model_from=None) -> dict:
+                         max_amount: float | None = None, mapping=None, trust_model_from=None,
+                         currency: str | None = None, drift_threshold: float | None = None,
+                         fail_on_drift: bool = False, track: bool = True) -> dict:
     """score_customers on a Dask cluster; ``out`` becomes a partitioned Parquet dataset (a folder).
 
     Same arguments and manifest as serving.scoring.chunked.score_customers, plus ``scheduler``
@@ -161,7 +167,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
     """
     started = time.perf_counter()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
-    core.check_options(reasons, reasons_for, chunk_size)
+    core.check_options(reasons, reasons_for, chunk_size, drift_threshold)
     if as_of is not None:
         check_cutoff(as_of)
     out = Path(out).resolve()
@@ -213,6 +219,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             not_yet = int(sum(st["not_yet"] for st in stats))
             core.check_run(tables, n, not_yet, as_of)  # before anything is written
             ranked = value_ranks(ids, values)
+            economics = core.tier_economics(values, ranked["value_tier"].to_numpy(dtype=object))
             cut = core.reason_cut(n, reasons, reasons_for)
             constants = core.lineage(model, as_of, scored_at)
             offsets = np.concatenate([[0], np.cumsum(sizes)]).astype("int64")
@@ -239,7 +246,8 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             reasons_seconds=float(sum(w["reasons_seconds"] for w in written)), unseen_levels=unseen,
             features_seconds=sum(st["feature_seconds"] for st in stats),
             predict_seconds=sum(st["predict_seconds"] for st in stats), missing_tables=missing,
-            notes=cs.notes))
+            notes=cs.notes, economics=economics, currency=core.currency_of(model, currency),
+            drift=core.drift_of(model, [st["drift"] for st in stats], drift_threshold)))
         seconds = time.perf_counter() - started
         manifest.update({
             "engine": "dask",
@@ -250,6 +258,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
             "workers": len(worker_peaks),
             "worker_peak_rss_mb": worker_peaks,
         })
+        track_and_check(manifest, model, track=track, fail_on_drift=fail_on_drift)
         return publish_scores(tmp, out, manifest)
     finally:
         release_work_directory(work)

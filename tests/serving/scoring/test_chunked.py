@@ -38,7 +38,7 @@ AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last t
 CONFIG = FeatureConfig(market_topics=("outdoor",))
 OUTPUT_COLUMNS = [
     "customer_id", "predicted_value", "value_rank", "value_percentile", "value_tier",
-    "reason_1", "reason_2", "reason_3",
+    "value_p10", "value_p90", "p_alive", "expected_orders", "reason_1", "reason_2", "reason_3",
     "model_name", "model_version", "model_run_id", "model_kind", "as_of", "horizon_days", "scored_at",
 ]
 TABLES = ("customers", "transactions", "social_profiles", "social_interactions", "referrals")
