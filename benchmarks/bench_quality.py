@@ -7,7 +7,8 @@ without MLflow, and is scored on two windows where the generator knows the truth
   prediction for that year (ground_truth.expected_value_last_year, the expectation given the latent
   state at the test cutoff) scored on the same customers and the same realised values;
 * the year after the data [as_of, as_of + H): the registered (refit) model's predictions at as_of
-  against realised_value_next_year, next to the oracle's expected_value_next_year.
+  against realised_value_next_year, next to the oracle's expected_value_next_year, and the share of
+  customers whose realised value falls in the registered model's 80% interval (target 0.75-0.85).
 
 With ``--as-of`` earlier than the world's end (a young business: less history before the run),
 the year after the data is not scored (the generator's truth is for the year after its end).
@@ -42,6 +43,7 @@ from features.run_request import default_as_of
 from features.synthetic.world import WorldKnobs, generate_world
 from training.baselines import bgnbd_value
 from training.config import ModelParams, TrainConfig
+from training.intervals import interval_coverage, interval_width_median
 from training.metrics import value_metrics
 from training.pandas_engine import PandasFitter, PandasSource
 from training.pipeline import build_windows, evaluate
@@ -86,6 +88,8 @@ def future_window(
     out.update(
         value_metrics(actual, truth["expected_value_next_year"].to_numpy(), prefix="future_oracle_")
     )
+    # The registered model's 80% intervals against what the customers then realised.
+    out.update(interval_figures(actual, *ev.final_model.value_interval(predicted.to_numpy()), prefix="future_"))
     last_h = features["spend_horizon"]
     out.update(value_metrics(actual, last_h.to_numpy(), prefix="future_last_h_"))
     customers = (
@@ -97,6 +101,19 @@ def future_window(
     if bg.prediction is not None:
         out.update(value_metrics(actual, bg.prediction.to_numpy(), prefix="future_bgnbd_"))
     return out
+
+
+def interval_figures(actual, lo, hi, *, prefix: str) -> dict:
+    """Coverage and median width of 80% intervals, and the coverage where the interval is not one
+    point: customers almost sure to buy nothing get [0, 0], covered as often as they buy nothing
+    (more than 80%), which the method cannot lower; the rest show the calibration itself."""
+    spread = hi > lo
+    return {
+        f"{prefix}interval_coverage": interval_coverage(actual, lo, hi),
+        f"{prefix}interval_width_median": interval_width_median(lo, hi),
+        f"{prefix}interval_point_share": float(np.mean(~spread)),
+        f"{prefix}interval_coverage_spread": interval_coverage(actual[spread], lo[spread], hi[spread]),
+    }
 
 
 def oracle_on_test_window(truth: pd.DataFrame, ev, matches: bool) -> dict:
@@ -189,6 +206,8 @@ def main(argv=None) -> dict:
         figures = dict(ev.metrics)
         last_year = as_of == end and args.horizon_days == 365
         figures.update(oracle_on_test_window(truth, ev, last_year))
+        test_interval = ev.model.value_interval(ev.predictions["model"].to_numpy())
+        figures.update(interval_figures(ev.test_label.to_numpy(), *test_interval, prefix="test_"))
         if last_year:
             figures.update(future_window(tables, truth, ev, as_of, config.horizon_days, config))
         figures["seconds_fit_evaluate"] = seconds
@@ -278,6 +297,15 @@ def report(objective: str, f: dict) -> None:
         future_ratio = f["future_model_norm_gini"] / f["future_oracle_norm_gini"]
         print(f"model / oracle norm_gini: test {ratio:.3f}, next year {future_ratio:.3f} "
               "(target >= 0.93 at 100k customers, 0.90 at 30k)")
+    if "test_interval_coverage" in f:
+        print(f"80% value intervals: coverage on the test window {g('test_interval_coverage').strip()} "
+              f"(calibrated on validation), on the year after the data "
+              f"{g('future_interval_coverage').strip()} (registered model; target 0.75-0.85); median width "
+              f"{f['test_interval_width_median']:,.0f} / {f.get('future_interval_width_median', np.nan):,.0f}")
+        print(f"  where the interval is not a single point ([0, 0]: almost surely buying nothing): test "
+              f"{g('test_interval_coverage_spread').strip()} ({1 - f['test_interval_point_share']:.0%} of "
+              f"customers), next year {g('future_interval_coverage_spread').strip()} "
+              f"({1 - f.get('future_interval_point_share', np.nan):.0%})")
     if "social_lift_norm_gini" in f:
         print(
             f"social lift {f['social_lift_norm_gini']:+.4f} [{f['social_lift_norm_gini_lo']:+.4f}, "

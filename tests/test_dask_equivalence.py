@@ -353,5 +353,6 @@ def test_training_on_dask_registers_a_model_like_the_single_machine_one(
 
     model = load_scoring_model("models:/clv-dask@champion")
     assert isinstance(model.python_model, CustomerValueModel)
+    assert model.python_model.interval_table["calibration_rows"] == summary.rows["validation"] + summary.rows["test"]
     artifacts = sorted(a.path for a in client.list_artifacts(summary.run_id))
     assert artifacts == sorted(a.path for a in client.list_artifacts(pandas_model.run_id))

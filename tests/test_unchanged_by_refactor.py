@@ -174,6 +174,15 @@ def _roundtrip(frame: pd.DataFrame):
     return buffer
 
 
+# Metrics added after the golden files were recorded (issue 21, value intervals): new results, no
+# changed one; compared once the files are re-recorded.
+ADDED_METRICS = ("interval_level", "test_interval_coverage", "test_interval_width_median")
+
+
+def _recorded(metrics: dict, golden: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k in golden or k not in ADDED_METRICS}
+
+
 def _same_numbers(got: dict, expected: dict) -> None:
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
@@ -203,7 +212,7 @@ def test_training_windows_metrics_and_artifacts_are_unchanged(current, golden):
     assert current["windows"] == golden["windows"]
     assert current["evaluation_features"] == golden["evaluation_features"]
     assert current["artifacts"] == golden["artifacts"]
-    _same_numbers(current["metrics"], golden["metrics"])
+    _same_numbers(_recorded(current["metrics"], golden["metrics"]), golden["metrics"])
     _same_numbers(current["ablation_metrics"], golden["ablation_metrics"])
 
 

@@ -16,6 +16,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from training.intervals import apply_intervals
+
 # ---------------------------------------------------------------------------------------------
 # Encoding
 
@@ -403,6 +405,15 @@ class CustomerValueModel(mlflow.pyfunc.PythonModel):
 
     def manifest(self) -> dict | None:
         return None if self.manifest_json is None else json.loads(self.manifest_json)
+
+    def value_interval(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """(p10, p90) per predicted value: the 80% interval of realised value from the model's
+        ``interval_table`` (training.intervals); all NaN for a model stored without one."""
+        values = np.asarray(values, dtype=np.float64)
+        table = getattr(self, "interval_table", None)  # models stored before intervals lack it
+        if table is None:
+            return np.full(values.shape, np.nan), np.full(values.shape, np.nan)
+        return apply_intervals(table, values)
 
     @property
     def kind(self) -> str:

@@ -25,6 +25,7 @@ from training.attribution import family_shares, feature_importance, shap_sample
 from training.baselines import bgnbd_value
 from training.config import TrainConfig
 from training.evaluate import deciles, evaluate_predictions
+from training.intervals import calibrate_intervals, interval_coverage, interval_width_median
 from training.model import BaselineValueModel, CustomerValueModel, FeatureEncoder, calibration_scale
 from training.plan import WindowPlan, plan_windows
 from training.progress import Steps
@@ -144,6 +145,12 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
     """Plan and build windows, check the data is enough, fit, evaluate out of time against the
     baselines, serve a baseline instead of a model not worth serving, ablate social, attribute, refit.
 
+    80% value intervals (training.intervals): the evaluation model's intervals are calibrated on the
+    validation windows and their coverage measured on the test window (``test_interval_coverage``);
+    the registered model's are calibrated on the evaluation model's out-of-sample predictions on the
+    validation and test windows together (more rows, and the most recent): the refit model's own
+    predictions there are in-sample and would give intervals too narrow (served_interval_table).
+
     ``windows`` (from build_windows with the same plan) skips rebuilding features, e.g. to compare
     model settings on identical data.
     """
@@ -223,6 +230,16 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
         metrics = {**evaluate_predictions(test_label, predicted, baselines), **learned}
     table = deciles(test_label, {"model": predicted, **baselines})
 
+    with steps.step("Value intervals (80%, calibrated on the validation windows, measured on the test window)"):
+        validation_frame = validation.frame()
+        calibration = (model.predict_value(validation_frame), validation_frame["label"].astype(np.float64))
+        del validation_frame
+        model.interval_table = interval_table(*calibration, calibrated_on="validation windows")
+        lo, hi = model.value_interval(predicted)
+        metrics["test_interval_coverage"] = interval_coverage(test_label, lo, hi)
+        metrics["test_interval_width_median"] = interval_width_median(lo, hi)
+        metrics["interval_level"] = model.interval_table["level"]
+
     if ablation is not None:
         metrics.update(lift_metrics(ablation))
 
@@ -244,6 +261,9 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
     else:
         with steps.step(f"Refit on windows ending by as_of ({rows['refit']:,} rows, same rounds)"):
             final_model = fitter.refit(refit, refit_manifest, fit_config, model.rounds)
+
+    final_model.interval_table = served_interval_table(model, final_model, calibration, (predicted, test_label),
+                                                       metrics["test_interval_coverage"])
 
     for name, value in rows.items():
         metrics[f"rows_{name}"] = float(value)
@@ -278,6 +298,33 @@ def evaluate(source: WindowSource, fitter: Fitter, as_of: pd.Timestamp, config: 
     )
 
 
+
+
+def interval_table(predicted: pd.Series, label: pd.Series, *, calibrated_on: str) -> dict:
+    """The 80% interval table (training.intervals) calibrated on these predictions and realised values."""
+    table = calibrate_intervals(predicted.to_numpy(dtype=np.float64), label.to_numpy(dtype=np.float64))
+    table["calibrated_on"] = calibrated_on
+    return table
+
+
+def served_interval_table(model: CustomerValueModel, final_model: CustomerValueModel, validation, test,
+                          coverage_on_test: float) -> dict:
+    """The registered model's interval table: calibrated on the evaluation model's out-of-sample
+    predictions on the validation and test windows together, (prediction, label) pairs.
+
+    Both windows give more rows, and the test window the most recent ones. The refit model's own
+    predictions on them would be in-sample (it learned from those labels), hence too narrow. A
+    fallback's refit is the same baseline levelled by another scale, so its predictions are the
+    evaluation model's times the ratio of the scales: the bins are put in the served model's units.
+    ``coverage_on_test`` is the test-window coverage of the validation-calibrated intervals.
+    """
+    predicted = pd.concat([validation[0], test[0]], ignore_index=True)
+    label = pd.concat([validation[1], test[1]], ignore_index=True)
+    if isinstance(final_model, BaselineValueModel) and isinstance(model, BaselineValueModel):
+        predicted = predicted * (final_model.scale / model.scale)
+    table = interval_table(predicted, label, calibrated_on="validation and test windows (evaluation model)")
+    table["coverage_on_test"] = float(coverage_on_test)
+    return table
 
 
 def attribute(model: CustomerValueModel, test: pd.DataFrame, manifest: FeatureManifest, config: TrainConfig):

@@ -91,6 +91,8 @@ def print_summary(summary: TrainSummary, console=None) -> None:
         console.print(f"  {summary.social_decision}", markup=False)
     shares = {k.removeprefix("shap_share_"): v for k, v in m.items() if k.startswith("shap_share_")}
     console.print("  SHAP share: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
+    for line, warn in interval_lines(m):
+        console.print(f"  [yellow]{line}[/yellow]" if warn else f"  {line}", highlight=False)
     if not summary.bgnbd_status.startswith("ok"):
         console.print(f"  [yellow]BG/NBD baseline {summary.bgnbd_status}[/yellow]")
     if summary.model_kind != "lightgbm":
@@ -99,3 +101,24 @@ def print_summary(summary: TrainSummary, console=None) -> None:
                   f"({summary.model_kind}) aliases {', '.join(summary.aliases)}")
     console.print(f"  promotion: {summary.promotion} ({summary.promotion_reason})")
     console.print(f"  open the MLflow UI: [bold]{summary.ui_command}[/bold]  ({summary.seconds:.0f} s)")
+
+
+COVERAGE_RANGE = (0.7, 0.9)  # measured coverage of the 80% intervals outside this deserves a warning
+
+
+def interval_lines(metrics: dict) -> list[tuple[str, bool]]:
+    """The value intervals' test coverage in one line, plus a warning line when it is outside
+    COVERAGE_RANGE; (text, is_warning) pairs, none for a run without intervals."""
+    coverage = metrics.get("test_interval_coverage")
+    if coverage is None or not np.isfinite(coverage):
+        return []
+    level = metrics.get("interval_level", 0.8)
+    lines = [(f"{level:.0%} value intervals: {coverage:.2f} of test customers inside (calibrated on validation)",
+              False)]
+    low, high = COVERAGE_RANGE
+    if not low <= coverage <= high:
+        verdict = "too narrow" if coverage < low else "too wide"
+        warning = (f"warning: the value intervals cover {coverage:.2f} of test customers, outside "
+                   f"{low:.1f}-{high:.1f}: the p10/p90 in the scores are {verdict} for this data")
+        lines.append((warning, True))
+    return lines
