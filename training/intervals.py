@@ -3,7 +3,12 @@
 Method. On a calibration window (customers the model did not learn from, with their realised value)
 the customers are put into equal-count bins of predicted value (about ROWS_PER_BIN customers a bin,
 at most MAX_BINS, at least one), and in each bin the interval is a pair of empirical quantiles of
-the realised value: [q(a), q(a + 0.8)] with a = 0.1. Realised value is zero-inflated (many customers
+the realised value relative to the prediction: [q(a), q(a + 0.8)] of y / s with a = 0.1, where a
+customer's scale s is the prediction, at least the bin's median prediction, so the interval is
+s x [q(a), q(a + 0.8)]. Scaling matters in the wide end bins: the top bin holds customers predicted
+2,000 and 12,000, and a customer predicted 12,000 gets a range six times as wide and as high, not
+the bin's range in currency (which would lie far below the prediction); in the narrow middle bins
+it changes little. Realised value is zero-inflated (many customers
 buy nothing) and may be negative (returns), so the lower quantile often sits on a mass point (zero):
 the upper level then starts from the share strictly below the lower end, hi = q(P(y < lo) + 0.8),
 so that about 80% of the bin lies inside [lo, hi] rather than 90%. Ranks carry the split-conformal
@@ -26,7 +31,8 @@ of 40 from a 10% chance of 400): the interval is about realised value, the predi
 
 The table (``calibrate_intervals``) is JSON-able and travels on the model as ``interval_table``:
 ``method``, ``level``, ``calibration_rows``, ``edges`` (inner bin edges on predicted value,
-ascending; bin k holds edges[k-1] <= value < edges[k]), per bin ``lo``, ``hi`` and ``rows``,
+ascending; bin k holds edges[k-1] <= value < edges[k]), per bin ``lo``, ``hi`` (relative to the
+scale), ``scale_floor`` (None: ``lo``/``hi`` in currency) and ``rows``,
 ``calibration_coverage``, and ``calibrated_on`` / ``coverage_on_test`` where the caller sets them.
 """
 
@@ -40,7 +46,8 @@ LEVEL = 0.8  # the interval's nominal coverage
 LOWER = 0.1  # the lower end's level when the realised value has no mass point there
 ROWS_PER_BIN = 200  # calibration customers per bin, about: enough for a 10% / 90% quantile
 MAX_BINS = 20
-METHOD = "mondrian split-conformal: empirical quantiles of realised value in equal-count bins of predicted value"
+METHOD = ("mondrian split-conformal: empirical quantiles of realised / predicted value (scale at least the bin's "
+          "median prediction) in equal-count bins of predicted value")
 
 
 def bin_count(rows: int) -> int:
@@ -66,12 +73,15 @@ def calibrate_intervals(predicted, actual, *, level: float = LEVEL, lower: float
         raise ValueError("no calibration rows with a finite prediction and realised value")
     edges = bin_edges(predicted, bin_count(len(predicted)))
     bins = np.searchsorted(edges, predicted, side="right")
-    lo, hi, rows = [], [], []
+    lo, hi, rows, floors = [], [], [], []
     for k in range(len(edges) + 1):
-        low, high = conformal_bounds(actual[bins == k], level=level, lower=lower)
+        inside = bins == k
+        floor = scale_floor(predicted[inside])
+        low, high = conformal_bounds(actual[inside] / scales(predicted[inside], floor), level=level, lower=lower)
         lo.append(low)
         hi.append(high)
-        rows.append(int((bins == k).sum()))
+        rows.append(int(inside.sum()))
+        floors.append(floor)
     table = {
         "method": METHOD,
         "level": float(level),
@@ -80,9 +90,26 @@ def calibrate_intervals(predicted, actual, *, level: float = LEVEL, lower: float
         "lo": lo,
         "hi": hi,
         "rows": rows,
+        "scale_floor": floors,
     }
     table["calibration_coverage"] = interval_coverage(actual, *apply_intervals(table, predicted))
     return table
+
+
+def scale_floor(predicted: np.ndarray) -> float | None:
+    """The smallest scale of a bin: its median prediction (None when that is not positive, e.g. a
+    fallback valuing non-buyers at 0: the bin's bounds are then in currency)."""
+    if len(predicted) == 0:
+        return None
+    median = float(np.median(predicted))
+    return median if median > 0 else None
+
+
+def scales(predicted: np.ndarray, floor: float | None) -> np.ndarray:
+    """Each customer's scale within a bin: the prediction, at least the bin's floor (1 without one)."""
+    if floor is None:
+        return np.ones(len(predicted))
+    return np.maximum(np.asarray(predicted, dtype=np.float64), floor)
 
 
 def bin_edges(predicted: np.ndarray, n_bins: int) -> np.ndarray:
@@ -128,8 +155,11 @@ def apply_intervals(table: dict, predicted) -> tuple[np.ndarray, np.ndarray]:
     predicted = np.asarray(predicted, dtype=np.float64)
     edges = np.asarray(table["edges"], dtype=np.float64)
     bins = np.searchsorted(edges, predicted, side="right")
-    lo = np.asarray(table["lo"], dtype=np.float64)[bins]
-    hi = np.asarray(table["hi"], dtype=np.float64)[bins]
+    floors = table.get("scale_floor") or [None] * (len(edges) + 1)
+    floor = np.array([np.nan if f is None else f for f in floors], dtype=np.float64)[bins]
+    scale = np.where(np.isfinite(floor), np.fmax(predicted, floor), 1.0)
+    lo = np.asarray(table["lo"], dtype=np.float64)[bins] * scale
+    hi = np.asarray(table["hi"], dtype=np.float64)[bins] * scale
     missing = ~np.isfinite(predicted)
     lo[missing] = np.nan
     hi[missing] = np.nan

@@ -71,19 +71,32 @@ def test_every_bin_has_its_lower_end_at_or_below_its_upper_end_and_an_interval_f
 def test_predictions_outside_the_calibration_range_take_the_end_bins():
     predicted, realised = customers(2_000, seed=7)
     table = calibrate_intervals(predicted, realised)
-    lo, hi = apply_intervals(table, [predicted.min() - 1e6, -5.0, predicted.max() * 100, np.nan])
-    assert (lo[0], hi[0]) == (table["lo"][0], table["hi"][0])
-    assert (lo[1], hi[1]) == (table["lo"][0], table["hi"][0])
-    assert (lo[2], hi[2]) == (table["lo"][-1], table["hi"][-1])
+    top = predicted.max() * 100
+    lo, hi = apply_intervals(table, [predicted.min() - 1e6, -5.0, top, np.nan])
+    floor = table["scale_floor"][0]  # below the bottom bin's median prediction, its median is the scale
+    assert (lo[0], hi[0]) == (table["lo"][0] * floor, table["hi"][0] * floor)
+    assert (lo[1], hi[1]) == (table["lo"][0] * floor, table["hi"][0] * floor)
+    assert (lo[2], hi[2]) == (table["lo"][-1] * top, table["hi"][-1] * top)
     assert np.isnan(lo[3]) and np.isnan(hi[3])
 
 
-def test_a_tiny_calibration_set_still_gives_one_bin_from_its_lowest_to_its_highest_value():
+def test_a_customer_predicted_far_above_the_rest_of_the_top_bin_gets_a_range_that_grows_with_the_prediction():
+    predicted, realised = customers(5_000, seed=9)
+    table = calibrate_intervals(predicted, realised)
+    top_bin = predicted[predicted >= table["edges"][-1]]
+    ordinary, exceptional = np.median(top_bin), top_bin.max()
+    (_, lo_e), (hi_o, hi_e) = apply_intervals(table, [ordinary, exceptional])
+    assert hi_e / hi_o == pytest.approx(exceptional / ordinary)
+    assert lo_e <= exceptional <= hi_e  # not a range far below the prediction
+
+
+def test_a_tiny_calibration_set_still_gives_one_bin_from_its_lowest_to_its_highest_ratio():
     table = calibrate_intervals([1.0, 2.0, 3.0, 4.0, 5.0], [0.0, 10.0, -2.0, 7.0, 3.0])
     assert table["edges"] == [] and table["rows"] == [5] and table["calibration_rows"] == 5
-    assert (table["lo"], table["hi"]) == ([-2.0], [10.0])
-    lo, hi = apply_intervals(table, [0.5, 100.0])
-    assert list(lo) == [-2.0, -2.0] and list(hi) == [10.0, 10.0]
+    assert table["scale_floor"] == [3.0]  # the median prediction; ratios y / max(prediction, 3)
+    assert table["lo"] == pytest.approx([-2.0 / 3]) and table["hi"] == pytest.approx([10.0 / 3])
+    lo, hi = apply_intervals(table, [0.5, 6.0])
+    assert list(lo) == pytest.approx([-2.0, -4.0]) and list(hi) == pytest.approx([10.0, 20.0])
 
 
 def test_the_number_of_bins_follows_the_calibration_rows():
@@ -148,7 +161,11 @@ def test_a_fallback_is_served_with_its_interval_bins_in_its_own_units():
     table = served_interval_table(evaluation, served, *halves, coverage_on_test=0.8)
     plain = calibrate_intervals(predicted, realised)
     np.testing.assert_allclose(table["edges"], 2 * np.asarray(plain["edges"]))
-    assert (table["lo"], table["hi"], table["rows"]) == (plain["lo"], plain["hi"], plain["rows"])
+    assert table["rows"] == plain["rows"]
+    # The same customer gets the same range in currency from either model.
+    for served_range, plain_range in zip(apply_intervals(table, 2 * predicted), apply_intervals(plain, predicted),
+                                         strict=True):
+        np.testing.assert_allclose(served_range, plain_range)
     learned = CustomerValueModel("tweedie", FeatureEncoder(("spend_horizon",)), {}, {})
     assert served_interval_table(learned, learned, *halves, coverage_on_test=0.8)["edges"] == plain["edges"]
 
