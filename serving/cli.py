@@ -380,19 +380,36 @@ def score(
     mapping: Path | None = mapping_option(),
     decimal: str | None = decimal_option(),
     max_amount: float | None = max_amount_option(),
+    export_top: int | None = typer.Option(
+        None, "--export-top", min=1, help="Also write a contact list of the N most valuable customers "
+                                          "(with --export FILE.csv)."),
+    export: Path | None = typer.Option(
+        None, "--export", help="The contact list (.csv): ids as text, value, range, tier, rank, three reasons "
+                               "in plain words and the --export-attributes columns."),
+    export_attributes: list[str] = typer.Option(
+        [], "--export-attributes", help="A column of the customers table to add to the contact list (repeatable)."),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
+    from serving.contact_list import (
+        check_attributes,
+        check_export_options,
+        customer_columns,
+        write_contact_list,
+    )
     from serving.scoring.chunked import score_customers
     from serving.scoring.dask_engine import score_customers_dask
 
     check_engine(engine)
     check_parquet_out(out)
+    check_export_options(export_top, export, export_attributes)
     trusted = check_model_source(model, trust_model_from)  # before anything is read or unpickled
     if trusted is not None:
         err_console.print(trust_warning(model, trusted), soft_wrap=True, highlight=False, markup=False)
     mapping = read_mapping(mapping)
+    if export_attributes:  # refused before the scoring, not after it
+        check_attributes(export_attributes, customer_columns(data, mapping))
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
@@ -412,6 +429,12 @@ def score(
     except MlflowException as err:  # e.g. no such registered model or alias
         raise UserError(f"cannot load model {model}: {mask_url(err.message)}") from None
     print_score_summary(summary)
+    if export is not None:
+        # The scores' currency labels the contact list's money (None: plain amounts).
+        written = write_contact_list(summary["output"], export, top=export_top, data=data,
+                                     attributes=export_attributes, mapping=mapping,
+                                     currency=summary.get("currency"))
+        console.print(f"  contact list: {written['customers']:,} customers -> {written['output']}", soft_wrap=True)
 
 
 def print_score_summary(summary: dict) -> None:
