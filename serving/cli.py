@@ -469,20 +469,30 @@ def report(
         None, "--model", help="Registered model whose training run to report on: models:/NAME@ALIAS or "
                               "models:/NAME/VERSION (default: models:/customer-value@champion); no model is loaded."),
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
+    scores: Path | None = typer.Option(
+        None, "--scores", help="Scores of clv score (.parquet, its manifest beside it): adds today's tiers, top "
+                               "customers, value ranges and drift for decision makers."),
+    currency: str | None = typer.Option(
+        None, "--currency", help="Currency code for money on the page, e.g. EUR (default: the scores' manifest's, "
+                                 "else the training run's; none: plain amounts)."),
 ):
-    """Write the stakeholder feature-importance report (one self-contained HTML page)."""
+    """Write the stakeholder report (one self-contained HTML page): drivers, and with --scores today's customers."""
     from serving.report.build import build_report
 
     if model and run:
         raise UserError("pass --model or --run, not both")
+    if scores is not None and scores.suffix.lower() != ".parquet":
+        raise UserError(f"--scores {scores}: expected the .parquet file written by clv score --out")
     start = time.perf_counter()
     try:
-        page = build_report(model_uri=model, run_id=run, out_dir=out)
+        page = build_report(model_uri=model, run_id=run, out_dir=out, scores=scores, currency=currency)
     except (LookupError, ValueError) as err:  # unknown model or run, or not a training run
         raise UserError(str(err)) from None
+    logged = ("the same files are logged to the model's run under report/" if scores is None else
+              "the same files are logged to the model's run under report/, the page without today's top "
+              "customers (no customer ids in MLflow)")
     console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
-                  f"  figures as PNG in {page.parent}; the same files are logged to the model's run under report/",
-                  soft_wrap=True)
+                  f"  figures as PNG in {page.parent}; {logged}", soft_wrap=True)
 
 
 @app.command()

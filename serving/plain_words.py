@@ -84,6 +84,19 @@ LABELS = {
     "expected_orders": "Expected orders",
 }
 
+# The feature families (features.build.FAMILIES) as kinds of data.
+FAMILY_LABELS = {
+    "history": "Purchase history",
+    "btyd": "Repeat-purchase forecast",
+    "season": "Time of year",
+    "attributes": "Customer attributes",
+    "referral": "Referrals",
+    "coverage": "Presence on social media",
+    "social": "Social media profile",
+    "network": "Social network standing",
+    "topical": "Interest in our market",
+}
+
 # How a feature's value reads: amounts of money, shares shown as percentages, yes/no flags, and
 # features stored as log1p(count) that read better as the count itself.
 MONEY = {"gross_spend_total", "net_spend_total", "net_spend_per_year", "order_value_mean", "order_value_median",
@@ -105,6 +118,11 @@ def label(feature: str) -> str:
     if feature.startswith(ATTRIBUTE_PREFIX):
         return f"{feature[len(ATTRIBUTE_PREFIX):].replace('_', ' ').capitalize()} (customer attribute)"
     return feature.replace("_", " ").capitalize()
+
+
+def family_label(family: str) -> str:
+    """The plain-language name of a feature family (a kind of data)."""
+    return FAMILY_LABELS.get(family, family.replace("_", " ").capitalize())
 
 
 def money(amount: float | None, currency: str | None, *, digits: int = 0) -> str:

@@ -75,3 +75,9 @@ def test_money_has_thousands_separators_and_the_currency_in_front():
     assert money(-0.2, "EUR") == "EUR 0"
     assert money(float("nan"), "EUR") == "–"
     assert money(1234.567, "GBP", digits=2) == "GBP 1,234.57"
+
+
+def test_every_feature_family_has_a_plain_name():
+    from serving.plain_words import FAMILY_LABELS
+
+    assert sorted(FAMILY_LABELS) == sorted(family.name for family in FAMILIES)
