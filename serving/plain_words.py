@@ -42,11 +42,11 @@ LABELS = {
     "top_category_share": "Share of spend in the favourite category",
     "peak_season_spend_share": "Share of spend in peak season",
     "margin_total": "Total margin",
-    # btyd: the classic repeat-purchase model's forecasts
+    # btyd: the classic repeat-purchase (BG/NBD, Gamma-Gamma) forecasts
     "btyd_p_alive": "Chance still active",
-    "btyd_expected_orders": "Expected orders in the forecast period",
+    "btyd_expected_orders": "Expected orders (purchase-pattern forecast)",
     "btyd_expected_order_value": "Expected spend per order",
-    "btyd_expected_value": "Expected spend in the forecast period (purchase model)",
+    "btyd_expected_value": "Expected spend (purchase-pattern forecast)",
     # season
     "season_sin": "Time of year (seasonal cycle, part 1)",
     "season_cos": "Time of year (seasonal cycle, part 2)",
