@@ -47,13 +47,33 @@ def check_export_options(top: int | None, out: Path | None, attributes) -> None:
         raise UserError(f"--export {out}: the contact list is written as CSV; name the file with a .csv suffix")
 
 
+def score_parts(scores: Path) -> list[Path]:
+    """The Parquet files of a scores output: the file itself, or the parts of the Dask engine's folder."""
+    scores = Path(scores)
+    return sorted(scores.glob("*.parquet")) if scores.is_dir() else [scores]
+
+
 def top_scores(scores: Path, n: int) -> pd.DataFrame:
-    """The first ``n`` rows of a scores file (sorted by value_rank), read batch by batch: never the whole file."""
-    handle = pq.ParquetFile(scores)
+    """The ``n`` best-ranked rows of a scores output, read batch by batch: never the whole file.
+
+    ``clv score`` writes the rows sorted by value_rank (the Dask engine: each part sorted), so the
+    first ``n`` rows of each part hold the top ``n``.
+    """
+    frames = [_first_rows(part, n) for part in score_parts(scores)]
+    if not frames:
+        raise UserError(f"{scores}: no Parquet scores in this folder")
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.sort_values("value_rank", kind="stable").head(n).reset_index(drop=True)
+    frame["customer_id"] = frame["customer_id"].astype("str")
+    return frame
+
+
+def _first_rows(path: Path, n: int) -> pd.DataFrame:
+    handle = pq.ParquetFile(path)
     names = handle.schema_arrow.names
     missing = [c for c in ("customer_id", "predicted_value", "value_rank", "value_tier") if c not in names]
     if missing:
-        raise UserError(f"{scores}: not a clv scores file (no column {', '.join(missing)})")
+        raise UserError(f"{path}: not a clv scores file (no column {', '.join(missing)})")
     reasons = [f"reason_{i}" for i in range(1, REASONS + 1) if f"reason_{i}" in names]
     wanted = ["customer_id", "predicted_value", *[c for c in OPTIONAL_SCORE_COLUMNS if c in names],
               "value_tier", "value_rank", *reasons]
@@ -65,11 +85,9 @@ def top_scores(scores: Path, n: int) -> pd.DataFrame:
             break
     schema = pa.schema([handle.schema_arrow.field(c) for c in wanted])
     table = pa.Table.from_batches(batches).select(wanted) if batches else schema.empty_table()
-    table = table.slice(0, n)
-    frame = table.to_pandas()
-    frame["customer_id"] = frame["customer_id"].astype("str")
+    frame = table.slice(0, n).to_pandas()
     if not frame["value_rank"].is_monotonic_increasing:
-        raise UserError(f"{scores}: rows are not sorted by value_rank, as clv score writes them")
+        raise UserError(f"{path}: rows are not sorted by value_rank, as clv score writes them")
     return frame
 
 

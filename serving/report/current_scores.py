@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.errors import UserError
-from serving.contact_list import top_scores
+from serving.contact_list import score_parts, top_scores
 from serving.scoring.core import manifest_path
 from serving.scoring.tiers import TIER_NAMES
 
@@ -60,7 +60,10 @@ class CurrentScores:
 def tier_economics(path: Path) -> pd.DataFrame:
     """Customers, total and mean predicted value and share of value per tier, from the scores themselves."""
     totals: dict[str, list[float]] = {}
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=["value_tier", "predicted_value"]):
+    batches = (batch for part in score_parts(path)
+               for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS,
+                                                              columns=["value_tier", "predicted_value"]))
+    for batch in batches:
         frame = batch.to_pandas()
         for tier, group in frame.groupby("value_tier", sort=False)["predicted_value"]:
             entry = totals.setdefault(str(tier), [0, 0.0])
@@ -86,7 +89,7 @@ def _manifest(path: Path) -> dict:
 
 
 def _lineage(path: Path) -> dict:
-    handle = pq.ParquetFile(path)
+    handle = pq.ParquetFile(score_parts(path)[0])
     columns = [c for c in LINEAGE if c in handle.schema_arrow.names]
     for batch in handle.iter_batches(batch_size=1, columns=columns):
         if len(batch):
@@ -95,9 +98,9 @@ def _lineage(path: Path) -> dict:
 
 
 def load_current_scores(path, *, top: int = TOP_CUSTOMERS) -> CurrentScores:
-    """The scores file at ``path`` (and its manifest) as the report reads it."""
+    """The scores at ``path`` (a file, or the Dask engine's folder of parts) and its manifest, as the report reads them."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or (path.is_dir() and not score_parts(path)):
         raise UserError(f"--scores {path}: no such scores file (write one with clv score --out FILE.parquet)")
     try:
         head = top_scores(path, top)

@@ -190,3 +190,16 @@ def test_an_unknown_export_attribute_stops_the_run_before_scoring(padded_world, 
     assert result.exit_code == 2
     assert "no column 'shoe_size' in the customers table (available: signup_date, region" in result.output
     assert not (tmp_path / "s.parquet").exists()
+
+
+def test_the_dask_engines_folder_of_parts_gives_the_same_top_rows(tmp_path):
+    from serving.report.current_scores import tier_economics
+
+    whole = pd.read_parquet(scores_file(tmp_path / "s.parquet", 100, intervals=True))
+    folder = tmp_path / "scores.parquet"  # the Dask engine writes a folder: each part sorted by value_rank
+    folder.mkdir()
+    for part in range(3):
+        whole.iloc[part::3].to_parquet(folder / f"part-{part:05d}.parquet", index=False)
+    head = top_scores(folder, 12)
+    assert head["customer_id"].tolist() == whole["customer_id"].head(12).tolist()
+    pd.testing.assert_frame_equal(tier_economics(folder), tier_economics(tmp_path / "s.parquet"))
