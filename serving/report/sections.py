@@ -112,8 +112,8 @@ def _importance_section(record: RunRecord, features: pd.DataFrame, currency: str
         f"{r.family}{' (social)' if r.social else ''} {fmt_share(r.share)}" for r in shown.itertuples()) + "."
     family_fig = Figure("family_importance", charts.png_bytes(charts.family_importance_chart(shown)), alt,
                         "How much the model leans on each kind of data (for analysts: share of the mean absolute "
-                        "SHAP value on the model's log scale, test window). Social media data is hatched and "
-                        "marked '(social)'.")
+                        "SHAP value on the model's log scale, test window). Social families (social media data) "
+                        "are hatched and marked '(social)'.")
     head = features.head(20)
     labelled = head.assign(feature=[label(f) for f in head["feature"]])
     alt = "Horizontal bar chart of the 20 customer facts the model relies on most: " + "; ".join(
