@@ -380,36 +380,24 @@ def score(
     mapping: Path | None = mapping_option(),
     decimal: str | None = decimal_option(),
     max_amount: float | None = max_amount_option(),
-    export_top: int | None = typer.Option(
-        None, "--export-top", min=1, help="Also write a contact list of the N most valuable customers "
-                                          "(with --export FILE.csv)."),
-    export: Path | None = typer.Option(
-        None, "--export", help="The contact list (.csv): ids as text, value, range, tier, rank, three reasons "
-                               "in plain words and the --export-attributes columns."),
-    export_attributes: list[str] = typer.Option(
-        [], "--export-attributes", help="A column of the customers table to add to the contact list (repeatable)."),
+    export_top: int | None = typer.Option(None, "--export-top", min=1, help="Contact list: the N most valuable."),
+    export: Path | None = typer.Option(None, "--export", help="Contact list file (.csv): value, tier, reasons."),
+    export_attributes: list[str] = typer.Option([], "--export-attributes", help="Customers column to add (repeatable)."),
 ):
     """Score every customer with the registered model: value, rank, tier and reasons."""
     from mlflow.exceptions import MlflowException
 
-    from serving.contact_list import (
-        check_attributes,
-        check_export_options,
-        customer_columns,
-        write_contact_list,
-    )
+    from serving.contact_list import check_export_request, export_contacts
     from serving.scoring.chunked import score_customers
     from serving.scoring.dask_engine import score_customers_dask
 
     check_engine(engine)
     check_parquet_out(out)
-    check_export_options(export_top, export, export_attributes)
     trusted = check_model_source(model, trust_model_from)  # before anything is read or unpickled
     if trusted is not None:
         err_console.print(trust_warning(model, trusted), soft_wrap=True, highlight=False, markup=False)
     mapping = read_mapping(mapping)
-    if export_attributes:  # refused before the scoring, not after it
-        check_attributes(export_attributes, customer_columns(data, mapping))
+    check_export_request(export_top, export, export_attributes, data, mapping)  # before scoring, not after
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
@@ -430,11 +418,8 @@ def score(
         raise UserError(f"cannot load model {model}: {mask_url(err.message)}") from None
     print_score_summary(summary)
     if export is not None:
-        # The scores' currency labels the contact list's money (None: plain amounts).
-        written = write_contact_list(summary["output"], export, top=export_top, data=data,
-                                     attributes=export_attributes, mapping=mapping,
-                                     currency=summary.get("currency"))
-        console.print(f"  contact list: {written['customers']:,} customers -> {written['output']}", soft_wrap=True)
+        console.print(export_contacts(summary, export, top=export_top, data=data, attributes=export_attributes,
+                                      mapping=mapping), soft_wrap=True)
 
 
 def print_score_summary(summary: dict) -> None:
@@ -469,30 +454,25 @@ def report(
         None, "--model", help="Registered model whose training run to report on: models:/NAME@ALIAS or "
                               "models:/NAME/VERSION (default: models:/customer-value@champion); no model is loaded."),
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
-    scores: Path | None = typer.Option(
-        None, "--scores", help="Scores of clv score (.parquet, its manifest beside it): adds today's tiers, top "
-                               "customers, value ranges and drift for decision makers."),
-    currency: str | None = typer.Option(
-        None, "--currency", help="Currency code for money on the page, e.g. EUR (default: the scores' manifest's, "
-                                 "else the training run's; none: plain amounts)."),
+    scores: Path | None = typer.Option(None, "--scores", help="Today's scores (clv score's .parquet): tiers, top "
+                                       "customers, value ranges and drift for decision makers."),
+    currency: str | None = typer.Option(None, "--currency", help="Currency of money on the page, e.g. EUR "
+                                        "(default: the scores' manifest's, else the training run's)."),
 ):
     """Write the stakeholder report (one self-contained HTML page): drivers, and with --scores today's customers."""
     from serving.report.build import build_report
 
     if model and run:
         raise UserError("pass --model or --run, not both")
-    if scores is not None and scores.suffix.lower() != ".parquet":
-        raise UserError(f"--scores {scores}: expected the .parquet file written by clv score --out")
     start = time.perf_counter()
     try:
         page = build_report(model_uri=model, run_id=run, out_dir=out, scores=scores, currency=currency)
     except (LookupError, ValueError) as err:  # unknown model or run, or not a training run
         raise UserError(str(err)) from None
-    logged = ("the same files are logged to the model's run under report/" if scores is None else
-              "the same files are logged to the model's run under report/, the page without today's top "
-              "customers (no customer ids in MLflow)")
-    console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
-                  f"  figures as PNG in {page.parent}; {logged}", soft_wrap=True)
+    console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n  figures as PNG in {page.parent}; "
+                  "the same files are logged to the model's run under report/"
+                  + (", the page without today's top customers (no customer ids in MLflow)" if scores else ""),
+                  soft_wrap=True)
 
 
 @app.command()

@@ -19,12 +19,16 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 
 from features import atomic
 from features.errors import UserError
 from features.ingest.contract import ContractError
+from features.ingest.database import DatabaseTarget
 from features.ingest.mapping import SourceMapping, as_mapping
 from features.ingest.parsing import PARSERS
+from features.ingest.partition import iter_batches, table_columns
+from features.ingest.source import is_database_url, table_files
 from serving.plain_words import plain_reason
 
 REASONS = 3
@@ -96,8 +100,6 @@ def _first_rows(path: Path, n: int) -> pd.DataFrame:
 
 
 def _customers_file(data, mapping: SourceMapping):
-    from features.ingest.source import table_files
-
     files = table_files(data, mapping)
     if "customers" not in files:
         raise ContractError(f"customers: required table is missing in {data}")
@@ -106,9 +108,6 @@ def _customers_file(data, mapping: SourceMapping):
 
 def customer_columns(data: str | os.PathLike, mapping=None) -> list[str]:
     """The customers table's columns, under their contract names (a mapping's renames applied)."""
-    from features.ingest.partition import table_columns
-    from features.ingest.source import is_database_url
-
     mapping = as_mapping(mapping)
     if is_database_url(data):
         return [name for name, _ in _database_columns(data, mapping)[1]]
@@ -130,9 +129,6 @@ def check_attributes(names, available: list[str]) -> list[str]:
 def customer_attributes(data: str | os.PathLike, ids, columns: list[str], mapping=None) -> pd.DataFrame:
     """customer_id (as the contract parses it) and ``columns`` of the customers whose id is in ``ids``,
     values as the source holds them; a source id seen twice keeps its first row."""
-    from features.ingest.partition import iter_batches
-    from features.ingest.source import is_database_url
-
     mapping = as_mapping(mapping)
     columns = check_attributes(columns, customer_columns(data, mapping))
     wanted = pd.Index(pd.Series(ids, dtype="str").unique())
@@ -152,10 +148,6 @@ def customer_attributes(data: str | os.PathLike, ids, columns: list[str], mappin
 
 def _database_columns(url: str, mapping: SourceMapping):
     """(target, [(contract name, column)]) of the customers relation of a database."""
-    import sqlalchemy as sa
-
-    from features.ingest.database import DatabaseTarget
-
     target = DatabaseTarget.parse(url)
     relation = mapping.table("customers")
     try:
@@ -174,8 +166,6 @@ def _database_columns(url: str, mapping: SourceMapping):
 
 def _database_chunks(url: str, columns: list[str], mapping: SourceMapping, chunk_rows: int = 100_000):
     """Chunks of customer_id and ``columns`` from the customers relation, streamed."""
-    import sqlalchemy as sa
-
     target, present = _database_columns(url, mapping)
     by_name = dict(present)
     statement = sa.select(*[by_name[name].label(name) for name in ["customer_id", *columns]])
@@ -211,6 +201,23 @@ def contact_frame(top: pd.DataFrame, attributes: pd.DataFrame | None, currency: 
             raise UserError(f"--export-attributes: {', '.join(clash)} would clash with a column of the contact list")
         out = out.merge(attributes, on="customer_id", how="left", validate="1:1")
     return out
+
+
+def check_export_request(top: int | None, out: Path | None, attributes, data, mapping=None) -> None:
+    """The export options, and the attributes against the customers table, checked before any scoring."""
+    check_export_options(top, out, attributes)
+    if attributes:
+        check_attributes(attributes, customer_columns(data, mapping))
+
+
+def export_contacts(summary: dict, out: Path, *, top: int, data, attributes=(), mapping=None) -> str:
+    """Write the contact list of a finished scoring run (its output and manifest ``summary``); the summary line.
+
+    Money is labelled with the scores' currency when the manifest has one (else plain amounts).
+    """
+    written = write_contact_list(summary["output"], out, top=top, data=data, attributes=attributes,
+                                 mapping=mapping, currency=summary.get("currency"))
+    return f"  contact list: {written['customers']:,} customers -> {written['output']}"
 
 
 def write_contact_list(scores: str | os.PathLike, out: str | os.PathLike, *, top: int,

@@ -100,6 +100,8 @@ def _lineage(path: Path) -> dict:
 def load_current_scores(path, *, top: int = TOP_CUSTOMERS) -> CurrentScores:
     """The scores at ``path`` (a file, or the Dask engine's folder of parts) and its manifest, as the report reads them."""
     path = Path(path)
+    if path.suffix.lower() != ".parquet":
+        raise UserError(f"--scores {path}: expected the .parquet file written by clv score --out")
     if not path.exists() or (path.is_dir() and not score_parts(path)):
         raise UserError(f"--scores {path}: no such scores file (write one with clv score --out FILE.parquet)")
     try:
