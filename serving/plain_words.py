@@ -34,7 +34,7 @@ LABELS = {
     "spend_horizon": "Net spend in the last forecast period",
     "spend_trend_180d": "Spending trend over the last six months",
     "purchase_gap_mean_days": "Average days between orders",
-    "purchase_gap_std_days": "Regularity of orders (spread of days between orders)",
+    "purchase_gap_std_days": "Spread of days between orders",
     "refund_count": "Number of refunds",
     "refund_share": "Share of spend refunded",
     "quantity_total": "Units bought",

@@ -257,7 +257,9 @@ def _decile_section(record: RunRecord, currency: str | None = None):
     predicted = deciles.pivot(index="decile", columns="model", values="mean_predicted")[models]
     columns = ["decile"]
     for model in models:
-        columns += [f"{model}: share of realised value", f"{model}: mean predicted", f"{model}: mean realised"]
+        unit = f" ({currency})" if currency else ""
+        columns += [f"{model}: share of realised value", f"{model}: mean predicted{unit}",
+                    f"{model}: mean realised{unit}"]
     rows = []
     for decile in pivot.index[::-1]:
         cells = []
