@@ -203,3 +203,21 @@ def test_the_dask_engines_folder_of_parts_gives_the_same_top_rows(tmp_path):
     head = top_scores(folder, 12)
     assert head["customer_id"].tolist() == whole["customer_id"].head(12).tolist()
     pd.testing.assert_frame_equal(tier_economics(folder), tier_economics(tmp_path / "s.parquet"))
+
+
+def test_attributes_come_from_a_database_table_under_mapped_names(postgres_url):
+    from features.ingest.mapping import SourceMapping
+    from tests.features.ingest.test_database import run_sql
+
+    run_sql(postgres_url,
+            "CREATE TABLE clients (id BIGINT PRIMARY KEY, joined DATE, segment TEXT, opt_in BOOLEAN)",
+            "INSERT INTO clients VALUES (1001, '2023-01-05', 'gold', true), (1002, '2023-02-10', NULL, false),"
+            " (7, '2023-01-01', 'silver', true)")
+    mapping = SourceMapping(tables={"customers": "clients"},
+                            columns={"customers": {"customer_id": "id", "signup_date": "joined"}})
+    found = customer_attributes(postgres_url, ["1001", "1002"], ["segment", "opt_in"], mapping)
+    assert found.sort_values("customer_id").to_dict("records") == [
+        {"customer_id": "1001", "segment": "gold", "opt_in": True},
+        {"customer_id": "1002", "segment": None, "opt_in": False}]
+    with pytest.raises(UserError, match=r"no column 'tier' .* \(available: signup_date, segment, opt_in\)"):
+        customer_attributes(postgres_url, ["1001"], ["tier"], mapping)
