@@ -397,10 +397,14 @@ def score(
         False, "--fail-on-drift", help="Publish nothing and exit with code 3 when the drift check fails."),
     track: bool = typer.Option(True, "--track/--no-track", help="Log the scoring run to MLflow (experiment "
                                "<model name>-scoring)."),
+    export_top: int | None = typer.Option(None, "--export-top", min=1, help="Contact list: the N most valuable."),
+    export: Path | None = typer.Option(None, "--export", help="Contact list file (.csv): value, tier, reasons."),
+    export_attributes: list[str] = typer.Option([], "--export-attributes", help="Customers column to add (repeatable)."),
 ):
     """Score every customer with the registered model: value, range, rank, tier and reasons; check drift."""
     from mlflow.exceptions import MlflowException
 
+    from serving.contact_list import check_export_request, export_contacts
     from serving.scoring.chunked import score_customers
     from serving.scoring.dask_engine import score_customers_dask
     from serving.scoring.printed_summary import print_score_summary
@@ -412,6 +416,7 @@ def score(
     if trusted is not None:
         err_console.print(trust_warning(model, trusted), soft_wrap=True, highlight=False, markup=False)
     mapping = read_mapping(mapping)
+    check_export_request(export_top, export, export_attributes, data, mapping)  # before scoring, not after
     cutoff = None if as_of is None else parse_date(as_of)
     try:
         if engine == "dask":
@@ -437,6 +442,9 @@ def score(
         print_error(str(err))
         raise typer.Exit(code=DRIFT_EXIT_CODE) from None
     print_score_summary(summary, console)
+    if export is not None:
+        console.print(export_contacts(summary, export, top=export_top, data=data, attributes=export_attributes,
+                                      mapping=mapping), soft_wrap=True)
 
 
 @app.command()
@@ -447,19 +455,24 @@ def report(
         None, "--model", help="Registered model whose training run to report on: models:/NAME@ALIAS or "
                               "models:/NAME/VERSION (default: models:/customer-value@champion); no model is loaded."),
     run: str | None = typer.Option(None, "--run", help="Report on this training run instead of a model."),
+    scores: Path | None = typer.Option(None, "--scores", help="Today's scores (clv score's .parquet): tiers, top "
+                                       "customers, value ranges and drift for decision makers."),
+    currency: str | None = typer.Option(None, "--currency", help="Currency of money on the page, e.g. EUR "
+                                        "(default: the scores' manifest's, else the training run's)."),
 ):
-    """Write the stakeholder feature-importance report (one self-contained HTML page)."""
+    """Write the stakeholder report (one self-contained HTML page): drivers, and with --scores today's customers."""
     from serving.report.build import build_report
 
     if model and run:
         raise UserError("pass --model or --run, not both")
     start = time.perf_counter()
     try:
-        page = build_report(model_uri=model, run_id=run, out_dir=out)
+        page = build_report(model_uri=model, run_id=run, out_dir=out, scores=scores, currency=currency)
     except (LookupError, ValueError) as err:  # unknown model or run, or not a training run
         raise UserError(str(err)) from None
-    console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n"
-                  f"  figures as PNG in {page.parent}; the same files are logged to the model's run under report/",
+    console.print(f"report written in {time.perf_counter() - start:.1f}s -> {page}\n  figures as PNG in {page.parent}; "
+                  "the same files are logged to the model's run under report/"
+                  + (", the page without today's top customers (no customer ids in MLflow)" if scores else ""),
                   soft_wrap=True)
 
 

@@ -19,7 +19,7 @@ TOP_VALUE_SHARE = 0.20
 # Used to split customers by influence: the vendor score when it covers most customers we see on
 # social media, else reach (followers), which every linked profile has.
 INFLUENCE_MEASURES = (("influence_score_max", "vendor influence score (0-100)"),
-                      ("followers_log", "followers (log1p)"))
+                      ("followers_log", "social media followers (log scale)"))
 INFLUENCE_MIN_COVERAGE = 0.8
 METRIC_LABELS = {
     "norm_gini": ("normalised Gini", "ranking quality: 1 = customers in exactly the order of their realised value, 0 = random"),

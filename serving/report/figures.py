@@ -7,6 +7,7 @@ without timestamps, so the same inputs give byte-identical files.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ INK = "#1b1b1b"
 SOCIAL_FILL = "#9ecae1"
 CRM_FILL = "#3a5f8a"
 SOCIAL_HATCH = "///"
+# Print resolution: slides and print need at least 1,600 pixels across (8 inches at 200 dpi).
+PRINT_DPI = 200
+MIN_WIDTH_PX = 1600
 # One (marker, line style, grey level) per series: distinguishable without colour.
 SERIES_STYLES = (
     {"marker": "o", "linestyle": "-", "color": "#1f3b5c"},
@@ -35,13 +39,30 @@ def _pyplot():
     return plt
 
 
-def png_bytes(fig, *, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes, closed afterwards; no creation time or software stamp in the file."""
+def png_bytes(fig, *, dpi: int = PRINT_DPI, min_width: int = MIN_WIDTH_PX) -> bytes:
+    """The figure as PNG bytes at print resolution, closed afterwards; no creation time or software stamp.
+
+    The tight bounding box trims a figure's margins, so a figure drawn narrower than ``min_width``
+    pixels is drawn again at the resolution that reaches it (the same inputs still give the same bytes).
+    """
     plt = _pyplot()
+    png = _png(fig, dpi)
+    width = png_width(png)
+    if width < min_width:
+        png = _png(fig, math.ceil(dpi * min_width / width) + 1)
+    plt.close(fig)
+    return png
+
+
+def _png(fig, dpi: int) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None}, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
+
+
+def png_width(png: bytes) -> int:
+    """Width in pixels from a PNG's IHDR chunk (big-endian uint32 at bytes 16-20)."""
+    return int.from_bytes(png[16:20], "big")
 
 
 def _percent(value: float) -> str:
@@ -76,8 +97,8 @@ def family_importance_chart(families: pd.DataFrame):
                 va="center", fontsize=9, color=INK)
     ax.set_xlim(0, top * 1.18 if top > 0 else 1)
     ax.xaxis.set_major_formatter(_percent_axis())
-    ax.set_xlabel("share of the model's attribution (mean |SHAP|)")
-    ax.set_title("What the model relies on, by feature family")
+    ax.set_xlabel("share of what moves the model's predictions")
+    ax.set_title("What the model relies on, by kind of data")
     return fig
 
 
@@ -100,8 +121,8 @@ def feature_importance_chart(features: pd.DataFrame):
                 f"{_percent(share)}  {effect}", va="center", fontsize=8, color=INK)
     ax.set_xlim(0, top * 1.6 if top > 0 else 1)
     ax.xaxis.set_major_formatter(_percent_axis())
-    ax.set_xlabel("share of the model's attribution (mean |SHAP|); hatched = social family")
-    ax.set_title(f"Top {len(rows)} features")
+    ax.set_xlabel("share of what moves the model's predictions; hatched = social media data")
+    ax.set_title(f"The {len(rows)} customer facts the model relies on most")
     return fig
 
 
@@ -115,7 +136,7 @@ def binned_means(x: np.ndarray, y: np.ndarray, bins: int = 12) -> tuple[np.ndarr
     return frame["x"].to_numpy(), frame["y"].to_numpy()
 
 
-def dependence_chart(values: pd.Series, contributions: pd.Series, *, feature: str, currency: str = ""):
+def dependence_chart(values: pd.Series, contributions: pd.Series, *, feature: str, currency: str | None = ""):
     """Feature value against its signed contribution to predicted value (currency), with a binned mean line.
 
     ``values`` and ``contributions`` are aligned; rows whose value is missing are left out (the caption
@@ -160,7 +181,7 @@ def decile_lift_chart(deciles: pd.DataFrame):
     return fig
 
 
-def calibration_chart(deciles: pd.DataFrame, *, currency: str = ""):
+def calibration_chart(deciles: pd.DataFrame, *, currency: str | None = ""):
     """Mean predicted vs mean realised value per predicted decile, against the diagonal of perfect calibration."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 5.2))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -35,6 +35,18 @@ class Figure:
 
 
 @dataclass
+class Decisions:
+    """The decision makers' section, from today's scores: tiers, top customers, value ranges, drift."""
+
+    intro: str
+    tier_table: Table
+    top_table: Table | None  # None in the copy logged to MLflow: it holds customer ids
+    findings: list[str]
+    notes: list[str]
+    top_note: str = ""
+
+
+@dataclass
 class ReportPage:
     """Everything the template renders (sections in reading order)."""
 
@@ -62,10 +74,20 @@ class ReportPage:
     card_tables: list[Table]
     limitations: list[str]
     notes: list[str]
+    decisions: Decisions | None = None  # with --scores only
 
     @property
     def figures(self) -> list[Figure]:
         return (self.importance_figures + self.dependence_figures + self.quadrant_figures + self.decile_figures)
+
+
+def without_customer_ids(page: ReportPage) -> ReportPage:
+    """The page without today's top-customers table (the only part naming current customers), for MLflow."""
+    if page.decisions is None or page.decisions.top_table is None:
+        return page
+    note = ("The table of today's most valuable customers is left out of this copy: customer ids are never "
+            "logged to MLflow. It is in the report written to the --out folder.")
+    return replace(page, decisions=replace(page.decisions, top_table=None, top_note=note))
 
 
 def render_html(page: ReportPage) -> str:

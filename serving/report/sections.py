@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import SOCIAL_FAMILIES
+from serving.plain_words import family_label, label
 from serving.report import figures as charts
 from serving.report.content import (
     ablation_table,
@@ -32,8 +33,10 @@ from serving.report.content import (
     social_share,
     top_drivers,
 )
+from serving.report.current_scores import CurrentScores
 from serving.report.page import Figure, ReportPage, Table
 from serving.report.run_record import RunRecord
+from serving.report.todays_customers import coverage_sentence, todays_customers
 
 NEW_CUSTOMER_TENURE_DAYS = 365
 # Dependence plots, in order; each entry is a list of alternatives, the first present is drawn.
@@ -62,9 +65,8 @@ def _summary(record: RunRecord, features: pd.DataFrame) -> tuple[list[str], list
     m = record.metrics
     drivers = []
     for row in top_drivers(features).itertuples():
-        what = f" ({row.description})" if row.description else ""
-        drivers.append(f"{row.feature}{what}: the model leans on it for {fmt_share(row.share)} of its "
-                       f"attribution; {row.effect}.")
+        drivers.append(f"{label(row.feature)}: the model leans on it for {fmt_share(row.share)} of what moves "
+                       f"its predictions; {row.effect}.")
     interval = float(record.params.get("interval", 0.9) or 0.9)
     headline = social_headline(record.tags, m, record.importance, interval=interval)
     summary = [headline] if headline else []
@@ -104,38 +106,44 @@ def _summary(record: RunRecord, features: pd.DataFrame) -> tuple[list[str], list
     return summary, drivers, caution
 
 
-def _importance_section(record: RunRecord, features: pd.DataFrame):
+def _importance_section(record: RunRecord, features: pd.DataFrame, currency: str | None):
     by_family = family_importance(record.importance)
-    alt = "Horizontal bar chart of the share of attribution per feature family: " + "; ".join(
-        f"{r.family}{' (social)' if r.social else ''} {fmt_share(r.share)}" for r in by_family.itertuples()) + "."
-    family_fig = Figure("family_importance", charts.png_bytes(charts.family_importance_chart(by_family)), alt,
-                        "Share of the model's attribution (mean absolute SHAP value on the model's log scale, "
-                        "test window) per feature family. Social families are hatched and marked '(social)'.")
+    shown = by_family.assign(family=[family_label(f) for f in by_family["family"]])
+    alt = "Horizontal bar chart of the share of what moves the predictions, per kind of data: " + "; ".join(
+        f"{r.family}{' (social)' if r.social else ''} {fmt_share(r.share)}" for r in shown.itertuples()) + "."
+    family_fig = Figure("family_importance", charts.png_bytes(charts.family_importance_chart(shown)), alt,
+                        "How much the model leans on each kind of data (for analysts: share of the mean absolute "
+                        "SHAP value on the model's log scale, test window). Social families (social media data) "
+                        "are hatched and marked '(social)'.")
     head = features.head(20)
-    alt = "Horizontal bar chart of the 20 largest features: " + "; ".join(
-        f"{r.feature} {fmt_share(r.share)}, {r.effect}" for r in head.itertuples()) + "."
-    feature_fig = Figure("feature_importance", charts.png_bytes(charts.feature_importance_chart(head)), alt,
-                         f"The {len(head)} features the model relies on most, with the direction of their effect "
-                         "(Spearman correlation of a feature's SHAP value with its value). Hatched bars belong to "
-                         "social families.")
+    labelled = head.assign(feature=[label(f) for f in head["feature"]])
+    alt = "Horizontal bar chart of the 20 customer facts the model relies on most: " + "; ".join(
+        f"{r.feature} {fmt_share(r.share)}, {r.effect}" for r in labelled.itertuples()) + "."
+    feature_fig = Figure("feature_importance", charts.png_bytes(charts.feature_importance_chart(labelled)), alt,
+                         f"The {len(head)} customer facts the model relies on most, with the direction of their "
+                         "effect (for analysts: Spearman correlation of a feature's SHAP value with its value). "
+                         "Hatched bars are social media data.")
     family_table = Table(
-        "Attribution by family", ["family", "social", "features", "share of attribution", "mean |SHAP| (log scale)"],
-        [(r.family, ["yes" if r.social else "no", str(r.features), fmt_share(r.share), f"{r.mean_abs_shap:.4f}"])
-         for r in by_family.itertuples()], [False, False, True, True, True])
-    money = "mean |contribution| (currency)"
+        "For analysts: attribution by feature family",
+        ["kind of data", "family", "social", "features", "share of attribution", "mean |SHAP| (log scale)"],
+        [(family_label(r.family), [r.family, "yes" if r.social else "no", str(r.features), fmt_share(r.share),
+                                   f"{r.mean_abs_shap:.4f}"])
+         for r in by_family.itertuples()], [False, False, False, True, True, True])
+    contribution = f"average effect on value ({currency})" if currency else "average effect on value"
     feature_table = Table(
-        f"Attribution by feature (top {min(25, len(features))} of {len(features)})",
-        ["feature", "family", "share of attribution", "mean |SHAP| (log scale)", money, "direction", "effect",
-         "what it is"],
-        [(r.feature, [r.family + (" (social)" if r.social else ""), fmt_share(r.share), f"{r.mean_abs_shap:.4f}",
-                      fmt_number(r.mean_abs_contribution, 2),
-                      "–" if not np.isfinite(r.direction) else f"{r.direction:+.2f}", r.effect, r.description])
+        f"For analysts: attribution by feature (top {min(25, len(features))} of {len(features)})",
+        ["customer fact", "column", "family", "share of attribution", "mean |SHAP| (log scale)", contribution,
+         "direction", "effect", "what it is"],
+        [(label(r.feature), [r.feature, r.family + (" (social)" if r.social else ""), fmt_share(r.share),
+                             f"{r.mean_abs_shap:.4f}", fmt_number(r.mean_abs_contribution, 2),
+                             "–" if not np.isfinite(r.direction) else f"{r.direction:+.2f}", r.effect,
+                             r.description])
          for r in features.head(25).itertuples()],
-        [False, False, True, True, True, True, False, False])
+        [False, False, False, True, True, True, True, False, False])
     return [family_fig, feature_fig], [family_table, feature_table]
 
 
-def _dependence_section(record: RunRecord):
+def _dependence_section(record: RunRecord, currency: str | None = None):
     sample = record.shap_sample
     figures, notes = [], []
     if sample is None:
@@ -156,27 +164,32 @@ def _dependence_section(record: RunRecord):
         corr = pd.Series(values[known]).rank().corr(pd.Series(contrib[known]).rank()) if known.sum() > 2 else math.nan
         trend = effect_text(corr)
         spread = f"{contrib[known].min():,.0f} to {contrib[known].max():,.0f}" if known.any() else "–"
-        alt = (f"Scatter plot of {feature} (x) against its contribution to predicted value in currency (y) for "
+        name = label(feature)
+        alt = (f"Scatter plot of {name} (x) against its contribution to predicted value in currency (y) for "
                f"{int(known.sum()):,} sampled customers, with a binned mean line. Trend: {trend}; contributions "
                f"range from {spread}.")
-        caption = (f"{feature}: {describe_feature(feature, feature_descriptions())}. Each point is one sampled test "
+        caption = (f"{name} ({feature}: {describe_feature(feature, feature_descriptions())}). Each point is one sampled test "
                    f"customer; the line is the mean contribution within value bins. {missing:,} sampled customers "
                    f"have no value (no social data or not measured) and are not drawn; their mean contribution is "
                    f"{contrib[~known].mean():,.2f}." if missing else
-                   f"{feature}: {describe_feature(feature, feature_descriptions())}. Each point is one sampled test "
-                   "customer; the line is the mean contribution within value bins.")
+                   f"{name} ({feature}: {describe_feature(feature, feature_descriptions())}). Each point is one "
+                   "sampled test customer; the line is the mean contribution within value bins.")
         figures.append(Figure(f"dependence_{feature}",
-                              charts.png_bytes(charts.dependence_chart(values, contrib, feature=feature)), alt, caption))
+                              charts.png_bytes(charts.dependence_chart(values, contrib, feature=name,
+                                                                       currency=currency)), alt, caption))
     return figures, notes
 
 
-def _quadrant_section(record: RunRecord):
+def _quadrant_section(record: RunRecord, *, examples: bool = True):
+    """The quadrant text, figure and table; ``examples=False`` names no back-test customer (the report
+    then has today's top customers from the current scores, and examples from the past would contradict them)."""
     if record.shap_sample is None or record.predictions is None:
         return "", [], [], ["The influence x value quadrant needs the run's report inputs, which this run does not have."]
     column, label = influence_measure(record.shap_sample)
     if column is None:
         return "", [], [], [f"No quadrant: {label}."]
-    cells, frame, median, threshold = influence_value_quadrant(record.predictions, record.shap_sample, column)
+    cells, frame, median, threshold = influence_value_quadrant(record.predictions, record.shap_sample, column,
+                                                               examples=3 if examples else 0)
     with_social = frame[frame["influence"].notna()]
     text = (f"Customers are split by {label} (above or at/below the median of {median:,.2f} among the "
             f"{len(with_social):,} sampled customers with social data; customers without social data form their own "
@@ -184,14 +197,20 @@ def _quadrant_section(record: RunRecord):
             f"{len(record.predictions):,} test customers, predicted value at least {threshold:,.2f}, vs the rest). "
             f"Counts are of the {len(frame):,} customers in the seeded SHAP sample. "
             + quadrant_sentence(cells, label))
+    columns = ["cell", "influence", "predicted value", "customers", "share of customers", "share of predicted value",
+               "share of realised value", "mean predicted value"]
+    rows = [(r.cell, [r.influence_group, r.value_label, f"{r.customers:,}", fmt_share(r.share_of_customers),
+                      fmt_share(r.share_of_predicted_value), fmt_share(r.share_of_actual_value),
+                      fmt_number(r.mean_predicted, 2)] + ([r.examples or "–"] if examples else []))
+            for r in cells.itertuples()]
     table = Table(
-        "Influence x value: customers, value and examples per cell",
-        ["cell", "influence", "predicted value", "customers", "share of customers", "share of predicted value",
-         "share of realised value", "mean predicted value", "example customer ids"],
-        [(r.cell, [r.influence_group, r.value_label, f"{r.customers:,}", fmt_share(r.share_of_customers),
-                   fmt_share(r.share_of_predicted_value), fmt_share(r.share_of_actual_value),
-                   fmt_number(r.mean_predicted, 2), r.examples or "–"]) for r in cells.itertuples()],
-        [False, False, False, True, True, True, True, True, False])
+        "Influence x value: customers and value per cell" + (", with examples from the test window" if examples
+                                                             else " (test window)"),
+        columns + (["example customer ids"] if examples else []), rows,
+        [False, False, False, True, True, True, True, True] + ([False] if examples else []))
+    if not examples:
+        text += (" The customers counted here are from the test window; whom to contact today is in the top "
+                 "customers of the current scores, above.")
     figures = []
     if len(with_social):
         alt = (f"Scatter plot of {label} (x) against predicted value on a log scale (y) for {len(with_social):,} "
@@ -208,7 +227,7 @@ def _quadrant_section(record: RunRecord):
     return text, figures, [table], []
 
 
-def _decile_section(record: RunRecord):
+def _decile_section(record: RunRecord, currency: str | None = None):
     notes = []
     if record.predictions is not None:
         deciles, notes = decile_data(record.predictions, record.horizon_days)
@@ -230,7 +249,7 @@ def _decile_section(record: RunRecord):
                  "model, with the diagonal of perfect calibration."
                  + (f" Model's top decile: predicted {model_top['mean_predicted'].iloc[0]:,.0f}, realised "
                     f"{model_top['mean_actual'].iloc[0]:,.0f}." if len(model_top) else ""))
-    calibration = Figure("calibration", charts.png_bytes(charts.calibration_chart(deciles)), calib_alt,
+    calibration = Figure("calibration", charts.png_bytes(charts.calibration_chart(deciles, currency=currency)), calib_alt,
                          "Mean predicted vs mean realised value per customer in each predicted decile. Points on the "
                          "dotted diagonal are well calibrated; above it, the model under-predicts.")
     pivot = deciles.pivot(index="decile", columns="model", values="share_of_actual")[models]
@@ -238,7 +257,9 @@ def _decile_section(record: RunRecord):
     predicted = deciles.pivot(index="decile", columns="model", values="mean_predicted")[models]
     columns = ["decile"]
     for model in models:
-        columns += [f"{model}: share of realised value", f"{model}: mean predicted", f"{model}: mean realised"]
+        unit = f" ({currency})" if currency else ""
+        columns += [f"{model}: share of realised value", f"{model}: mean predicted{unit}",
+                    f"{model}: mean realised{unit}"]
     rows = []
     for decile in pivot.index[::-1]:
         cells = []
@@ -296,7 +317,7 @@ def _windows(record: RunRecord) -> dict:
         return {}
 
 
-def _model_card(record: RunRecord):
+def _model_card(record: RunRecord, currency: str | None = None):
     m, tags = record.metrics, record.tags
     windows = _windows(record)
     horizon = record.horizon_days
@@ -325,6 +346,8 @@ def _model_card(record: RunRecord):
         ("input fingerprint", tags.get("input_fingerprint", "–")),
         ("code commit", tags.get("git_commit", "–")),
         ("promotion", f"{tags.get('promotion_decision', '–')}: {tags.get('promotion_reason', '')}".strip(": ")),
+        ("value ranges (80%)", coverage_sentence(record).removeprefix("Value ranges: ")),
+        ("currency", currency or "not labelled (amounts in the currency of the source data)"),
     ]
     table = metrics_vs_baselines(m, horizon)
     baseline = f"last {horizon} days"
@@ -349,29 +372,45 @@ def _model_card(record: RunRecord):
         + "; the vendor influence score is a third-party number whose method we do not control.",
         "The model ranks groups of customers better than it predicts any one of them"
         + (f": the mean absolute error is {mae:,.0f} per customer." if np.isfinite(mae) else "."),
-        "Values are in the currency of the source data; refunds reduce value.",
+        (f"Values are in {currency}, the currency of the source data; refunds reduce value." if currency
+         else "Values are in the currency of the source data; refunds reduce value."),
     ]
     if not tags.get("baseline_bgnbd_status", "ok").startswith("ok"):
         limitations.append(f"The BG/NBD baseline failed ({tags['baseline_bgnbd_status']}), so it is not compared.")
     return card, [metrics_table], limitations
 
 
-def assemble_page(record: RunRecord) -> ReportPage:
-    """All sections of the report for one run (figures rendered, text written)."""
+def report_currency(explicit: str | None, scores: CurrentScores | None, record: RunRecord) -> str | None:
+    """The currency money is labelled with: --currency, else the scores' manifest, else the training
+    run's ``currency`` tag or param; None (plain amounts) when none says."""
+    for value in (explicit, scores.currency if scores is not None else None, record.tags.get("currency"),
+                  record.params.get("currency")):
+        if value and str(value).strip() and str(value).strip().lower() != "none":
+            return str(value).strip()
+    return None
+
+
+def assemble_page(record: RunRecord, scores: CurrentScores | None = None, *, currency: str | None = None) -> ReportPage:
+    """All sections of the report for one run (figures rendered, text written); with ``scores``, the
+    decision makers' section from today's scores, and no example customer from the test window."""
+    currency = report_currency(currency, scores, record)
     features = feature_importance_table(record.importance, record.shap_sample)
     summary, drivers, caution = _summary(record, features)
-    importance_figures, importance_tables = _importance_section(record, features)
-    dependence_figures, dependence_notes = _dependence_section(record)
-    quadrant_text, quadrant_figures, quadrant_tables, quadrant_notes = _quadrant_section(record)
-    decile_figures, decile_tables, decile_notes = _decile_section(record)
+    decisions = todays_customers(record, scores, currency) if scores is not None else None
+    importance_figures, importance_tables = _importance_section(record, features, currency)
+    dependence_figures, dependence_notes = _dependence_section(record, currency)
+    quadrant_text, quadrant_figures, quadrant_tables, quadrant_notes = _quadrant_section(
+        record, examples=scores is None)
+    decile_figures, decile_tables, decile_notes = _decile_section(record, currency)
     ablation_text, ablation_tables = _ablation_section(record)
-    card, card_tables, limitations = _model_card(record)
+    card, card_tables, limitations = _model_card(record, currency)
     version = f"{record.model_name} v{record.model_version}" if record.model_name else f"run {record.run_id}"
     subtitle = (f"{version} · as of {record.tags.get('as_of', '?')} · predicted net revenue over the next "
-                f"{record.horizon_days} days")
+                f"{record.horizon_days} days" + (f" ({currency})" if currency else "")
+                + (f" · today's scores as of {(scores.lineage.get('as_of') or '?')[:10]}" if scores is not None else ""))
     return ReportPage(
         run_id=record.run_id, title="Customer value: what drives it, and what social influence adds", subtitle=subtitle,
-        summary=summary, drivers=drivers, caution=caution,
+        summary=summary, drivers=drivers, caution=caution, decisions=decisions,
         importance_figures=importance_figures, importance_tables=importance_tables,
         dependence_figures=dependence_figures, dependence_notes=dependence_notes,
         quadrant_text=quadrant_text, quadrant_figures=quadrant_figures, quadrant_tables=quadrant_tables,
@@ -380,4 +419,3 @@ def assemble_page(record: RunRecord) -> ReportPage:
         social_data=has_social_data(record), card=card,
         card_tables=card_tables, limitations=limitations, notes=list(record.notes),
     )
-

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from serving.plain_words import money
 from serving.scoring.tracked_run import drift_lines
-
-
-def money(amount, currency):  # TODO(merge): serving.plain_words.money
-    return f"{currency + ' ' if currency else ''}{amount:,.0f}"
 
 
 def economics_lines(summary: dict) -> list[str]:

@@ -257,3 +257,70 @@ def chromium() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Today's scores, as `clv score` writes them, for the report built with --scores
+
+
+def write_current_scores(path: Path, back_test: pd.DataFrame, *, n_new: int = 400, manifest: dict | None = None,
+                         intervals: bool = True) -> pd.DataFrame:
+    """A scores file (sorted by value_rank) of ``n_new`` new customers N0000... valued highest, then every
+    back-test customer of ``back_test`` (customer_id, predicted) valued in the reverse of their back-test
+    order: the back-test's most valuable customers land in today's bottom tier. Returns the frame."""
+    from serving.scoring.core import manifest_path
+    from serving.scoring.tiers import value_ranks
+
+    rng = np.random.default_rng(7)
+    new_values = np.sort(rng.gamma(2.0, 900.0, n_new))[::-1] + 500.0
+    order = back_test.sort_values(["predicted", "customer_id"], ascending=[True, True])["customer_id"]
+    old_values = np.linspace(400.0, 1.0, len(order))  # highest back-test prediction -> lowest value today
+    frame = pd.DataFrame({"customer_id": [f"N{i:04d}" for i in range(n_new)] + order.tolist(),
+                          "predicted_value": np.concatenate([new_values, old_values])})
+    ranked = value_ranks(frame["customer_id"], frame["predicted_value"])
+    frame = pd.concat([frame, ranked], axis=1).sort_values("value_rank", kind="stable").reset_index(drop=True)
+    values = frame["predicted_value"].to_numpy()
+    frame["value_p10"] = 0.4 * values if intervals else np.nan
+    frame["value_p90"] = 2.1 * values if intervals else np.nan
+    frame["p_alive"] = np.linspace(0.99, 0.2, len(frame)) if intervals else np.nan
+    frame["expected_orders"] = np.nan
+    frame["reason_1"] = pd.array(["spend_365d=1380.19: +210.50"] * len(frame), dtype="str")
+    frame["reason_2"] = pd.array([None] * len(frame), dtype="str")
+    frame["model_name"] = "customer-value"
+    frame["model_version"] = "1"
+    frame["as_of"] = pd.Timestamp("2026-06-01")
+    frame["horizon_days"] = 365
+    frame["customer_id"] = frame["customer_id"].astype("str")
+    frame.to_parquet(path, index=False)
+    if manifest is not None:
+        manifest_path(path).write_text(json.dumps(manifest))
+    return frame
+
+
+CURRENT_MANIFEST = {
+    "currency": "EUR",
+    "interval": {"level": 0.8, "coverage_on_test": 0.793, "method": "conformal"},
+    "drift": {"status": "drift", "warn": 0.1, "threshold": 0.25, "predictions": 0.31,
+              "features": {"spend_365d": 0.41, "order_count": 0.05}, "drifted": ["spend_365d"]},
+}
+
+
+@pytest.fixture(scope="session")
+def current_scores(tiny_run, store_uri, tmp_path_factory) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """(scores file with a manifest, its frame, the back-test predictions) for the tiny run's champion."""
+    from training.report_inputs import load_report_inputs
+
+    with tracking_to(store_uri):
+        predictions, _ = load_report_inputs(tiny_run.run_id)
+    path = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    frame = write_current_scores(path, predictions, manifest=CURRENT_MANIFEST)
+    return path, frame, predictions
+
+
+@pytest.fixture(scope="session")
+def scored_report(current_scores, tiny_run, store_uri, tmp_path_factory) -> Path:
+    """report.html built for the tiny run's champion with today's scores (--scores)."""
+    from serving.report.build import build_report
+
+    with tracking_to(store_uri):
+        return build_report(out_dir=tmp_path_factory.mktemp("scored-report"), scores=current_scores[0])

@@ -105,6 +105,14 @@ CASES = [
     # Training settings from a file.
     case("train-config-unknown-key", "train|--data|{world}|--config|{config_unknown_key}", "unknown setting 'leaves'"),
     case("train-config-bad-value", "train|--data|{world}|--config|{config_bad_value}", "'many'"),
+    # The contact list and the report's current scores: checked before any scoring or reading a run.
+    case("score-export-top-without-file", f"score|--data|{{world}}|{OUT}|--export-top|10",
+         "--export-top N and --export FILE.csv go together"),
+    case("score-export-not-csv", f"score|--data|{{world}}|{OUT}|--export-top|10|--export|{{run}}/contacts.xlsx",
+         "contacts.xlsx"),
+    case("score-export-unknown-attribute", f"score|--data|{{world}}|{OUT}|--export-top|10|--export|{{run}}/c.csv|"
+         "--export-attributes|shoe_size", "no column 'shoe_size' in the customers table (available: "),
+    case("report-scores-missing", "report|--out|{run}/r|--scores|{missing}/scores.parquet", "no such scores file"),
     # Score reads its source only once it has a model: these run against a model trained for them.
     case("score-missing-source", f"score|--data|{{missing}}|{OUT}", "is not a directory",
          MLFLOW_TRACKING_URI="sqlite:///{trained}"),

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serving.plain_words import label
 from serving.report import build
 from serving.report.build import build_report
 from serving.report.content import (
@@ -302,8 +303,8 @@ def test_the_summary_names_the_three_strongest_drivers(page, tiny_run):
                                                tracking_uri=tiny_run.tracking_uri)
     top3 = pd.read_csv(path).sort_values("share", ascending=False)["feature"].head(3).tolist()
     summary = text[text.index('id="summary"'):text.index('id="importance"')]
-    drivers = re.findall(r"<li>([a-z0-9_]+) \(", summary)
-    assert drivers == top3
+    drivers = re.findall(r"<li>([^<:]+): the model leans on it", summary)
+    assert drivers == [label(feature) for feature in top3]  # plain words, not column names
     assert "points of normalised Gini" in summary
     assert "Influence is one input among many" in summary
 

@@ -202,18 +202,32 @@ def distinct_colours(png: bytes) -> int:
     return len(colours) if colours is not None else 1 << 20
 
 
-@pytest.fixture(scope="module")
-def browsed(chromium, built_report, tmp_path_factory):
-    """The built report opened in headless Chromium: (page probe, console errors, requested URLs, screenshot)."""
-    folder = tmp_path_factory.mktemp("chromium")
+def browse(chromium: str, report: Path, folder: Path):
+    """``report`` opened in headless Chromium: (page probe, console errors, requested URLs, screenshot)."""
     with PipeBrowser(chromium, folder / "profile", log_path=folder / "chromium.log") as browser:
-        session = browser.open_page(built_report.resolve().as_uri())
+        session = browser.open_page(report.resolve().as_uri())
         probe = browser.evaluate(PAGE_PROBE, session=session)
         screenshot = browser.screenshot(session=session)
         errors = browser.console_errors()
         urls = browser.requested_urls()
     (folder / "report.png").write_bytes(screenshot)
     return probe, errors, urls, screenshot
+
+
+@pytest.fixture(scope="module")
+def browsed(chromium, built_report, tmp_path_factory):
+    """The built report opened in headless Chromium: (page probe, console errors, requested URLs, screenshot)."""
+    return browse(chromium, built_report, tmp_path_factory.mktemp("chromium"))
+
+
+def test_the_report_with_todays_scores_opens_cleanly_with_print_resolution_figures(
+        chromium, scored_report, tmp_path_factory):
+    probe, errors, urls, _ = browse(chromium, scored_report, tmp_path_factory.mktemp("chromium-scores"))
+    assert errors == [] and probe["scripts"] == 0
+    assert [u for u in urls if not (u.startswith("data:") or u == scored_report.resolve().as_uri())] == []
+    assert [s["id"] for s in probe["sections"]] == ["summary", "decisions", *KEY_SECTIONS[1:]]
+    assert all(t["caption"] and t["rowHeaders"] == t["rows"] > 0 for t in probe["tables"])
+    assert all(i["decoded"] and i["naturalWidth"] >= 1600 for i in probe["images"])
 
 
 def test_the_report_opens_without_console_errors(browsed):
