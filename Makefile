@@ -23,10 +23,12 @@ demo: install
 	$(BIN)/clv generate --out $(DEMO_DIR)/world --customers $(DEMO_CUSTOMERS) --seed 42 && \
 	$(BIN)/clv validate --data $(DEMO_DIR)/world --rejects $(DEMO_DIR)/rejects && \
 	$(BIN)/clv train --data $(DEMO_DIR)/world $(MARKET_TOPICS) --promote auto && \
-	$(BIN)/clv score --data $(DEMO_DIR)/world --out $(DEMO_DIR)/predictions.parquet && \
-	$(BIN)/clv report --out $(DEMO_DIR)/report && \
+	$(BIN)/clv score --data $(DEMO_DIR)/world --out $(DEMO_DIR)/predictions.parquet --currency EUR \
+	    --export-top 100 --export $(DEMO_DIR)/contacts.csv --export-attributes region && \
+	$(BIN)/clv report --out $(DEMO_DIR)/report --scores $(DEMO_DIR)/predictions.parquet && \
 	echo && echo "demo finished in $$(( $$(date +%s) - start ))s" && \
 	echo "  predictions: $(DEMO_DIR)/predictions.parquet (manifest: $(DEMO_DIR)/predictions.manifest.json)" && \
+	echo "  contacts:    $(DEMO_DIR)/contacts.csv (the 100 most valuable customers)" && \
 	echo "  report:      $(DEMO_DIR)/report/report.html" && \
 	echo "  MLflow UI:   $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
