@@ -39,8 +39,11 @@ EXTRA_COLUMNS = ("value_p10", "value_p90", "p_alive", "expected_orders")
 BTYD_COLUMNS = {"p_alive": "btyd_p_alive", "expected_orders": "btyd_expected_orders"}
 
 
-def check_options(reasons: int, reasons_for: str, chunk_size: int, drift_threshold: float | None = None) -> None:
+def check_options(reasons: int, reasons_for: str, chunk_size: int, drift_threshold: float | None = None,
+                  currency: str | None = None) -> None:
     """The scoring options a user gives, checked before anything is read."""
+    if currency is not None:
+        currency_label(currency)
     if drift_threshold is not None and not (0 < drift_threshold < 10):
         raise UserError(f"drift threshold must be a PSI above 0 (0.25 is usual), not {drift_threshold}")
     if reasons_for not in REASONS_FOR:

@@ -167,7 +167,7 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
     """
     started = time.perf_counter()
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None).as_unit("ns")
-    core.check_options(reasons, reasons_for, chunk_size, drift_threshold)
+    core.check_options(reasons, reasons_for, chunk_size, drift_threshold, currency)
     if as_of is not None:
         check_cutoff(as_of)
     out = Path(out).resolve()

@@ -112,6 +112,10 @@ CASES = [
          "contacts.xlsx"),
     case("score-export-unknown-attribute", f"score|--data|{{world}}|{OUT}|--export-top|10|--export|{{run}}/c.csv|"
          "--export-attributes|shoe_size", "no column 'shoe_size' in the customers table (available: "),
+    case("score-bad-currency", f"score|--data|{{world}}|{OUT}|--currency|euros and cents", "code such as EUR"),
+    case("train-bad-currency", "train|--data|{world}|--currency|a b", "code such as EUR"),
+    case("score-negative-drift-threshold", f"score|--data|{{world}}|{OUT}|--drift-threshold|-1",
+         "drift threshold must be a PSI above 0"),
     case("report-scores-missing", "report|--out|{run}/r|--scores|{missing}/scores.parquet", "no such scores file"),
     # Score reads its source only once it has a model: these run against a model trained for them.
     case("score-missing-source", f"score|--data|{{missing}}|{OUT}", "is not a directory",
