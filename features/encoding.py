@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DAY_NS = 86_400 * 10**9
 
@@ -42,9 +43,130 @@ def arrow_text(values) -> pa.Array | None:
 
 def _dictionary_codes(array: pa.Array) -> tuple[np.ndarray, int]:
     """(int64 codes, number of distinct values) of an Arrow array; -1 for nulls."""
-    encoded = array.dictionary_encode()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
-    return codes, len(encoded.dictionary)
+    return text_codes([array])
+
+
+def text_codes(arrays: list[pa.Array]) -> tuple[np.ndarray, int]:
+    """Codes of the text arrays taken end to end, in one vocabulary, and its size; -1 for nulls.
+
+    Exactly the codes of ``pa.chunked_array(arrays).dictionary_encode()``: values numbered in order
+    of first appearance. Ids made of one prefix and a fixed number of digits ("C0000001") are read
+    as the integers they spell and numbered without hashing any string: on 31M profile ids that
+    took 0.6 s against 5-7 s for Arrow's hash table.
+    """
+    numbers = _fixed_width_numbers(arrays)
+    if numbers is not None:
+        return first_appearance_codes(numbers)
+    encoded = pa.chunked_array(arrays, type=pa.large_string()).dictionary_encode()
+    if encoded.num_chunks == 0:
+        return np.array([], dtype="int64"), 0
+    codes = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
+    ).astype("int64", copy=False)
+    return codes, len(encoded.chunk(0).dictionary)
+
+
+# Digits after the prefix read as one int64 (10**18 fits).
+MAX_ID_DIGITS = 18
+
+
+def _fixed_width_numbers(arrays: list[pa.Array]) -> np.ndarray | None:
+    """The arrays' values as int64, end to end, when every value is one ASCII prefix followed by
+    the same number of ASCII digits (then value -> integer is one-to-one); else None.
+
+    Equal byte lengths put the values back to back in Arrow's data buffer, so they are read as one
+    uint8 matrix, a row per value: no string is touched one by one."""
+    non_empty = [a for a in arrays if len(a)]
+    if not non_empty or any(a.null_count for a in non_empty):
+        return None
+    sample = non_empty[0][0].as_py()
+    if not isinstance(sample, str) or not sample.isascii():
+        return None
+    width = len(sample)
+    prefix = sample.rstrip("0123456789").encode("ascii")
+    if not 0 < width - len(prefix) <= MAX_ID_DIGITS:
+        return None
+    parts = []
+    for array in non_empty:
+        array = array.cast(pa.large_string())
+        lengths = pc.min_max(pc.binary_length(array))
+        if lengths["min"].as_py() != width or lengths["max"].as_py() != width:
+            return None
+        _, offsets, data = array.buffers()
+        first = int(np.frombuffer(offsets, dtype="int64", count=1, offset=8 * array.offset)[0])
+        chars = np.frombuffer(data, dtype=np.uint8, count=len(array) * width, offset=first)
+        chars = chars.reshape(len(array), width)
+        if len(prefix) and not (chars[:, : len(prefix)] == np.frombuffer(prefix, np.uint8)).all():
+            return None
+        digits = chars[:, len(prefix) :] - np.uint8(48)  # b"0": anything else wraps above 9
+        if digits.max() > 9:
+            return None
+        parts.append(_digits_value(digits))
+    return np.concatenate(parts)
+
+
+def _digits_value(digits: np.ndarray) -> np.ndarray:
+    """int64 value of each row of a uint8 matrix of decimal digits (most significant first).
+
+    Four digits at a time in uint16 (at most 9999), so the int64 result is touched once per four
+    digits rather than once per digit."""
+    number = np.zeros(len(digits), dtype="int64")
+    for start in range(0, digits.shape[1], 4):
+        block = digits[:, start : start + 4]
+        value = block[:, 0].astype(np.uint16)
+        for column in range(1, block.shape[1]):
+            value *= 10
+            value += block[:, column]
+        number *= 10 ** block.shape[1]
+        number += value
+    return number
+
+
+def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """(int64 codes, number of distinct keys) of int64 keys, numbered in order of first appearance
+    (as pd.factorize and Arrow's dictionary_encode number them)."""
+    n = len(keys)
+    if n == 0:
+        return np.array([], dtype="int64"), 0
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if span > 4 * n + 1024 or n >= 2**31 - 1:  # sparse keys: hash the integers (still far cheaper)
+        codes, uniques = pd.factorize(keys)
+        return codes.astype("int64", copy=False), len(uniques)
+    # int32 throughout: these arrays are as long as the input (31M profile ids), so half the bytes
+    # is most of the time.
+    dense = (keys - low).astype(np.int32)
+    positions = np.arange(n, dtype=np.int32)
+    # Each key's first position: written backwards, so the first position is written last. NumPy
+    # does not promise that order for repeated indices, so it is checked (a recorded position
+    # that is no later than every position of its key is the first one), with a slower fallback.
+    first = np.full(span, n, dtype=np.int32)
+    first[dense[::-1]] = positions[::-1]
+    first_of_row = first[dense]
+    if not (first_of_row <= positions).all():
+        first.fill(n)
+        np.minimum.at(first, dense, positions)
+        first_of_row = first[dense]
+    seen = dense[first_of_row == positions]  # distinct keys in order of first appearance
+    rank = np.full(span, -1, dtype="int64")
+    rank[seen] = np.arange(len(seen), dtype="int64")
+    return rank[dense], len(seen)
+
+
+def is_sorted(values: np.ndarray) -> bool:
+    """Whether a 1-d array is in ascending order (ties allowed)."""
+    return bool((values[1:] >= values[:-1]).all())
+
+
+def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True) of int64 keys, without the sort when they are sorted
+    already (transactions usually come by customer and time)."""
+    if not is_sorted(keys):
+        return np.unique(keys, return_inverse=True)
+    starts = np.empty(len(keys), dtype=bool)
+    starts[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
+    return keys[starts], np.cumsum(starts) - 1
 
 
 def factorize_ids(ids: pd.Series) -> tuple[np.ndarray, int]:
@@ -66,7 +188,7 @@ def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     """
     pop, values = arrow_text(population), arrow_text(ids)
     if pop is not None and values is not None:
-        codes, n_distinct = _dictionary_codes(pa.concat_arrays([pop, values]))
+        codes, n_distinct = text_codes([pop, values])
         pop_codes = codes[: len(pop)]
         position = np.full(n_distinct + 1, -1, dtype="int64")  # the extra slot answers code -1
         present = pop_codes >= 0
