@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.encoding import arrow_text, factorize_ids, text_codes, timestamps_ns
+from features.encoding import arrow_chunks, factorize_ids, text_codes, timestamps_ns
 from features.tables import Tables
 
 
@@ -67,12 +67,12 @@ def _encode(tables: Tables) -> ProfileCodes:
     values = [
         c.cat.categories if isinstance(c.dtype, pd.CategoricalDtype) else c for c in present.values()
     ]
-    arrays = [arrow_text(v) for v in values]
+    arrays = [arrow_chunks(v) for v in values]
     if not present:
         codes, n = np.array([], dtype=np.int32), 0
     elif all(a is not None for a in arrays):
         # One vocabulary over all columns, numbered as a chunked array's dictionary_encode would.
-        codes, n = text_codes(arrays)
+        codes, n = text_codes([chunk for chunks in arrays for chunk in chunks])
         codes = codes.astype(np.int32, copy=False)
     else:  # ids that are not text: let pandas factorize them together
         codes, n = factorize_ids(pd.Series(np.concatenate([np.asarray(v, dtype=object) for v in values])))

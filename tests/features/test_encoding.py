@@ -143,3 +143,14 @@ def test_eighteen_digits_still_fit_and_nineteen_fall_back():
     np.testing.assert_array_equal(_fixed_width_numbers([longest]), [10**18 - 1, 1, 10**18 - 1])
     assert_same_codes([longest])
     assert _fixed_width_numbers([large(["C" + "9" * 19])]) is None
+
+
+def test_chunked_columns_are_encoded_without_combining_their_chunks():
+    chunked = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(
+        [["C003", "C001"], [], ["C003", "C002"]], type=pa.large_string())))
+    population = pd.Index(["C001", "C002"], name="customer_id")
+    np.testing.assert_array_equal(customer_codes(population, chunked), [-1, 0, -1, 1])
+    from features.encoding import factorize_ids
+    codes, n = factorize_ids(chunked)
+    np.testing.assert_array_equal(codes, [0, 1, 0, 2])
+    assert n == 3
