@@ -102,8 +102,9 @@ def latest_profiles(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """profile_snapshots of every profile at as_of, and each row's code in profile_codes(tables).
 
-    Which row is each profile's latest (and which its owner's) is memoised per Tables object and
-    cutoff; the frame itself is cheap to take from those rows and is built per call.
+    Which row is each profile's latest (and which its owner's), and the frame of those rows without
+    lookback columns, are memoised per Tables object and cutoff; each call gets its own shallow
+    copy with the lookback columns it asks for.
     """
     codes = profile_codes(tables)
     snapshots = tables.social_profiles
