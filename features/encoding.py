@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DAY_NS = 86_400 * 10**9
 
@@ -40,20 +41,151 @@ def arrow_text(values) -> pa.Array | None:
     return array.cast(pa.large_string())
 
 
-def _dictionary_codes(array: pa.Array) -> tuple[np.ndarray, int]:
-    """(int64 codes, number of distinct values) of an Arrow array; -1 for nulls."""
-    encoded = array.dictionary_encode()
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
-    return codes, len(encoded.dictionary)
+def arrow_chunks(values) -> list[pa.Array] | None:
+    """A text Series/Index as its Arrow large_string chunks, not copied into one array (that copy
+    took 0.5 s for 10M ids); None when it is not plain text."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return None
+    try:
+        array = pa.array(values.array)
+    except (TypeError, ValueError, pa.ArrowException):
+        return None
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return None
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    return [chunk.cast(pa.large_string()) for chunk in chunks]
+
+
+def text_codes(arrays: list[pa.Array]) -> tuple[np.ndarray, int]:
+    """Codes of the text arrays taken end to end, in one vocabulary, and its size; -1 for nulls.
+
+    Exactly the codes of ``pa.chunked_array(arrays).dictionary_encode()``: values numbered in order
+    of first appearance. Ids made of one prefix and a fixed number of digits ("C0000001") are read
+    as the integers they spell and numbered without hashing any string: on 31M profile ids that
+    took 0.6 s against 5-7 s for Arrow's hash table.
+    """
+    numbers = _fixed_width_numbers(arrays)
+    if numbers is not None:
+        return first_appearance_codes(numbers)
+    encoded = pa.chunked_array(arrays, type=pa.large_string()).dictionary_encode()
+    if encoded.num_chunks == 0:
+        return np.array([], dtype="int64"), 0
+    codes = np.concatenate(
+        [c.indices.fill_null(-1).to_numpy(zero_copy_only=False) for c in encoded.chunks]
+    ).astype("int64", copy=False)
+    return codes, len(encoded.chunk(0).dictionary)
+
+
+# Digits after the prefix read as one int64 (10**18 fits).
+MAX_ID_DIGITS = 18
+
+
+def _fixed_width_numbers(arrays: list[pa.Array]) -> np.ndarray | None:
+    """The arrays' values as int64, end to end, when every value is one ASCII prefix followed by
+    the same number of ASCII digits (then value -> integer is one-to-one); else None.
+
+    Equal byte lengths put the values back to back in Arrow's data buffer, so they are read as one
+    uint8 matrix, a row per value: no string is touched one by one."""
+    non_empty = [a for a in arrays if len(a)]
+    if not non_empty or any(a.null_count for a in non_empty):
+        return None
+    sample = non_empty[0][0].as_py()
+    if not isinstance(sample, str) or not sample.isascii():
+        return None
+    width = len(sample)
+    prefix = sample.rstrip("0123456789").encode("ascii")
+    if not 0 < width - len(prefix) <= MAX_ID_DIGITS:
+        return None
+    parts = []
+    for array in non_empty:
+        array = array.cast(pa.large_string())
+        lengths = pc.min_max(pc.binary_length(array))
+        if lengths["min"].as_py() != width or lengths["max"].as_py() != width:
+            return None
+        _, offsets, data = array.buffers()
+        first = int(np.frombuffer(offsets, dtype="int64", count=1, offset=8 * array.offset)[0])
+        chars = np.frombuffer(data, dtype=np.uint8, count=len(array) * width, offset=first)
+        chars = chars.reshape(len(array), width)
+        if len(prefix) and not (chars[:, : len(prefix)] == np.frombuffer(prefix, np.uint8)).all():
+            return None
+        digits = chars[:, len(prefix) :] - np.uint8(48)  # b"0": anything else wraps above 9
+        if digits.max() > 9:
+            return None
+        parts.append(_digits_value(digits))
+    return np.concatenate(parts)
+
+
+def _digits_value(digits: np.ndarray) -> np.ndarray:
+    """int64 value of each row of a uint8 matrix of decimal digits (most significant first).
+
+    Four digits at a time in uint16 (at most 9999), so the int64 result is touched once per four
+    digits rather than once per digit."""
+    number = np.zeros(len(digits), dtype="int64")
+    for start in range(0, digits.shape[1], 4):
+        block = digits[:, start : start + 4]
+        value = block[:, 0].astype(np.uint16)
+        for column in range(1, block.shape[1]):
+            value *= 10
+            value += block[:, column]
+        number *= 10 ** block.shape[1]
+        number += value
+    return number
+
+
+def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """(int64 codes, number of distinct keys) of int64 keys, numbered in order of first appearance
+    (as pd.factorize and Arrow's dictionary_encode number them)."""
+    n = len(keys)
+    if n == 0:
+        return np.array([], dtype="int64"), 0
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if span > 4 * n + 1024 or n >= 2**31 - 1:  # sparse keys: hash the integers (still far cheaper)
+        codes, uniques = pd.factorize(keys)
+        return codes.astype("int64", copy=False), len(uniques)
+    # int32 throughout: these arrays are as long as the input (31M profile ids), so half the bytes
+    # is most of the time.
+    dense = (keys - low).astype(np.int32)
+    positions = np.arange(n, dtype=np.int32)
+    # Each key's first position: written backwards, so the first position is written last. NumPy
+    # does not promise that order for repeated indices, so it is checked (a recorded position
+    # that is no later than every position of its key is the first one), with a slower fallback.
+    first = np.full(span, n, dtype=np.int32)
+    first[dense[::-1]] = positions[::-1]
+    first_of_row = first[dense]
+    if not (first_of_row <= positions).all():
+        first.fill(n)
+        np.minimum.at(first, dense, positions)
+        first_of_row = first[dense]
+    seen = dense[first_of_row == positions]  # distinct keys in order of first appearance
+    rank = np.full(span, -1, dtype="int64")
+    rank[seen] = np.arange(len(seen), dtype="int64")
+    return rank[dense], len(seen)
+
+
+def is_sorted(values: np.ndarray) -> bool:
+    """Whether a 1-d array is in ascending order (ties allowed)."""
+    return bool((values[1:] >= values[:-1]).all())
+
+
+def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_inverse=True) of int64 keys, without the sort when they are sorted
+    already (transactions usually come by customer and time)."""
+    if not is_sorted(keys):
+        return np.unique(keys, return_inverse=True)
+    starts = np.empty(len(keys), dtype=bool)
+    starts[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=starts[1:])
+    return keys[starts], np.cumsum(starts) - 1
 
 
 def factorize_ids(ids: pd.Series) -> tuple[np.ndarray, int]:
     """(codes, number of distinct values) of an id/text column; code -1 marks a missing value."""
     if isinstance(ids.dtype, pd.CategoricalDtype):
         return ids.cat.codes.to_numpy(dtype="int64"), len(ids.cat.categories)
-    array = arrow_text(ids)
-    if array is not None:
-        return _dictionary_codes(array)
+    chunks = arrow_chunks(ids)
+    if chunks is not None:
+        return text_codes(chunks)
     codes, uniques = pd.factorize(ids)
     return codes.astype("int64", copy=False), len(uniques)
 
@@ -64,14 +196,14 @@ def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     Population and ids are dictionary-encoded together in one pass: hashing ten million ids once
     is the dominant cost, so no second hash table is built for the lookup.
     """
-    pop, values = arrow_text(population), arrow_text(ids)
+    pop, values = arrow_chunks(population), arrow_chunks(ids)
     if pop is not None and values is not None:
-        codes, n_distinct = _dictionary_codes(pa.concat_arrays([pop, values]))
-        pop_codes = codes[: len(pop)]
+        codes, n_distinct = text_codes(pop + values)
+        pop_codes = codes[: len(population)]
         position = np.full(n_distinct + 1, -1, dtype="int64")  # the extra slot answers code -1
         present = pop_codes >= 0
         position[pop_codes[present]] = np.flatnonzero(present)
-        return position[codes[len(pop):]]
+        return position[codes[len(population):]]
     if isinstance(ids.dtype, pd.CategoricalDtype):
         codes, uniques = ids.cat.codes.to_numpy(dtype="int64"), pd.Index(ids.cat.categories)
     else:

@@ -31,6 +31,7 @@ from features.encoding import (
     customer_codes,
     customer_index,
     eligible_customers,
+    sorted_unique,
     timestamps_ns,
 )
 from features.tables import Tables
@@ -84,7 +85,7 @@ def purchase_summary(customers: pd.DataFrame, transactions: pd.DataFrame, as_of:
     if len(code):
         first = int(day.min())
         span = int(day.max()) - first + 1
-        occasion, per_occasion = np.unique(code * span + (day - first), return_inverse=True)
+        occasion, per_occasion = sorted_unique(code * span + (day - first))
         occasion_spend = np.bincount(per_occasion, weights=spend, minlength=len(occasion))
         who, when = occasion // span, occasion % span + first
         days = np.bincount(who, minlength=n)

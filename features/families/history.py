@@ -20,6 +20,7 @@ from features.encoding import (
     customer_index,
     eligible_customers,
     factorize_ids,
+    is_sorted,
     timestamps_ns,
 )
 from features.tables import Tables
@@ -270,7 +271,9 @@ def _sorted_by_customer_then_time(group: np.ndarray, t: np.ndarray, n: int):
             break
     span = int(rel.max()) // unit + 1
     if n * span < 2**62:
-        key = np.sort(group * span + rel // unit)
+        key = group * span + rel // unit
+        if not is_sorted(key):  # rows usually come by customer and time already
+            key = np.sort(key)
         return key // span, (key % span) * unit + t0
     order = _customer_order(group, t, n)
     return group[order], t[order]
