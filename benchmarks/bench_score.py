@@ -7,7 +7,9 @@
 A world is generated into --data (default: clv-world-<customers> in the temporary directory) on
 first use, about 80 s per million customers, and reused after.
 The model is a real CustomerValueModel pyfunc (tweedie LightGBM, 300 trees, depth 7 by default)
-fitted on a separate 50k-customer world of the same generator, saved beside the world.
+fitted on a separate 50k-customer world of the same generator, saved beside the world, with an
+interval table and a drift reference as a training run serves it (so value_p10/p90 and the drift
+counts are computed as in production).
 
 Printed:
 1. End to end (``score_customers`` in a fresh subprocess; reasons for the top 10% by default, as
@@ -84,8 +86,10 @@ def fit_model(config, frames, *, max_depth: int, num_leaves: int, rounds: int = 
     from features.build import FAMILY_NAMES
     from features.manifest import manifest_for
     from training.config import ModelParams
+    from training.intervals import calibrate_intervals
     from training.metrics import norm_gini
     from training.model import CustomerValueModel, FeatureEncoder, make_model
+    from training.train import drift_reference
 
     train_x, train_y, test_x, test_y = frames
     manifest = manifest_for(train_x, config, FAMILY_NAMES)
@@ -95,7 +99,13 @@ def fit_model(config, frames, *, max_depth: int, num_leaves: int, rounds: int = 
     booster.fit(encoder.encode(train_x), train_y.to_numpy(), rounds={"value": rounds})
     model = CustomerValueModel.from_fitted(booster, encoder, manifest_json=manifest.to_json(),
                                            families=dict(manifest.families))
-    gini = norm_gini(test_y.to_numpy(), model.predict_value(encoder.model_input(test_x)).to_numpy())
+    predicted = model.predict_value(encoder.model_input(test_x)).to_numpy()
+    gini = norm_gini(test_y.to_numpy(), predicted)
+    # As a training run serves it: an interval table (value_p10/p90) and a drift reference (drift
+    # counts per bucket), so the scorer's work on them is in the figures. Calibrated on the test year
+    # here (training calibrates on its validation windows); the cost is the same.
+    model.interval_table = calibrate_intervals(predicted, test_y.to_numpy())
+    model.drift_reference = drift_reference(model, test_x)
     return model, gini
 
 
