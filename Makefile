@@ -32,8 +32,11 @@ demo: install
 	echo "  report:      $(DEMO_DIR)/report/report.html" && \
 	echo "  MLflow UI:   $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
+# Two processes (pytest-xdist); a module's tests stay in one process, so its module fixtures are
+# built once. TEST_WORKERS=0 runs the suite in this process only.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
 
 lint: install
 	$(BIN)/ruff check features training serving tests benchmarks

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -71,6 +72,20 @@ def _postgres_bin_dir() -> Path | None:
     return None
 
 
+@contextmanager
+def apt_lock():
+    """Held around an apt-get install: `make test` runs the suite in several processes (pytest-xdist),
+    each with its own session fixtures, and two apt-gets at once fail on dpkg's lock."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "clv-tests-apt.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _install_postgres() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
@@ -97,7 +112,9 @@ def postgres_server():
     bin_dir = _postgres_bin_dir()
     if bin_dir is None:
         if as_root:
-            _install_postgres()
+            with apt_lock():  # pytest-xdist: another worker may be installing it right now
+                if _postgres_bin_dir() is None:
+                    _install_postgres()
             bin_dir = _postgres_bin_dir()
         elif os.environ.get("CI", "").lower() != "true":
             pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed and this user "

@@ -68,6 +68,12 @@ class ChunkContext:
         return self.work / f"owned-{profile_bucket:05d}-{bucket:05d}.arrow"
 
 
+def ready_worker(model_key: str) -> None:
+    """A worker's warm-up (BucketRunner.warm_up): this module's imports and the model, loaded before
+    its first bucket."""
+    shared(model_key)
+
+
 # ---------------------------------------------------------------------------------------------
 # Step 1: customers and their transactions
 

@@ -61,6 +61,7 @@ from serving.scoring.buckets import (
     ScoredBucket,
     local_features_bucket,
     purchase_summary_bucket,
+    ready_worker,
     score_bucket,
     validate_customer_bucket,
     validate_profile_bucket,
@@ -156,6 +157,10 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             if model.local_path is None:
                 workers = 1
             runner = BucketRunner(work, workers)
+            model_key = runner.share_model(model)
+            # The workers start (imports, the model) while this process partitions the source.
+            if run.buckets > 1:
+                runner.warm_up(ready_worker, model_key)
 
             with clock("partition"):
                 run.partition(source)
@@ -166,7 +171,6 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
                 as_of = default_as_of(None if run.latest_ns is None else pd.Timestamp(run.latest_ns))
             with clock("validate_profiles"):
                 run.validate_profiles(runner, as_of)
-            model_key = runner.share_model(model)
             with clock("population_and_chunk_features"):
                 # The workers summarise each chunk's purchases (for the btyd fit), then build each
                 # chunk's own families while this process computes the population-wide ones.

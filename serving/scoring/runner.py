@@ -93,6 +93,16 @@ class BucketRunner:
             raise
         return results
 
+    def warm_up(self, step, *args) -> None:
+        """Start the worker processes now and run step(*args) in them (imports, the model), so the
+        run's first bucket step does not wait for them: they start while this process partitions the
+        source. Nothing here waits; a failure shows again in the step that needs what failed."""
+        if self.workers == 1:
+            return
+        self._start_pool()
+        for _ in range(self.workers):
+            self.pool.submit(step, *args)
+
     def submit(self, step, buckets: int, *args) -> Pending:
         """Start step(b, *args) on every bucket; with workers, it runs while this process goes on."""
         if self.workers == 1 or buckets == 1:

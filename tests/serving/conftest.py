@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import apt_lock
+
 MODEL_NAME = "customer-value"
 
 
@@ -246,10 +248,12 @@ def chromium() -> str:
     """
     path = find_chromium()
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, timeout=900, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env,
-                       timeout=1800, capture_output=True)
+        with apt_lock():  # pytest-xdist: another worker may be installing it right now
+            if find_chromium() is None:
+                env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+                subprocess.run(["apt-get", "update"], check=True, env=env, timeout=900, capture_output=True)
+                subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, env=env,
+                               timeout=1800, capture_output=True)
         path = find_chromium()
     if path is None:
         message = "chromium is not installed and cannot be installed here (needs root and apt-get)"
