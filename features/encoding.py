@@ -28,17 +28,8 @@ def eligible_customers(customers: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataF
 
 def arrow_text(values) -> pa.Array | None:
     """A text Series/Index as one Arrow large_string array; None when it is not plain text."""
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        return None
-    try:
-        array = pa.array(values.array)
-    except (TypeError, ValueError, pa.ArrowException):
-        return None
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        return None
-    return array.cast(pa.large_string())
+    chunks = arrow_chunks(values)
+    return None if chunks is None else pa.chunked_array(chunks, type=pa.large_string()).combine_chunks()
 
 
 def arrow_chunks(values) -> list[pa.Array] | None:
