@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRule
 from features.ingest.id_sets import IdSet
 from features.ingest.mapping import SourceMapping, as_mapping
 from features.ingest.partition import (
+    BucketFiles,
     count_rows,
     iter_batches,
     n_buckets,
@@ -261,14 +263,24 @@ class _Run:
         targets = [("customers", "customer_id", kinds.add), ("transactions", "customer_id", None)]
         if "social_profiles" in source:
             targets.append(("social_profiles", "profile_id", None))
-        files = {}
-        for table, key, keep in targets:
+
+        def one(table: str, key: str, keep) -> BucketFiles:
             task = self.bar.task(f"partition {table}", None)
-            files[table] = partition_table(
+            out = partition_table(
                 source[table], table, key, self.buckets, self.work,
                 keep=(lambda batch, where, f=keep: f(batch)) if keep else None,
                 on_rows=lambda n, t=task: self.bar.advance(t, n), renaming=self.mapping.renaming(table))
             self.bar.done(task)
+            return out
+
+        # The snapshots are partitioned beside the customers and transactions: reading Parquet,
+        # hashing ids and writing Arrow files mostly run outside the GIL. Each table stays in one
+        # thread, so its bucket files are the same as in a serial run; an error is raised in table order.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="clv-partition") as pool:
+            first = pool.submit(lambda: {t: one(t, k, f) for t, k, f in targets[:2]})
+            rest = [(t, pool.submit(one, t, k, f)) for t, k, f in targets[2:]]
+            files = first.result()
+            files.update({t: future.result() for t, future in rest})
         self.ctx = ChunkContext(self.work, self.buckets, files, kinds.kinds(), self.rules)
 
     def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
