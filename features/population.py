@@ -27,7 +27,7 @@ from features.build import FAMILIES
 from features.catalog import empty_features
 from features.config import FeatureConfig
 from features.encoding import arrow_text
-from features.families.btyd import BtydSums
+from features.families.btyd import BtydFit, BtydSums
 from features.families.interaction_sums import TOPIC_COUNTS, InteractionSums, normalised_topics
 from features.families.network import FEATURES as NETWORK_FEATURES
 from features.families.network import network_by_customer
@@ -135,6 +135,11 @@ class PopulationFeatures:
     def btyd_frame(self) -> pd.DataFrame | None:
         """The btyd family's frame over every summarised customer (None when not asked for)."""
         return None if self.btyd is None else self.btyd.finish(self.config)
+
+    def btyd_fit(self) -> BtydFit | None:
+        """The btyd family's fit over every summarised customer, for an engine that applies it to
+        each chunk's summary with btyd_predictions (None when not asked for)."""
+        return None if self.btyd is None else self.btyd.fitted(self.config)
 
     def social_frames(self, owned: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
         """The network and topical frames of the customers owning the profiles in ``owned``: one row

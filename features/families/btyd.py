@@ -113,6 +113,24 @@ class BtydFit:
     status: str
     params: dict[str, float] = field(default_factory=dict)
 
+    def __getstate__(self) -> dict:
+        """Pickled as its parameters (lifetimes' fitted models hold lambdas, which do not pickle)."""
+        return {"status": self.status, "params": dict(self.params)}
+
+    def __setstate__(self, state: dict) -> None:
+        """The models rebuilt from their parameters: the methods btyd_predictions calls read
+        ``params_`` only, so they predict exactly what the fitted ones do."""
+        self.status, self.params = state["status"], state["params"]
+        self.bgnbd = self.gamma_gamma = None
+        if self.params:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from lifetimes import BetaGeoFitter, GammaGammaFitter
+            self.bgnbd, self.gamma_gamma = BetaGeoFitter(), GammaGammaFitter()
+            for model, prefix in ((self.bgnbd, "bgnbd_"), (self.gamma_gamma, "gammagamma_")):
+                model.params_ = pd.Series({k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)},
+                                          dtype="float64")
+
 
 def fit_btyd(summary: pd.DataFrame, penalizer: float) -> BtydFit:
     """BG/NBD on the buyers of a purchase_summary and Gamma-Gamma on its repeat buyers (positive
@@ -227,3 +245,13 @@ class BtydSums:
         self._summaries = []
         self.fit = fit_btyd(summary, config.btyd_penalizer)
         return btyd_predictions(summary, self.fit, config.horizon_days)
+
+    def fitted(self, config: FeatureConfig) -> BtydFit:
+        """The fit alone, for an engine that applies it chunk by chunk (btyd_predictions is row by
+        row, so a chunk's rows are the whole frame's). The summaries may hold the buyers only: the
+        fit reads no one else."""
+        summary = (pd.concat(self._summaries).sort_index(kind="stable") if self._summaries
+                   else pd.DataFrame({"buyer": pd.Series([], dtype=bool)}))
+        self._summaries = []
+        self.fit = fit_btyd(summary, config.btyd_penalizer)
+        return self.fit

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from features.build import build_features, select_families
-from features.families.btyd import purchase_summary
+from features.families.btyd import btyd_predictions, purchase_summary
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import parsed_ids
@@ -26,6 +26,7 @@ from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRule
 from features.ingest.id_sets import hash_ids, is_in
 from features.ingest.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from features.ingest.rejects import RejectPart, checked_part
+from features.population import precomputed
 from features.tables import Tables
 from serving.scoring import core
 from serving.scoring.model import check_model_features
@@ -66,6 +67,12 @@ class ChunkContext:
 
     def owned_path(self, profile_bucket: int, bucket: int) -> Path:
         return self.work / f"owned-{profile_bucket:05d}-{bucket:05d}.arrow"
+
+    def summary_path(self, bucket: int) -> Path:
+        return self.work / f"summary-{bucket:05d}.pkl"
+
+    def btyd_fit_path(self) -> Path:
+        return self.work / "btyd-fit.pkl"
 
 
 def ready_worker(model_key: str) -> None:
@@ -220,10 +227,26 @@ def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_
     return LocalFeatures(time.perf_counter() - start)
 
 
-def purchase_summary_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp) -> pd.DataFrame:
-    """The bucket's customers' purchase summary, for the btyd family's population-wide fit."""
+def purchase_summary_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp) -> int:
+    """The bucket's customers' purchase summary, saved (ctx.summary_path) for the btyd family: the
+    population step fits on every bucket's buyers, score_bucket applies the fit to this bucket's
+    customers. Returns its rows. (Kept on disk, not returned: every customer's summary would
+    otherwise wait in the main process through the interactions.)"""
     typed = pd.read_pickle(ctx.typed_path(b))
-    return purchase_summary(typed["customers"], typed["transactions"], as_of)
+    summary = purchase_summary(typed["customers"], typed["transactions"], as_of)
+    pd.to_pickle(summary, ctx.summary_path(b))
+    return len(summary)
+
+
+def btyd_rows(b: int, ctx: ChunkContext, as_of: pd.Timestamp, horizon_days: int) -> dict[str, pd.DataFrame]:
+    """The btyd family's precomputed frame for bucket b: the population's fit (ctx.btyd_fit_path,
+    written by the population step when the model has the family) applied to the bucket's summary.
+    btyd_predictions works row by row, so these are the whole-population frame's rows."""
+    if not ctx.btyd_fit_path().exists():
+        return {}
+    summary = pd.read_pickle(ctx.summary_path(b))
+    frame = btyd_predictions(summary, pd.read_pickle(ctx.btyd_fit_path()), horizon_days)
+    return precomputed({"btyd": frame}, as_of)
 
 
 @dataclass
@@ -246,14 +269,15 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
     model = shared(model_key)
     saved = pd.read_pickle(ctx.features_path(b))
     tables = Tables(customers=saved["customers"], transactions=saved["transactions"])
-    precomputed = {**saved["features"], **pd.read_pickle(ctx.population_path(b))}
-    features = build_features(tables, as_of, model.config, families=model.families, precomputed=precomputed)
+    population = {**pd.read_pickle(ctx.population_path(b)), **btyd_rows(b, ctx, as_of, model.config.horizon_days)}
+    features = build_features(tables, as_of, model.config, families=model.families,
+                              precomputed={**saved["features"], **population})
     check_model_features(model, features)
     encoder = model.python_model.encoder
     inputs = encoder.model_input(features)
     out = ScoredBucket(pa.array(features.index.array, type=pa.string()), np.array([], dtype="float64"), None)
     out.feature_seconds = local.seconds + time.perf_counter() - start
-    del saved, tables, features, precomputed
+    del saved, tables, features, population
 
     for name, levels in encoder.levels.items():
         unseen = inputs[name].notna().to_numpy() & ~is_in(inputs[name], list(levels))
@@ -272,4 +296,5 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
             writer.write_table(table)
     for path in (ctx.typed_path(b), ctx.features_path(b), ctx.population_path(b)):
         path.unlink()
+    ctx.summary_path(b).unlink(missing_ok=True)
     return out

@@ -43,7 +43,7 @@ def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model:
                        summaries: Pending | None = None) -> None:
     """The model's population-wide families over every bucket of ``run`` (serving.scoring.chunked._Run),
     saved bucket by bucket as build_features' ``precomputed`` frames. ``summaries``: each bucket's
-    purchase summary, being computed by the workers (for the btyd family)."""
+    purchase summary, being written to disk by the workers (for the btyd family)."""
     task = run.bar.task("population features", None)
     names = [f.name for f in select_families(model.families) if f.population_wide]
     graph = any(name in SOCIAL_GRAPH_FAMILIES for name in names)
@@ -68,13 +68,11 @@ def compute_population(run, source: dict[str, Path], as_of: pd.Timestamp, model:
         del values, codes
         release_freed_memory()
     if "btyd" in names:
-        for summary in summaries.results():
-            population.add_purchase_summary(summary)
-        _split(population.btyd_frame(), "btyd", run.buckets, parts)
+        _btyd_fit(run, population, summaries)
     for b in range(run.buckets):
         frames = dict(parts[b])
         frames.update(population.social_frames(_owned_rows(run, b) if streamed else None))
-        ordered = {name: frames[name] for name in names}  # registry order
+        ordered = {name: frames[name] for name in names if name != "btyd"}  # registry order
         pd.to_pickle(precomputed(ordered, as_of), run.ctx.population_path(b))
     run.bar.done(task)
 
@@ -99,6 +97,16 @@ def _referrals(run, source: dict[str, Path], population: PopulationFeatures,
                                       "signup_date": bucket.signups.view("datetime64[ns]")})
             population.add_customers(customers, pd.read_pickle(run.ctx.referred_path(b)))
     _split(population.referral_frame(), "referral", run.buckets, parts)
+
+
+def _btyd_fit(run, population: PopulationFeatures, summaries: Pending) -> None:
+    """The btyd family's fit on every bucket's buyers (their summaries, saved by the workers), saved
+    for score_bucket, which applies it to each bucket's customers (buckets.btyd_rows)."""
+    summaries.results()  # every bucket's summary is on disk
+    for b in range(run.buckets):
+        summary = pd.read_pickle(run.ctx.summary_path(b))
+        population.add_purchase_summary(summary.loc[summary["buyer"].to_numpy()])
+    pd.to_pickle(population.btyd_fit(), run.ctx.btyd_fit_path())
 
 
 def _split(frame: pd.DataFrame, family: str, buckets: int, parts: list[dict[str, pd.DataFrame]]) -> None:

@@ -14,6 +14,7 @@ from features.families.btyd import (
     FEATURES,
     BtydSums,
     btyd_features,
+    btyd_predictions,
     expected_orders,
     fit_btyd,
     purchase_summary,
@@ -184,3 +185,17 @@ def test_expected_orders_are_finite_and_right_when_lifetimes_log_form_fails():
     f, r, T = np.array([0.0, 3.0, 10.0]), np.array([0.0, 40.0, 300.0]), np.array([20.0, 100.0, 320.0])
     assert np.array_equal(expected_orders(usual, 91.0, f, r, T),
                           usual.conditional_expected_number_of_purchases_up_to_time(91.0, f, r, T))
+
+
+def test_a_pickled_fit_predicts_exactly_what_the_fitted_models_do():
+    """The chunked scorer hands the population's fit to its worker processes as a pickle."""
+    import pickle
+
+    tables = purchase_log(3, customers=300, rows=3000)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    fit = fit_btyd(summary, CONFIG.btyd_penalizer)
+    assert fit.bgnbd is not None
+    again = pickle.loads(pickle.dumps(fit))
+    assert again.status == fit.status and again.params == fit.params
+    pd.testing.assert_frame_equal(btyd_predictions(summary, again, 365), btyd_predictions(summary, fit, 365),
+                                  check_exact=True)
