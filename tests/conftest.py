@@ -7,6 +7,7 @@ from __future__ import annotations
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong
 # password really fails). Where the server binaries are missing they are installed with apt as
 # root; under CI=true these tests never skip.
+import gc
 import glob
 import os
 import re
@@ -23,6 +24,10 @@ from urllib.parse import quote
 import pytest
 
 PG_USER = "clv"
+# The machine's temporary directory, read before the session points TMPDIR at its own folder (the
+# "Temporary files" block below): the apt lock must be shared by the pytest-xdist workers, and the
+# `postgres` user cannot enter pytest's folder (mode 0700, owned by the user running the tests).
+SYSTEM_TEMP = Path(tempfile.gettempdir())
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def apt_lock():
     each with its own session fixtures, and two apt-gets at once fail on dpkg's lock."""
     import fcntl
 
-    with open(Path(tempfile.gettempdir()) / "clv-tests-apt.lock", "w") as fh:
+    with open(SYSTEM_TEMP / "clv-tests-apt.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -100,9 +105,12 @@ def _free_port() -> int:
 
 
 def _run(cmd: list[str], as_root: bool) -> subprocess.CompletedProcess:
-    # initdb refuses to run as root: as root, run the server tools as the `postgres` user.
+    # initdb refuses to run as root: as root, run the server tools as the `postgres` user, which
+    # cannot enter the session's TMPDIR (pytest's folder): the server's temporary files go to the
+    # machine's.
     full = ["runuser", "-u", "postgres", "--", *cmd] if as_root else cmd
-    return subprocess.run(full, capture_output=True, text=True, check=False)
+    env = {**os.environ, "TMPDIR": str(SYSTEM_TEMP)}
+    return subprocess.run(full, capture_output=True, text=True, check=False, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +130,7 @@ def postgres_server():
         if bin_dir is None:
             pytest.fail("PostgreSQL server binaries are missing and could not be installed")
 
-    base = Path(tempfile.mkdtemp(prefix="clv-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="clv-pg-", dir=SYSTEM_TEMP))
     data, log = base / "data", base / "log"
     if as_root:
         shutil.chown(base, user="postgres", group="postgres")
@@ -164,3 +172,63 @@ def postgres_url(postgres_server, request) -> str:
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
     return postgres_server.create_database(f"t_{name}")
 # ================================================================ end PostgreSQL
+
+
+# ================================================================ Temporary files (the whole suite)
+# "Leave no processes or temp folders behind": the session points TMPDIR (and tempfile.tempdir) at a
+# folder of its own under pytest's basetemp, so every temporary file or folder the tests, the code
+# under test and their subprocesses create without naming a place lands there, and that folder must
+# be empty when the session ends. Each pytest-xdist worker has its own basetemp, hence its own
+# folder; other processes on the machine never write there, so the check cannot be fooled by them.
+_TEMP_VARIABLES = ("TMPDIR", "TEMP", "TMP")
+# Dask's scratch root is a fixed folder every local cluster shares and reuses (never one per run); its
+# worker folders go when the workers close, its two lock files stay (distributed.diskutils.WorkSpace).
+_MAY_STAY = {"dask-scratch-space/", "dask-scratch-space/global.lock", "dask-scratch-space/purge.lock"}
+
+
+def _leftovers(entries: list[Path], folder: Path) -> list[str]:
+    """The files and empty folders (ending in ``/``) in or under ``entries``, relative to ``folder``,
+    except what may stay."""
+    found = []
+    for entry in entries:
+        inside = sorted(entry.rglob("*")) if entry.is_dir() and not entry.is_symlink() else []
+        for path in [entry, *inside]:
+            name = path.relative_to(folder).as_posix()
+            if path.is_dir() and not path.is_symlink():
+                if not any(path.iterdir()):
+                    found.append(f"{name}/")
+            else:
+                found.append(name)
+    return [name for name in found if name not in _MAY_STAY]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_temporary_files_left_behind(tmp_path_factory):
+    """The session's own temporary directory; fails the session if anything is left in it."""
+    folder = tmp_path_factory.getbasetemp() / "tempdir"
+    folder.mkdir(exist_ok=True)
+    before = set(folder.iterdir())
+    saved_env = {name: os.environ.get(name) for name in _TEMP_VARIABLES}
+    saved_tempdir = tempfile.tempdir
+    for name in _TEMP_VARIABLES:
+        os.environ[name] = str(folder)
+    tempfile.tempdir = str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    gc.collect()  # a TemporaryDirectory no one holds any more is removed when it is collected
+    left = _leftovers(sorted(set(folder.iterdir()) - before), folder)
+    if left:
+        shown = left if len(left) <= 40 else [*left[:40], f"... and {len(left) - 40} more"]
+        names = "\n  ".join(shown)
+        pytest.fail(f"the tests left {len(left)} temporary file(s) or empty folder(s) behind in {folder} "
+                    "(TMPDIR during the session); give MLflow, tempfile and the code under test a "
+                    "place that is removed afterwards (pytest's tmp_path, dst_path=..., a "
+                    f"TemporaryDirectory):\n  {names}", pytrace=False)
+# ================================================================ end Temporary files

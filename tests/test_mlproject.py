@@ -30,8 +30,11 @@ def test_mlflow_run_main_completes_offline(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     env.pop("MLFLOW_RUN_ID", None)
+    # --storage-dir: else `mlflow run` makes a (here empty) download folder in the system's temp dir
+    # that nobody removes.
     proc = subprocess.run(
         [str(BIN / "mlflow"), "run", str(ROOT), "-e", "main", "--env-manager", "local",
+         "--storage-dir", str(tmp_path / "mlflow-storage"),
          "-P", f"workdir={tmp_path / 'job'}", "-P", "customers=2000", "-P", "seed=3"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False,
     )

@@ -8,6 +8,7 @@ the new run's own test window (``decide_promotion``).
 from __future__ import annotations
 
 import math
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,7 +171,10 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
         return _logged_comparison(client, run, version, test_label, predicted, test_cutoff, horizon_days,
                                   f"not loaded: {exc}"[:300])
     try:
-        loaded = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        # Into a folder removed once loaded: without dst_path MLflow leaves its download in a new
+        # temporary folder (remote artifact stores, runs:/ URIs).
+        with tempfile.TemporaryDirectory(prefix="clv-champion-") as files:
+            loaded = mlflow.pyfunc.load_model(uri, dst_path=files).unwrap_python_model()
         stored = loaded.manifest_json
         if stored is None:
             raise FeatureSkewError("champion has no feature manifest")

@@ -69,7 +69,7 @@ from serving.scoring.buckets import (
     validate_profile_bucket,
 )
 from serving.scoring.memory import release_freed_memory
-from serving.scoring.model import DEFAULT_MODEL_URI, ScoringModel, load_scoring_model
+from serving.scoring.model import DEFAULT_MODEL_URI, MODEL_FILES, ScoringModel, load_scoring_model
 from serving.scoring.population_step import compute_population
 from serving.scoring.progress import Progress, Stopwatch, tree_cpu_seconds
 from serving.scoring.publish import publish_scores
@@ -135,15 +135,15 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     core.remove_stale_temporaries(out)
     remove_dead_work_directories(out)  # killed runs' leftovers, whatever output they were writing
     clock = Stopwatch()
-    with clock("load_model"):
-        model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
-    threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
-    rules = core.export_rules(model, decimal, max_amount)
-
     work = make_work_directory(out)
     tmp_out = work / out.name  # the scores until they are published
     runner = None
     try:
+        with clock("load_model"):  # its files go into the work directory: removed with it, even if killed
+            model = model if model is not None else load_scoring_model(
+                model_uri, trust_model_from=trust_model_from, files_in=work / MODEL_FILES)
+        threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+        rules = core.export_rules(model, decimal, max_amount)
         with Progress(progress) as bar:
             with clock("read_source"):  # fingerprints the files; a database is exported first
                 source, prints, renames = _source_files(data, work, mapping)
@@ -217,7 +217,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
         return publish_scores(tmp_out, out, manifest)
     finally:
         if runner is not None:
-            runner.close()
+            runner.close()  # first: the workers load the model from the work directory
         release_work_directory(work)
 
 

@@ -45,6 +45,7 @@ from features.run_request import check_cutoff, default_as_of
 from serving.scoring import core
 from serving.scoring.model import (
     DEFAULT_MODEL_URI,
+    MODEL_FILES,
     ScoringModel,
     check_model_features,
     load_scoring_model,
@@ -70,7 +71,9 @@ def worker_model(model_uri: str, tracking_uri: str, trust_model_from: str | None
     with _MODELS_LOCK:
         if key not in _MODELS:
             os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-            _MODELS[key] = load_scoring_model(model_uri, trust_model_from=trust_model_from)
+            model = load_scoring_model(model_uri, trust_model_from=trust_model_from)
+            model.close()  # loaded: the worker needs its downloaded files no more
+            _MODELS[key] = model
         return _MODELS[key]
 
 
@@ -174,15 +177,17 @@ def score_customers_dask(data, *, out, as_of: pd.Timestamp | None = None, model_
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
     remove_dead_work_directories(out)
-    model = model if model is not None else load_scoring_model(model_uri, trust_model_from=trust_model_from)
-    trusted = None if trust_model_from is None else str(Path(trust_model_from).expanduser().resolve())
-    threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
-    worker_uri, tracking_uri = pinned_uri(model), tracking.tracking_uri()
-    stage: dict[str, float] = {}
     work = make_work_directory(out)  # on storage the workers share, as ``out`` is
     tmp = work / out.name  # the parts, until the folder is published whole
     tmp.mkdir()
     try:
+        # The model's files go into the work directory: removed with it, even after a kill.
+        model = model if model is not None else load_scoring_model(
+            model_uri, trust_model_from=trust_model_from, files_in=work / MODEL_FILES)
+        trusted = None if trust_model_from is None else str(Path(trust_model_from).expanduser().resolve())
+        threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+        worker_uri, tracking_uri = pinned_uri(model), tracking.tracking_uri()
+        stage: dict[str, float] = {}
         with cluster(scheduler) as client:
             workers = max(1, len(client.scheduler_info()["workers"]))
             start = time.perf_counter()

@@ -10,7 +10,8 @@ enforces the logged MLflow signature.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -35,6 +36,7 @@ from training.model_source import (
 )
 
 DEFAULT_MODEL_URI = "models:/customer-value@champion"
+MODEL_FILES = "model-files"  # the folder of a scoring run's work directory the model is downloaded into
 
 
 class ScoringSkewError(ContractError, FeatureSkewError):
@@ -58,6 +60,17 @@ class ScoringModel:
     config: FeatureConfig
     families: tuple[str, ...]
     local_path: str | None = None  # the model's files on this machine (worker processes load them)
+    # The folder load_scoring_model downloaded the files into, removed by close() (or, failing
+    # that, when this object is garbage-collected or the process exits).
+    files: tempfile.TemporaryDirectory | None = field(default=None, repr=False, compare=False)
+
+    def close(self) -> None:
+        """Remove the model's downloaded files; the loaded model still predicts, but worker
+        processes can no longer load it (``local_path`` becomes None). Safe to call twice."""
+        if self.files is not None:
+            self.files.cleanup()
+            self.files = None
+            self.local_path = None
 
     @property
     def horizon_days(self) -> int:
@@ -132,13 +145,21 @@ def check_model_features(model: ScoringModel, features: pd.DataFrame) -> None:
         raise ScoringSkewError(f"model {model.uri} refused: {err}") from None
 
 
-def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=None) -> ScoringModel:
+def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=None,
+                       files_in=None) -> ScoringModel:
     """Load a pyfunc model (registry alias or version, runs:/ URI) and check its feature code.
 
     The tracking and registry store are training's (MLFLOW_TRACKING_URI, else ./mlflow.db). A path
     or any other URL is refused before anything is read (loading a pickle runs its code), unless it
     is a local folder at or under ``trust_model_from`` (training.model_source); so is a registered
     version whose files lie outside its experiment's artifact location.
+
+    The model's files are downloaded into ``files_in``, a folder the caller removes (a scoring run's
+    work directory, so a killed run's copy goes with its other leftovers); without it, into a
+    temporary folder the returned model owns, removed by its ``close()``. Worker processes load the
+    model from these files (``local_path``) until then. Without a destination MLflow would make a
+    temporary folder nobody removes (for ``runs:/`` URIs and remote artifact stores; for a model in
+    a local store it would hand back the store's own folder).
     """
     import mlflow
     import mlflow.artifacts
@@ -146,16 +167,25 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=N
 
     check_model_source(model_uri, trust_model_from)
     tracking.use_store()
+    files = tempfile.TemporaryDirectory(prefix="clv-model-") if files_in is None else None
     try:
-        check_registered_files(mlflow.MlflowClient(), model_uri, trust_model_from)
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-        pyfunc = mlflow.pyfunc.load_model(local)
-    except UntrustedModelError:
+        try:
+            check_registered_files(mlflow.MlflowClient(), model_uri, trust_model_from)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=str(files_in) if files is None else files.name)
+            pyfunc = mlflow.pyfunc.load_model(local)
+        except UntrustedModelError:
+            raise
+        except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
+            raise ContractError(f"cannot load model {model_uri!r}: {str(err).splitlines()[0]}") from None
+        name, version, run_id = _registry_facts(model_uri, pyfunc)
+        model = _checked_model(pyfunc, model_uri, name, version, run_id, local)
+    except BaseException:
+        if files is not None:
+            files.cleanup()
         raise
-    except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
-        raise ContractError(f"cannot load model {model_uri!r}: {str(err).splitlines()[0]}") from None
-    name, version, run_id = _registry_facts(model_uri, pyfunc)
-    return _checked_model(pyfunc, model_uri, name, version, run_id, local)
+    model.files = files
+    return model
 
 
 def load_local_model(path: str, uri: str) -> ScoringModel:

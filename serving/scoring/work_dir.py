@@ -1,7 +1,7 @@
 """Where a scoring run keeps its files until it publishes: one known folder per output folder.
 
-Every run writing into a folder works in ``FOLDER/.clv-work/HOST-PID-TOKEN/`` (buckets, model
-inputs, the scores and manifest before they are published), whatever its output's name. So the
+Every run writing into a folder works in ``FOLDER/.clv-work/HOST-PID-TOKEN/`` (the model's files,
+buckets, model inputs, the scores and manifest before they are published), whatever its output's name. So the
 start of any run finds every leftover of a killed run in one place and deletes the work
 directories of this host's processes that are gone, even when the killed run wrote another output.
 A live run's directory (its process still running), and other hosts' (a shared folder: their

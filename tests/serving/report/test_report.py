@@ -295,11 +295,12 @@ def test_sections_come_in_reading_order_with_the_summary_first(page):
                                "model-card"]
 
 
-def test_the_summary_names_the_three_strongest_drivers(page, tiny_run):
+def test_the_summary_names_the_three_strongest_drivers(page, tiny_run, tmp_path):
     import mlflow
 
     _, text = page
     path = mlflow.artifacts.download_artifacts(run_id=tiny_run.run_id, artifact_path="feature_importance.csv",
+                                               dst_path=str(tmp_path / "logged"),
                                                tracking_uri=tiny_run.tracking_uri)
     top3 = pd.read_csv(path).sort_values("share", ascending=False)["feature"].head(3).tolist()
     summary = text[text.index('id="summary"'):text.index('id="importance"')]

@@ -105,10 +105,11 @@ def test_old_scores_without_manifest_or_ranges_still_give_the_section(tiny_run, 
     assert "EUR" not in re.sub(r'src="data:[^"]*"', "", html)  # no currency anywhere: plain amounts
 
 
-def test_drivers_are_named_in_plain_words(scored_report, tiny_run):
+def test_drivers_are_named_in_plain_words(scored_report, tiny_run, tmp_path):
     import mlflow
 
     path = mlflow.artifacts.download_artifacts(run_id=tiny_run.run_id, artifact_path="feature_importance.csv",
+                                               dst_path=str(tmp_path / "logged"),
                                                tracking_uri=tiny_run.tracking_uri)
     top3 = pd.read_csv(path).sort_values("share", ascending=False)["feature"].head(3).tolist()
     summary = section(scored_report.read_text(), "summary")

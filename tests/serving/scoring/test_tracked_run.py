@@ -111,7 +111,7 @@ def test_an_unchanged_population_passes_fail_on_drift(world, store, tmp_path):
     assert (tmp_path / "scores.parquet").exists()
 
 
-def test_each_scoring_run_is_logged_with_model_counts_tiers_and_drift(unchanged, store):
+def test_each_scoring_run_is_logged_with_model_counts_tiers_and_drift(unchanged, store, tmp_path):
     import mlflow
 
     summary, _ = unchanged
@@ -127,18 +127,19 @@ def test_each_scoring_run_is_logged_with_model_counts_tiers_and_drift(unchanged,
     assert metrics["scored"] == summary["scored"] and metrics["customers_in"] == summary["customers_in"]
     assert metrics["tier_top_1pct_customers"] == summary["tiers"]["top_1pct"]
     assert metrics["psi_predictions"] == pytest.approx(summary["drift"]["predictions"])
-    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "drift.json")).read_text())
+    drift = client.download_artifacts(run.info.run_id, "drift.json", dst_path=str(tmp_path))
+    logged = json.loads(Path(drift).read_text())
     assert logged["drift"]["features"] == summary["drift"]["features"]
 
 
-def test_the_scoring_run_holds_no_customer_id(unchanged, store, world):
+def test_the_scoring_run_holds_no_customer_id(unchanged, store, world, tmp_path):
     import mlflow
 
     summary, _ = unchanged
     client = mlflow.MlflowClient(tracking_uri=store)
     run = client.get_run(summary["tracking"]["run_id"])
     logged = json.dumps([run.data.tags, run.data.metrics, run.data.params])
-    logged += Path(client.download_artifacts(run.info.run_id, "drift.json")).read_text()
+    logged += Path(client.download_artifacts(run.info.run_id, "drift.json", dst_path=str(tmp_path))).read_text()
     ids = pd.read_parquet(world / "customers.parquet")["customer_id"].astype(str)
     assert not [i for i in ids if i in logged]
     assert str(world) not in logged
