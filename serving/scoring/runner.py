@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import load_local_model
 
 _SHARED: dict[str, object] = {}
@@ -78,7 +79,7 @@ class BucketRunner:
                     on_result(b, results[b])
             return results
         self._start_pool()
-        pending = {self.pool.submit(step, b, *args): b for b in range(buckets)}
+        pending = {self.pool.submit(_released, step, b, *args): b for b in range(buckets)}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -108,7 +109,7 @@ class BucketRunner:
         if self.workers == 1 or buckets == 1:
             return Pending(results=[step(b, *args) for b in range(buckets)])
         self._start_pool()
-        return Pending(futures=[self.pool.submit(step, b, *args) for b in range(buckets)])
+        return Pending(futures=[self.pool.submit(_released, step, b, *args) for b in range(buckets)])
 
     def _start_pool(self) -> None:
         # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
@@ -123,6 +124,16 @@ class BucketRunner:
             self.pool = None
         for key in self.keys:
             _SHARED.pop(key, None)
+
+
+def _released(step, *args):
+    """step(*args) in a worker, then its freed memory handed back to the system: a worker waits,
+    idle, through much of the population step, and would otherwise hold its last bucket's garbage
+    under the main process's peak (serving.scoring.memory)."""
+    try:
+        return step(*args)
+    finally:
+        release_freed_memory()
 
 
 def _start_worker(parent: int) -> None:

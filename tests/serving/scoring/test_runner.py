@@ -79,3 +79,23 @@ def test_an_orphan_ends_on_its_own_where_there_is_no_death_signal(tmp_path):
     finally:
         kill_and_reap(proc)
     wait_until(lambda: not running([orphan]), 15, f"the orphan {orphan} to end")
+
+
+def test_a_worker_hands_its_freed_memory_back_after_every_bucket_step_even_a_failed_one(monkeypatch):
+    """Workers wait, idle, through much of the population step: their last bucket's garbage must not
+    sit under the main process's peak."""
+    import pytest
+
+    from serving.scoring import runner
+
+    released = []
+    monkeypatch.setattr(runner, "release_freed_memory", lambda: released.append(True))
+    assert runner._released(lambda b, x: b + x, 2, 3) == 5
+    assert len(released) == 1
+
+    def failing(b):
+        raise ValueError("bad bucket")
+
+    with pytest.raises(ValueError, match="bad bucket"):
+        runner._released(failing, 0)
+    assert len(released) == 2
