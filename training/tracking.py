@@ -18,10 +18,11 @@ from features.ingest.masking import mask_url
 
 # What the logged model needs to be loaded and served: the model module is pickled by value, so
 # only these (pinned to the versions that trained it, as MLflow recommends).
-MODEL_PACKAGES = ("lightgbm", "pandas", "numpy", "pyarrow", "cloudpickle", "mlflow")
+MODEL_PACKAGES = ("lightgbm", "numba", "pandas", "numpy", "pyarrow", "cloudpickle", "mlflow")
 # Unpinned ranges the project supports, for callers that log models without pinning.
 PIP_REQUIREMENTS = [
     "lightgbm>=4.3,<5",
+    "numba>=0.61,<1",
     "pandas>=2.2,<4",
     "numpy>=1.26,<3",
     "mlflow>=3.1,<4",

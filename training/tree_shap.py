@@ -1,0 +1,364 @@
+"""Exact TreeSHAP for LightGBM boosters, about ten times faster than ``pred_contrib`` on shallow trees.
+
+Same values as ``booster.predict(X, raw_score=True, pred_contrib=True)`` (path-dependent TreeSHAP:
+the expected value over the training data's cover), computed the FastTreeSHAP v2 way (Yang 2021,
+arXiv:2109.09847). A leaf's contribution to a row depends only on which of the distinct features on
+its path the row agrees with (a bit pattern over at most depth features), so every leaf's effect on
+every pattern is tabled once per model, and a row costs one table lookup per leaf instead of
+LightGBM's per-row recursion (O(leaves x depth) against O(leaves x depth^2) per tree).
+
+For a leaf with value v, distinct path features P (k of them), zero fractions z_j (the share of the
+training rows that follow the path at the nodes splitting on j) and a row's agreement o_j in {0, 1}:
+
+    phi_i += v * (o_i - z_i) * sum over S subset of {j in P, j != i, o_j = 1} of
+             |S|! (k - |S| - 1)! / k! * prod over j in P, j != i, j not in S of z_j
+
+Tables grow as 2^k; a model whose tables would exceed MAX_TABLE_ENTRIES (deep, unbounded trees) or
+that LightGBM's dump does not describe fully (linear trees, several classes) gets LightGBM's own
+``pred_contrib``, with the same values, slower.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numba
+import numpy as np
+
+MAX_TABLE_ENTRIES = 1 << 24  # float64 cells, 128 MB: depth 7 (<= 896 a leaf) x 31 leaves x 600 trees
+ROWS_PER_TASK = 256  # rows a thread takes at a time (the decision buffer is per task)
+
+_NUMERICAL, _CATEGORICAL = 0, 1
+_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+
+
+@dataclass(frozen=True)
+class ShapTables:
+    """A booster's trees as flat arrays, with every leaf's pattern table (see the module docstring).
+
+    Nodes and leaves are numbered tree by tree (``tree_nodes`` / ``tree_leaves`` hold the offsets);
+    within a tree, nodes keep LightGBM's split order, so a parent comes before its children. Each
+    node and leaf names its parent node (within the tree), the side it hangs on, and ``bit``: the
+    pattern bit its parent's split clears when the row goes the other way (the parent's feature's
+    place among the distinct features of the path, which all leaves below share).
+    """
+
+    n_features: int
+    bias: float  # sum of the trees' expected values: the last column of pred_contrib
+    tree_nodes: np.ndarray  # (trees + 1,) offsets into the node arrays
+    tree_leaves: np.ndarray  # (trees + 1,) offsets into the leaf arrays
+    node_feature: np.ndarray
+    node_threshold: np.ndarray
+    node_kind: np.ndarray  # 0 numerical, 1 categorical
+    node_default_left: np.ndarray
+    node_missing: np.ndarray  # 0 None, 1 Zero, 2 NaN (LightGBM's missing_type)
+    node_categories: np.ndarray  # (nodes + 1,) offsets into category_values
+    category_values: np.ndarray  # categories that go left, per categorical node
+    node_parent: np.ndarray  # -1 at the root
+    node_left: np.ndarray  # hangs on its parent's left
+    node_bit: np.ndarray
+    leaf_parent: np.ndarray
+    leaf_left: np.ndarray
+    leaf_bit: np.ndarray
+    leaf_features: np.ndarray  # (leaves + 1,) offsets into feature_ids (k per leaf)
+    feature_ids: np.ndarray  # the leaf's distinct path features, in order of first split
+    leaf_tables: np.ndarray  # (leaves + 1,) offsets into table (2^k x k per leaf)
+    table: np.ndarray
+
+    @property
+    def max_tree_nodes(self) -> int:
+        return int(np.diff(self.tree_nodes).max(initial=0))
+
+
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def tree_shap(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
+    """(rows x features + 1) SHAP values on the raw score, the last column the expected value:
+    ``booster.predict(X, raw_score=True, pred_contrib=True, num_iteration=num_iteration)``."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    tables = shap_tables(booster, num_iteration)
+    if tables is None:
+        return booster.predict(X, raw_score=True, pred_contrib=True, num_iteration=num_iteration,
+                               validate_features=False)
+    if X.ndim != 2 or X.shape[1] != tables.n_features:
+        raise ValueError(f"expected {tables.n_features} feature columns, got {X.shape}")
+    threads = _threads(booster)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return _shap_rows(X, tables.bias, tables.tree_nodes, tables.tree_leaves, tables.node_feature,
+                          tables.node_threshold, tables.node_kind, tables.node_default_left,
+                          tables.node_missing, tables.node_categories, tables.category_values,
+                          tables.node_parent, tables.node_left, tables.node_bit, tables.leaf_parent,
+                          tables.leaf_left, tables.leaf_bit, tables.leaf_features, tables.feature_ids,
+                          tables.leaf_tables, tables.table,
+                          max(tables.max_tree_nodes, 1))
+    finally:
+        numba.set_num_threads(previous)
+
+
+def shap_tables(booster: lgb.Booster, num_iteration: int | None = None) -> ShapTables | None:
+    """The booster's tables (built once per booster and iteration count), or None when the fast path
+    does not apply (see the module docstring)."""
+    per_booster = _cache.setdefault(booster, {})
+    if num_iteration not in per_booster:
+        per_booster[num_iteration] = build_tables(booster.dump_model(num_iteration=num_iteration))
+    return per_booster[num_iteration]
+
+
+def _threads(booster: lgb.Booster) -> int:
+    """The booster's num_threads (LightGBM's pred_contrib uses it too), within what numba has."""
+    wanted = 0
+    for key in ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs"):
+        if key in booster.params:
+            wanted = int(booster.params[key])
+            break
+    available = numba.config.NUMBA_NUM_THREADS
+    return available if wanted <= 0 else min(wanted, available)
+
+
+# ---------------------------------------------------------------------------------------------
+# From LightGBM's dump to flat arrays
+
+
+def build_tables(model: dict) -> ShapTables | None:
+    """Flat arrays and pattern tables from ``Booster.dump_model()``; None when the fast path does not apply."""
+    if model.get("num_tree_per_iteration", 1) != 1:
+        return None
+    columns = ("feature", "threshold", "kind", "default_left", "missing", "parent", "left", "bit")
+    nodes: dict[str, list] = {k: [] for k in columns}
+    leaves: dict[str, list] = {k: [] for k in ("value", "parent", "left", "bit", "z", "features")}
+    categories, node_categories, leaf_features, tree_nodes, tree_leaves = [], [0], [0], [0], [0]
+    bias, table_size = 0.0, 0
+    for tree in model["tree_info"]:
+        root = tree["tree_structure"]
+        if "leaf_coeff" in root or any("leaf_coeff" in leaf for leaf in _leaves(root)):
+            return None  # linear trees
+        if "split_index" not in root:  # a single leaf: a constant, which only moves the expected value
+            bias += float(root["leaf_value"])
+        else:
+            bias += _expected_value(root)
+            tree_internal, tree_leaf = _walk(root)
+            for node in sorted(tree_internal, key=lambda n: n["index"]):
+                for key in ("parent", "left", "bit"):
+                    nodes[key].append(node[key])
+                _add_split(node["node"], nodes, categories, node_categories)
+            for leaf in tree_leaf:
+                for key in ("value", "parent", "left", "bit", "z"):
+                    leaves[key].append(leaf[key])
+                leaves["features"].extend(leaf["features"])
+                leaf_features.append(len(leaves["features"]))
+                table_size += (1 << len(leaf["features"])) * len(leaf["features"])
+                if table_size > MAX_TABLE_ENTRIES:
+                    return None
+        tree_nodes.append(len(nodes["feature"]))
+        tree_leaves.append(len(leaves["value"]))
+
+    leaf_features = np.asarray(leaf_features, np.int64)
+    k = np.diff(leaf_features)
+    leaf_tables = np.concatenate([[0], np.cumsum((1 << k) * k)]).astype(np.int64)
+    z = np.asarray([v for zs in leaves["z"] for v in zs], np.float64)
+    table = _pattern_tables(np.asarray(leaves["value"], np.float64), leaf_features, z, leaf_tables,
+                            _shapley_weights(int(k.max(initial=0))))
+    return ShapTables(
+        n_features=int(model["max_feature_idx"]) + 1,
+        bias=bias,
+        tree_nodes=np.asarray(tree_nodes, np.int64),
+        tree_leaves=np.asarray(tree_leaves, np.int64),
+        node_feature=np.asarray(nodes["feature"], np.int64),
+        node_threshold=np.asarray(nodes["threshold"], np.float64),
+        node_kind=np.asarray(nodes["kind"], np.uint8),
+        node_default_left=np.asarray(nodes["default_left"], np.bool_),
+        node_missing=np.asarray(nodes["missing"], np.uint8),
+        node_categories=np.asarray(node_categories, np.int64),
+        category_values=np.asarray(categories, np.int64),
+        node_parent=np.asarray(nodes["parent"], np.int64),
+        node_left=np.asarray(nodes["left"], np.bool_),
+        node_bit=np.asarray(nodes["bit"], np.int64),
+        leaf_parent=np.asarray(leaves["parent"], np.int64),
+        leaf_left=np.asarray(leaves["left"], np.bool_),
+        leaf_bit=np.asarray(leaves["bit"], np.int64),
+        leaf_features=leaf_features,
+        feature_ids=np.asarray(leaves["features"], np.int64),
+        leaf_tables=leaf_tables,
+        table=table,
+    )
+
+
+def _walk(root: dict) -> tuple[list[dict], list[dict]]:
+    """Every internal node and leaf of a tree with its parent, side and pattern bit; leaves also with
+    their value, distinct path features (first-split order) and each one's zero fraction (the share
+    of the training rows that follow the path at the nodes splitting on it, multiplied)."""
+    internal, leaves = [], []
+    stack = [(root, -1, False, 0, [], [])]
+    while stack:
+        node, parent, left, bit, features, z = stack.pop()
+        if "split_index" not in node:
+            leaves.append({"value": float(node["leaf_value"]), "parent": parent, "left": left, "bit": bit,
+                           "features": features, "z": z})
+            continue
+        internal.append({"node": node, "index": int(node["split_index"]), "parent": parent, "left": left,
+                         "bit": bit})
+        feature = int(node["split_feature"])
+        below = features if feature in features else features + [feature]
+        position = below.index(feature)
+        for side in (True, False):
+            child = node["left_child"] if side else node["right_child"]
+            z_child = z + [1.0] if len(below) > len(z) else list(z)
+            z_child[position] *= _count(child) / _count(node)
+            stack.append((child, int(node["split_index"]), side, 1 << position, below, z_child))
+    return internal, leaves
+
+
+def _add_split(node: dict, nodes: dict, categories: list, node_categories: list) -> None:
+    categorical = node["decision_type"] == "=="
+    nodes["feature"].append(int(node["split_feature"]))
+    nodes["kind"].append(_CATEGORICAL if categorical else _NUMERICAL)
+    nodes["default_left"].append(bool(node["default_left"]))
+    nodes["missing"].append(_MISSING[node["missing_type"]])
+    if categorical:
+        nodes["threshold"].append(0.0)
+        categories.extend(int(c) for c in str(node["threshold"]).split("||"))
+    else:
+        nodes["threshold"].append(float(node["threshold"]))
+    node_categories.append(len(categories))
+
+
+def _count(node: dict) -> float:
+    return float(node["internal_count"] if "split_index" in node else node["leaf_count"])
+
+
+def _expected_value(root: dict) -> float:
+    """Mean leaf value weighted by the leaves' training counts (LightGBM's Tree::ExpectedValue)."""
+    total = _count(root)
+    return sum(_count(leaf) / total * float(leaf["leaf_value"]) for leaf in _leaves(root))
+
+
+def _leaves(root: dict):
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if "split_index" in node:
+            stack += [node["left_child"], node["right_child"]]
+        else:
+            yield node
+
+
+def _shapley_weights(k_max: int) -> np.ndarray:
+    """w[k, s] = s! (k - s - 1)! / k!: the Shapley weight of a coalition of s among k players."""
+    w = np.zeros((k_max + 1, max(k_max, 1)), np.float64)
+    for k in range(1, k_max + 1):
+        for s in range(k):
+            w[k, s] = math.factorial(s) * math.factorial(k - s - 1) / math.factorial(k)
+    return w
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled parts
+
+
+@numba.njit(cache=True)
+def _pattern_tables(value, leaf_features, z, leaf_tables, weights):
+    """Per leaf, per agreement pattern b (bit p: the row agrees with distinct feature p), per p:
+    the leaf's SHAP contribution to its p-th distinct feature (module docstring)."""
+    table = np.zeros(leaf_tables[-1], np.float64)
+    coef = np.zeros(weights.shape[1] + 1, np.float64)
+    for leaf in range(value.shape[0]):
+        start = leaf_features[leaf]
+        k = leaf_features[leaf + 1] - start
+        for pattern in range(1 << k):
+            for p in range(k):
+                # Coefficients of prod over j != p of (z_j + t [j agrees]); t^s picks coalitions of s.
+                coef[:] = 0.0
+                coef[0] = 1.0
+                degree = 0
+                for j in range(k):
+                    if j == p:
+                        continue
+                    zj = z[start + j]
+                    if (pattern >> j) & 1:
+                        for s in range(degree + 1, 0, -1):
+                            coef[s] = coef[s] * zj + coef[s - 1]
+                        coef[0] *= zj
+                        degree += 1
+                    else:
+                        for s in range(degree + 1):
+                            coef[s] *= zj
+                total = 0.0
+                for s in range(degree + 1):
+                    total += weights[k, s] * coef[s]
+                agrees = 1.0 if (pattern >> p) & 1 else 0.0
+                table[leaf_tables[leaf] + pattern * k + p] = value[leaf] * (agrees - z[start + p]) * total
+    return table
+
+
+@numba.njit(inline="always")
+def _goes_left(x, kind, threshold, default_left, missing, categories, first, last):
+    """LightGBM's Tree::Decision for one node: NumericalDecision / CategoricalDecision."""
+    if kind == 0:
+        if np.isnan(x) and missing != 2:
+            x = 0.0
+        if (missing == 1 and -1e-35 <= x <= 1e-35) or (missing == 2 and np.isnan(x)):
+            return default_left
+        return x <= threshold
+    if np.isnan(x):  # NaN always goes right at a categorical split
+        return False
+    category = int(x)
+    if category < 0:
+        return False
+    for i in range(first, last):
+        if categories[i] == category:
+            return True
+    return False
+
+
+@numba.njit(parallel=True, cache=True)
+def _shap_rows(X, bias, tree_nodes, tree_leaves, node_feature, node_threshold, node_kind,
+               node_default_left, node_missing, node_categories, category_values, node_parent,
+               node_left, node_bit, leaf_parent, leaf_left, leaf_bit, leaf_features, feature_ids,
+               leaf_tables, table, max_nodes):
+    """SHAP values of every row: blocks of rows in parallel, tree by tree within a block (so a
+    tree's tables stay in cache while the block's rows use them). A node's pattern is its parent's
+    with the parent's bit cleared when the row goes the other way there."""
+    n, m = X.shape
+    out = np.zeros((n, m + 1), np.float64)
+    blocks = (n + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    for block in numba.prange(blocks):
+        first_row = block * ROWS_PER_TASK
+        last_row = min(n, first_row + ROWS_PER_TASK)
+        left = np.empty(max_nodes, np.bool_)
+        pattern = np.empty(max_nodes, np.int64)
+        for t in range(tree_nodes.shape[0] - 1):
+            first_node = tree_nodes[t]
+            for r in range(first_row, last_row):
+                for i in range(tree_nodes[t + 1] - first_node):
+                    g = first_node + i
+                    parent = node_parent[g]
+                    if parent < 0:
+                        pattern[i] = -1
+                    elif left[parent] == node_left[g]:
+                        pattern[i] = pattern[parent]
+                    else:
+                        pattern[i] = pattern[parent] & ~node_bit[g]
+                    left[i] = _goes_left(X[r, node_feature[g]], node_kind[g], node_threshold[g],
+                                         node_default_left[g], node_missing[g], category_values,
+                                         node_categories[g], node_categories[g + 1])
+                for leaf in range(tree_leaves[t], tree_leaves[t + 1]):
+                    parent = leaf_parent[leaf]
+                    if parent < 0:
+                        continue
+                    start = leaf_features[leaf]
+                    k = leaf_features[leaf + 1] - start
+                    bits = pattern[parent]
+                    if left[parent] != leaf_left[leaf]:
+                        bits &= ~leaf_bit[leaf]
+                    cell = leaf_tables[leaf] + (bits & ((1 << k) - 1)) * k
+                    for p in range(k):
+                        out[r, feature_ids[start + p]] += table[cell + p]
+        for r in range(first_row, last_row):
+            out[r, m] = bias
+    return out
