@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,dask]'
+	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
 	touch $@
 
 MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking

@@ -7,7 +7,8 @@ its path the row agrees with (a bit pattern over at most depth features), so eve
 every pattern is tabled once per model, and a row costs one table lookup per leaf instead of
 LightGBM's per-row recursion (O(leaves x depth) against O(leaves x depth^2) per tree). Compiled
 with numba; rows are taken in blocks so that consecutive additions are independent
-(docs/performance.md, Scoring: 1,200-1,450 against 21,000-30,000 rows/s on 2 threads).
+(docs/performance.md, Scoring: 1,200-1,450 against 21,000-30,000 rows/s on 2 threads). The
+kernel releases the GIL and the rows are shared among the booster's ``num_threads`` threads.
 
 For a leaf with value v, distinct path features P (k of them), zero fractions z_j (the share of the
 training rows that follow the path at the nodes splitting on j) and a row's agreement o_j in {0, 1}:
@@ -23,7 +24,9 @@ that LightGBM's dump does not describe fully (linear trees, several classes) get
 from __future__ import annotations
 
 import math
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -70,10 +73,6 @@ class ShapTables:
     leaf_tables: np.ndarray  # (leaves + 1,) offsets into table (2^k x k per leaf)
     table: np.ndarray
 
-    @property
-    def max_tree_nodes(self) -> int:
-        return int(np.diff(self.tree_nodes).max(initial=0))
-
 
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -88,19 +87,28 @@ def tree_shap(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = N
                                validate_features=False)
     if X.ndim != 2 or X.shape[1] != tables.n_features:
         raise ValueError(f"expected {tables.n_features} feature columns, got {X.shape}")
-    threads = _threads(booster)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        return _shap_rows(X, tables.bias, tables.tree_nodes, tables.tree_leaves, tables.node_feature,
-                          tables.node_threshold, tables.node_kind, tables.node_default_left,
-                          tables.node_missing, tables.node_categories, tables.category_values,
-                          tables.node_parent, tables.node_left, tables.node_bit, tables.leaf_parent,
-                          tables.leaf_left, tables.leaf_bit, tables.leaf_features, tables.feature_ids,
-                          tables.leaf_tables, tables.table,
-                          max(tables.max_tree_nodes, 1))
-    finally:
-        numba.set_num_threads(previous)
+    out = np.empty((X.shape[0], tables.n_features + 1), np.float64)
+    max_nodes = max(1, int(np.diff(tables.tree_nodes).max(initial=0)))  # a block's decision buffers
+    arrays = (tables.bias, max_nodes) + tuple(getattr(tables, name) for name in _KERNEL_ARRAYS)
+    # The kernel releases the GIL: threads share the rows, in whole blocks.
+    blocks = -(-X.shape[0] // ROWS_PER_TASK)
+    threads = min(_threads(booster), blocks)
+    bounds = [min(X.shape[0], ROWS_PER_TASK * (blocks * i // threads)) for i in range(threads + 1)]
+    if threads <= 1:
+        _shap_rows(X, out, 0, X.shape[0], *arrays)
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="clv-treeshap") as pool:
+            done = [pool.submit(_shap_rows, X, out, bounds[i], bounds[i + 1], *arrays)
+                    for i in range(threads)]
+            for future in done:
+                future.result()
+    return out
+
+
+_KERNEL_ARRAYS = ("tree_nodes", "tree_leaves", "node_feature", "node_threshold", "node_kind",
+                  "node_default_left", "node_missing", "node_categories", "category_values",
+                  "node_parent", "node_left", "node_bit", "leaf_parent", "leaf_left", "leaf_bit",
+                  "leaf_features", "feature_ids", "leaf_tables", "table")
 
 
 def shap_tables(booster: lgb.Booster, num_iteration: int | None = None) -> ShapTables | None:
@@ -113,14 +121,11 @@ def shap_tables(booster: lgb.Booster, num_iteration: int | None = None) -> ShapT
 
 
 def _threads(booster: lgb.Booster) -> int:
-    """The booster's num_threads (LightGBM's pred_contrib uses it too), within what numba has."""
-    wanted = 0
+    """The booster's num_threads (LightGBM's pred_contrib uses it too); all cores when unset."""
     for key in ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs"):
-        if key in booster.params:
-            wanted = int(booster.params[key])
-            break
-    available = numba.config.NUMBA_NUM_THREADS
-    return available if wanted <= 0 else min(wanted, available)
+        if key in booster.params and int(booster.params[key]) > 0:
+            return int(booster.params[key])
+    return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,20 +323,18 @@ def _goes_left(x, kind, threshold, default_left, missing, categories, first, las
     return False
 
 
-@numba.njit(parallel=True, cache=True)
-def _shap_rows(X, bias, tree_nodes, tree_leaves, node_feature, node_threshold, node_kind,
-               node_default_left, node_missing, node_categories, category_values, node_parent,
-               node_left, node_bit, leaf_parent, leaf_left, leaf_bit, leaf_features, feature_ids,
-               leaf_tables, table, max_nodes):
-    """SHAP values of every row. Blocks of rows run in parallel; within a block, tree by tree (its
-    tables stay in cache) and, innermost, row by row, so consecutive additions are independent.
-    A node's pattern is its parent's with the parent's bit cleared where the row goes the other way."""
-    n, m = X.shape
-    out = np.empty((n, m + 1), np.float64)
-    blocks = (n + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    for block in numba.prange(blocks):
-        first_row = block * ROWS_PER_TASK
-        rows = min(n, first_row + ROWS_PER_TASK) - first_row
+@numba.njit(nogil=True, cache=True)
+def _shap_rows(X, out, first, last, bias, max_nodes, tree_nodes, tree_leaves, node_feature, node_threshold,
+               node_kind, node_default_left, node_missing, node_categories, category_values,
+               node_parent, node_left, node_bit, leaf_parent, leaf_left, leaf_bit, leaf_features,
+               feature_ids, leaf_tables, table):
+    """SHAP values of rows first..last-1 into ``out``. Block by block of rows; within a block, tree
+    by tree (its tables stay in cache) and, innermost, row by row, so consecutive additions are
+    independent. A node's pattern is its parent's with the parent's bit cleared where the row goes
+    the other way."""
+    m = X.shape[1]
+    for first_row in range(first, last, ROWS_PER_TASK):
+        rows = min(last, first_row + ROWS_PER_TASK) - first_row
         x = np.empty((m, rows), np.float64)  # the block's features, feature-major
         for j in range(rows):
             for f in range(m):
@@ -373,4 +376,17 @@ def _shap_rows(X, bias, tree_nodes, tree_leaves, node_feature, node_threshold, n
             for f in range(m):
                 out[first_row + j, f] = phi[f, j]
             out[first_row + j, m] = bias
-    return out
+
+
+def compile_kernels() -> None:
+    """Compile the kernels into numba's cache (beside this file) on a tiny model, so that the first
+    scoring run does not pay the 2-10 s of compiling; ``make install`` runs it."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2))
+    booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, X[:, 0]), num_boost_round=2)
+    tree_shap(booster, X)
+
+
+if __name__ == "__main__":
+    compile_kernels()
