@@ -136,8 +136,7 @@ def build_tables(model: dict) -> ShapTables | None:
     """Flat arrays and pattern tables from ``Booster.dump_model()``; None when the fast path does not apply."""
     if model.get("num_tree_per_iteration", 1) != 1:
         return None
-    columns = ("feature", "threshold", "kind", "default_left", "missing", "parent", "left", "bit")
-    nodes: dict[str, list] = {k: [] for k in columns}
+    nodes: dict[str, list] = {k: [] for k in _NODE_DTYPES}
     leaves: dict[str, list] = {k: [] for k in ("value", "parent", "left", "bit", "z", "features")}
     categories, node_categories, leaf_features, tree_nodes, tree_leaves = [], [0], [0], [0], [0]
     bias, table_size = 0.0, 0
@@ -176,24 +175,19 @@ def build_tables(model: dict) -> ShapTables | None:
         bias=bias,
         tree_nodes=np.asarray(tree_nodes, np.int64),
         tree_leaves=np.asarray(tree_leaves, np.int64),
-        node_feature=np.asarray(nodes["feature"], np.int64),
-        node_threshold=np.asarray(nodes["threshold"], np.float64),
-        node_kind=np.asarray(nodes["kind"], np.uint8),
-        node_default_left=np.asarray(nodes["default_left"], np.bool_),
-        node_missing=np.asarray(nodes["missing"], np.uint8),
         node_categories=np.asarray(node_categories, np.int64),
         category_values=np.asarray(categories, np.int64),
-        node_parent=np.asarray(nodes["parent"], np.int64),
-        node_left=np.asarray(nodes["left"], np.bool_),
-        node_bit=np.asarray(nodes["bit"], np.int64),
-        leaf_parent=np.asarray(leaves["parent"], np.int64),
-        leaf_left=np.asarray(leaves["left"], np.bool_),
-        leaf_bit=np.asarray(leaves["bit"], np.int64),
         leaf_features=leaf_features,
         feature_ids=np.asarray(leaves["features"], np.int64),
         leaf_tables=leaf_tables,
         table=table,
+        **{f"node_{key}": np.asarray(nodes[key], dtype) for key, dtype in _NODE_DTYPES.items()},
+        **{f"leaf_{key}": np.asarray(leaves[key], _NODE_DTYPES[key]) for key in ("parent", "left", "bit")},
     )
+
+
+_NODE_DTYPES = {"feature": np.int64, "threshold": np.float64, "kind": np.uint8, "default_left": np.bool_,
+                "missing": np.uint8, "parent": np.int64, "left": np.bool_, "bit": np.int64}
 
 
 def _walk(root: dict) -> tuple[list[dict], list[dict]]:
