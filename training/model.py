@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from training.intervals import apply_intervals
+from training.tree_shap import tree_shap
 
 # ---------------------------------------------------------------------------------------------
 # Encoding
@@ -274,8 +275,6 @@ def log_contributions(objective: str, boosters: dict, rounds: dict, X: pd.DataFr
     two_part: log P(buy) + log E[spend | buy]; the spend part is additive in raw SHAP, the log-sigmoid of
     the buy part is split across features in proportion to their raw SHAP on the logit scale.
     """
-    from training.tree_shap import tree_shap  # numba: imported only where reasons are computed
-
     matrix = X.to_numpy(np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float64)
     if objective in ("tweedie", "log_target"):
         part = "value" if objective == "tweedie" else "log_value"
