@@ -168,12 +168,20 @@ def _schema(table: str, known: dict[str, pd.Index]) -> pa.DataFrameSchema:
     }.get(table, {})
     for column, target in refs.items():
         if target in known:
-            keys = _arrow_strings(known[target])
             noun = "customer" if target == "customers" else "profile"
-            columns[column].checks.append(
-                pa.Check(lambda s, keys=keys: _known(s, keys), name=f"refers to an unknown {noun}")
-            )
+            columns[column].checks.append(pa.Check(_known_test(known[target]), name=f"refers to an unknown {noun}"))
     return pa.DataFrameSchema(columns, strict=False, coerce=False)
+
+
+def _known_test(keys) -> Callable[[pd.Series], pd.Series]:
+    """The reference check's test of a column: its ids found in ``keys``, a pd.Index of the known
+    ids, or an object whose ``known_rows(ids)`` answers for the rows being checked (the population
+    step's features.population.EndCodes, which looks every id of a batch up once for the check and
+    the sums). Missing ids pass either way: the non-null rule reports them."""
+    if hasattr(keys, "known_rows"):
+        return lambda s: pd.Series(keys.known_rows(s), index=s.index)
+    arrow = _arrow_strings(keys)
+    return lambda s: _known(s, arrow)
 
 
 def _known(ids: pd.Series, keys: pyarrow.Array) -> pd.Series:
@@ -232,14 +240,16 @@ class TableResult:
     unknown: dict[str, list[str]] = field(default_factory=dict)  # a part's unknown ids per reference column
 
 
-def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index],
+def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index | object],
                 reject_threshold: float, *, part: bool = False, rules: ExportRules = DEFAULT_RULES) -> TableResult:
     """Parse one raw table, reject bad rows with a reason, and stop on structural problems.
 
     ``part=True`` checks one part of a table (a bucket or batch of a chunked run): a column none of
     whose values parse is then not an error here, since other parts may parse; its rows are
     rejected and ``parsing`` carries the counts to judge the whole table (unparsable_column_error).
-    ``rules``: the decimal mark of text numbers and the largest plausible amount.
+    ``rules``: the decimal mark of text numbers and the largest plausible amount. ``known``: per
+    referenced table (``customers``, ``profiles``), its ids (a pd.Index), or an object answering for
+    the rows being checked (_known_test).
     """
     raw = raw.reset_index(drop=True)
     n = len(raw)

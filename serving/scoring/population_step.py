@@ -25,6 +25,7 @@ from features.ingest.rejects import checked_part, write_part
 from features.ingest.source import read_table
 from features.population import (
     SOCIAL_GRAPH_FAMILIES,
+    EndCodes,
     PopulationFeatures,
     precomputed,
     split_by_bucket,
@@ -116,7 +117,8 @@ def _split(frame: pd.DataFrame, family: str, buckets: int, parts: list[dict[str,
 
 def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatures) -> None:
     """The interactions checked batch by batch against the profiles each batch mentions (so a batch
-    costs time in proportion to its own rows), added, and dropped."""
+    costs time in proportion to its own rows), added, and dropped. Each batch's ids are looked up
+    in the profile set once (EndCodes): the contract's reference check and the sums share it."""
     # Parquet footers give the row count for early stops; a CSV is judged once it has been read.
     total = count_rows(path) if path.is_dir() or path.name.endswith(".parquet") else None
     run.log.rows_in["social_interactions"] += 0  # listed even when the table has no rows
@@ -127,19 +129,15 @@ def _interactions(run, path: Path, profiles: IdSet, population: PopulationFeatur
         raw = batch.to_pandas()
         rows = np.arange(offset, offset + len(raw), dtype="int64")
         offset += len(raw)
-        mentioned = pd.concat([parsed_ids(raw[c]) for c in ("source_profile_id", "target_profile_id")
-                               if c in raw])
-        mentioned = pa.array(mentioned.unique(), type=pa.string())
-        where = profiles.positions(mentioned)
-        known = pd.Index(mentioned.filter(pa.array(where >= 0)).to_pandas(), dtype="str")
-        res, reject_part = checked_part("social_interactions", raw, {"profiles": known}, rows, run.work,
+        codes = EndCodes(profiles, raw)  # every id of the batch looked up once: the check's and the sums'
+        res, reject_part = checked_part("social_interactions", raw, {"profiles": codes}, rows, run.work,
                                         f"{part:05d}", run.rules)
         run.log.record(reject_part)
         if total:
             run.log.check_table("social_interactions", total, run.threshold, final=False)
         del raw
-        population.add_interactions(res.typed, mentioned, where)
-        del res
+        population.add_interactions(res.typed, codes=codes.kept(res.rejects["row"].to_numpy()))
+        del res, codes
         release_freed_memory()
     run.log.check_table("social_interactions", offset, run.threshold, final=True)
 

@@ -1,10 +1,13 @@
 """Interaction ends become positions in the run's profile set: each code names its row's id."""
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 
+from features.ingest.contract import check_table, parsed_ids
 from features.ingest.id_sets import IdSet
-from features.population import profile_positions
+from features.population import ENDS, EndCodes, profile_positions
 
 PROFILES = IdSet([pa.array(["p1", "p2", "p3", "p4"])])
 
@@ -43,3 +46,66 @@ def test_id_set_positions_point_at_the_ids():
     assert where[1] == -1 and where[2] == -1
     assert PROFILES.ids[int(where[0])].as_py() == "p3"
     assert PROFILES.ids[int(where[3])].as_py() == "p1"
+
+
+# ---------------------------------------------------------------------------------------------
+# EndCodes: one lookup of a raw batch's ends serves the contract's reference check and the sums
+
+
+def raw_batch(rows):
+    """A raw interactions batch as the scorer reads it (text columns, some ids missing or padded)."""
+    frame = pd.DataFrame(rows, columns=["source_profile_id", "target_profile_id", "timestamp", "kind"])
+    return frame.astype({"source_profile_id": "str", "target_profile_id": "str", "kind": "str"})
+
+
+AWKWARD = raw_batch([
+    ("p1", "p2", "2025-01-01", "mention"),
+    ("p3", "zz", "2025-01-02", "share"),  # target unknown
+    (None, "p1", "2025-01-03", "reply"),  # source missing: only the non-null rule speaks
+    (" p4 ", "p4", "2025-01-04", "like"),  # padded: parsed to p4, known
+    ("p2", "  ", "2025-01-05", "mention"),  # blank target: missing
+    ("yy", "xx", "2025-01-06", "share"),  # both unknown
+    ("p2", "p3", "not a date", "reply"),  # rejected for another reason
+    ("p4", "p1", "2025-01-07", "like"),
+])
+
+
+def test_end_codes_reject_exactly_the_rows_an_index_of_known_ids_rejects():
+    mentioned = pa.array(pd.concat([parsed_ids(AWKWARD[c]) for c in ENDS]).unique(), type=pa.string())
+    known = pd.Index(mentioned.filter(pa.array(PROFILES.positions(mentioned) >= 0)).to_pandas(), dtype="str")
+    by_index = check_table("social_interactions", AWKWARD, {"profiles": known}, 1.0, part=True)
+    by_codes = check_table("social_interactions", AWKWARD, {"profiles": EndCodes(PROFILES, AWKWARD)}, 1.0,
+                           part=True)
+    pd.testing.assert_frame_equal(by_codes.rejects, by_index.rejects)
+    pd.testing.assert_frame_equal(by_codes.typed, by_index.typed)
+    assert by_codes.rejects["row"].tolist() == [1, 2, 4, 5, 6]
+    assert by_codes.rejects["reason"].iloc[1] == "missing source_profile_id"
+
+
+def test_end_codes_of_the_kept_rows_are_their_positions_in_the_profile_set():
+    codes = EndCodes(PROFILES, AWKWARD)
+    checked = check_table("social_interactions", AWKWARD, {"profiles": codes}, 1.0, part=True)
+    source, target = codes.kept(checked.rejects["row"].to_numpy())
+    named = PROFILES.ids.to_pylist()
+    assert [named[s] for s in source] == checked.typed["source_profile_id"].tolist() == ["p1", "p4", "p4"]
+    assert [named[t] for t in target] == checked.typed["target_profile_id"].tolist() == ["p2", "p4", "p1"]
+    ids = pa.array(["p1", "p2", "p4"])  # as the sums coded them before EndCodes
+    for got, expected in zip((source, target), profile_positions(checked.typed, ids, PROFILES.positions(ids)),
+                             strict=True):
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == expected.dtype
+
+
+def test_end_codes_answer_only_for_the_batch_they_were_made_from():
+    codes = EndCodes(PROFILES, AWKWARD)
+    with pytest.raises(ValueError, match="no profile codes"):
+        codes.known_rows(pd.Series(["p1"], index=[len(AWKWARD)], name="source_profile_id", dtype="str"))
+    with pytest.raises(ValueError, match="no profile codes"):
+        codes.known_rows(pd.Series(["p1"], name="kind", dtype="str"))
+
+
+def test_end_codes_of_an_empty_batch():
+    codes = EndCodes(PROFILES, raw_batch([]))
+    checked = check_table("social_interactions", raw_batch([]), {"profiles": codes}, 1.0, part=True)
+    source, target = codes.kept(checked.rejects["row"].to_numpy())
+    assert len(source) == len(target) == len(checked.typed) == 0

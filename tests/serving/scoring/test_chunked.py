@@ -383,6 +383,11 @@ def test_planted_bad_rows_are_rejected_and_every_customer_is_accounted_for(world
     transactions.loc[3, "customer_id"] = "NOBODY"
     transactions.loc[4, "amount"] = "12.50 per unit"  # a number in no style: rejected as unparsable
     transactions.to_csv(source / "transactions.csv.gz", index=False)
+    interactions = pd.read_csv(source / "social_interactions.csv", dtype="str", keep_default_na=False)
+    interactions.loc[2, "target_profile_id"] = "NO-SUCH-PROFILE"
+    interactions.loc[7, "source_profile_id"] = ""  # missing: only the non-null rule names it
+    interactions.loc[11, "source_profile_id"] = f" {interactions.loc[11, 'source_profile_id']} "  # padded: kept
+    interactions.to_csv(source / "social_interactions.csv", index=False)
 
     out = tmp_path / "scores.parquet"
     summary = score_customers(source, out=out, as_of=AS_OF, chunk_size=60, progress=False,
@@ -403,6 +408,10 @@ def test_planted_bad_rows_are_rejected_and_every_customer_is_accounted_for(world
         got = pd.read_csv(rejects / f"{table}.csv", dtype="str", keep_default_na=False, na_values=[""])
         want = rows.astype("str").reset_index(drop=True)
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    got = pd.read_csv(rejects / "social_interactions.csv", dtype="str")
+    assert got["row"].tolist() == ["2", "7"]
+    assert got["reason"].tolist() == ["target_profile_id refers to an unknown profile 'NO-SUCH-PROFILE'",
+                                      "missing source_profile_id"]
     got = pd.read_csv(rejects / "customers.csv", dtype="str")
     assert got["row"].tolist() == ["5", "9"]
     assert "unparsable signup_date" in got["reason"].iloc[0]
