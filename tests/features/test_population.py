@@ -43,3 +43,19 @@ def test_id_set_positions_point_at_the_ids():
     assert where[1] == -1 and where[2] == -1
     assert PROFILES.ids[int(where[0])].as_py() == "p3"
     assert PROFILES.ids[int(where[3])].as_py() == "p1"
+
+
+def test_the_profile_set_is_let_go_once_the_profile_values_are_read():
+    """PageRank runs without the profile set (millions of ids) held beside its matrix."""
+    from features.config import FeatureConfig
+    from features.population import PopulationFeatures
+
+    population = PopulationFeatures(pd.Timestamp("2026-01-01"), FeatureConfig(), ["network"],
+                                    profiles=PROFILES, interactions=True)
+    population.add_latest_profiles(pa.array(["p1", "p2"]))
+    population.add_interactions(pd.DataFrame({
+        "source_profile_id": pd.Series(["p1"], dtype="str"), "target_profile_id": pd.Series(["p2"], dtype="str"),
+        "timestamp": pd.to_datetime(["2025-06-01"]), "kind": ["mention"]}))
+    values = population.profile_values()
+    assert population.profiles is None
+    assert values["pagerank"][PROFILES.positions(pa.array(["p2"]))[0]] > 1
