@@ -123,10 +123,14 @@ class PopulationFeatures:
 
     def profile_values(self) -> dict[str, np.ndarray]:
         """Per profile code: the network family's centrality and the topical family's counts (only
-        the families asked for and computable), read once the last interaction is in."""
+        the families asked for and computable), read once the last interaction is in. The profile
+        set is let go: no profile or interaction can be added after."""
         if not self.graph or not self._social_data:
             return {}
         sums = self._start(False)
+        # Every code is given: the profile set (millions of ids and their hashes) is not held through
+        # PageRank, whose matrix and vectors set the scorer's peak (docs/performance.md, Scoring).
+        self.profiles = None
         values = dict(sums.centrality(self.config.pagerank_damping)) if "network" in self.graph else {}
         if "topical" in self.graph and sums.topics:
             values.update(sums.counts)

@@ -35,6 +35,9 @@ RECENT_DAYS = 90  # the topical family's recent window
 # Per profile: interactions made or received whose topic is known / is a market topic, over all
 # time before as_of and over the RECENT_DAYS before it.
 TOPIC_COUNTS = ("known", "on_topic", "known_90d", "on_topic_90d")
+# Those counts are int32 (half the memory of int64 per profile) until more rows than this have been
+# counted; then int64. The values are the same integers either way.
+COUNT_INT32_ROWS = np.iinfo(np.int32).max
 
 _DAY = pd.Timedelta(days=1)
 
@@ -78,7 +81,9 @@ class InteractionSums:
         self.out_weight = np.zeros(n)  # ... and made
         # decayed market-topic graph interactions made or received: topic PageRank's jump weights
         self.topic_activity = np.zeros(n) if topics else None
-        self.counts = {name: np.zeros(n, dtype=np.int64) for name in TOPIC_COUNTS} if topics else None
+        # int32 while no count can pass it (4 bytes a profile each, not 8): widened when it could
+        self.counts = {name: np.zeros(n, dtype=np.int32) for name in TOPIC_COUNTS} if topics else None
+        self._counted = 0  # rows counted so far: no profile's count can exceed it
         self.edges = _EdgeGroups(n, blocks, spill)
         self._centrality: tuple[float, dict] | None = None
 
@@ -124,6 +129,10 @@ class InteractionSums:
 
     def _count_topics(self, source, target, timestamp_ns, topic_known, on_topic) -> None:
         # Each interaction counts for its author and its target; with itself on both ends, once.
+        # So no profile counts more than the rows seen, and int32 counts hold until they pass it.
+        self._counted += len(source)
+        if self._counted > COUNT_INT32_ROWS and self.counts["known"].dtype != np.int64:
+            self.counts = {name: values.astype(np.int64) for name, values in self.counts.items()}
         received = target != source
         recent = timestamp_ns >= (self.as_of - pd.Timedelta(days=RECENT_DAYS)).value
         flags = {"known": topic_known, "on_topic": on_topic,
@@ -140,48 +149,72 @@ class InteractionSums:
 
         Vertices are numbered in code order. topic_pagerank (after TwitterRank) jumps to profiles
         in proportion to their topic_activity; dangling profiles jump by it too. The edges are
-        consumed by the first call; later calls with the same damping return its result.
+        consumed by the first call, and with them out_weight and topic_activity (set to None: the
+        matrix and the jump weights hold what they had); later calls with the same damping return
+        the first call's result.
         """
         if self._centrality is not None:
             if self._centrality[0] != damping:
                 raise ValueError("centrality was computed with another damping; the edges are gone")
             return self._centrality[1]
-        vertices = np.flatnonzero(self.vertex)
-        nv = len(vertices)
-        # below[c]: the number of vertices with a code below c, i.e. the vertex number of code c
-        below = np.concatenate([[0], np.cumsum(self.vertex, dtype=np.int64)])
-        out_weight = self.out_weight[vertices]
-        transition = [
-            transition_rows(below[start], below[stop], below[source].astype(np.int32),
-                            below[target].astype(np.int32), weight, out_weight)
-            for start, stop, source, target, weight in self.edges.groups()
-        ]
-        del below, out_weight
-        reset = None
-        if self.topics:
-            activity = self.topic_activity[vertices]
-            total = activity.sum()
-            reset = activity / total if total > 0 else None
-            del activity
-
-        def per_code(values: np.ndarray) -> np.ndarray:
-            out = np.full(self.n, np.nan)
-            out[vertices] = values
-            return out
-
+        nv = int(np.count_nonzero(self.vertex))
+        reset = self._topic_reset()
+        transition = self._transition()
         # The plain and the topic PageRank are independent power iterations over one matrix: they
         # run side by side (scipy's sparse product and numpy's reductions release the GIL), each
         # doing exactly what it would do alone.
         with ThreadPoolExecutor(max_workers=2) as pool:
             plain = pool.submit(stationary_distribution, transition, damping)
             topic = None if reset is None else pool.submit(stationary_distribution, transition, damping, reset)
-            out = {"weighted_in_degree": per_code(self.in_weight[vertices]),
-                   "pagerank": per_code(plain.result() * nv)}
-            if topic is not None:
-                out["topic_pagerank"] = per_code(topic.result() * nv)
-            else:
-                out["topic_pagerank"] = np.full(self.n, np.nan)
+            plain, topic = plain.result(), None if topic is None else topic.result()
+        # The matrix and the jump weights go before the outputs are made: they are not held together.
+        del transition, reset
+        out = {"weighted_in_degree": self._per_code(self.in_weight[self.vertex]),
+               "pagerank": self._per_code(np.multiply(plain, nv, out=plain))}
+        del plain
+        if topic is not None:
+            out["topic_pagerank"] = self._per_code(np.multiply(topic, nv, out=topic))
+        else:
+            out["topic_pagerank"] = np.full(self.n, np.nan)
         self._centrality = (damping, out)
+        return out
+
+    def _topic_reset(self) -> np.ndarray | None:
+        """topic PageRank's jump distribution over the vertices (None: no market topics, or no
+        activity); topic_activity is released once it is taken."""
+        if not self.topics:
+            return None
+        activity = self.topic_activity[self.vertex]  # vertices in code order, as np.flatnonzero gives them
+        self.topic_activity = None
+        total = activity.sum()
+        if not total > 0:
+            return None
+        np.divide(activity, total, out=activity)  # in place: the same quotients as activity / total
+        return activity
+
+    def _transition(self) -> list:
+        """The transition matrix over the vertices, as blocks of rows (one per edge group), from the
+        edges, which are consumed; out_weight is released once the vertices' copy is taken.
+
+        Vertex numbers are int32 from the start (no int64 copy of every edge's ends to narrow): codes
+        already are, so the number of profiles is below 2**31.
+        """
+        out_weight = self.out_weight[self.vertex]
+        self.out_weight = None
+        # below[c]: the number of vertices with a code below c, i.e. the vertex number of code c
+        below = np.zeros(self.n + 1, dtype=np.int32)
+        np.cumsum(self.vertex, dtype=np.int32, out=below[1:])
+        blocks = []
+        for start, stop, source, target, weight in self.edges.groups():
+            source, target = below[source], below[target]
+            blocks.append(transition_rows(int(below[start]), int(below[stop]), source, target, weight, out_weight))
+            del source, target, weight
+        return blocks
+
+    def _per_code(self, values: np.ndarray) -> np.ndarray:
+        """``values`` of the vertices (in code order) spread to every profile code, NaN elsewhere."""
+        out = np.full(self.n, np.nan)
+        out[self.vertex] = values
         return out
 
 

@@ -96,10 +96,11 @@ def stationary_distribution(
     n = sum(block.shape[0] for block in blocks)
     if n == 0:
         return np.array([], dtype="float64")
-    jump = np.full(n, 1.0 / n) if reset is None else np.asarray(reset, dtype="float64")
+    # Uniform jumps need no vector of their own (one fewer array of n floats beside the scores).
+    jump = None if reset is None else np.asarray(reset, dtype="float64")
     bounds = np.cumsum([0] + [block.shape[0] for block in blocks])
 
-    scores = jump.copy()
+    scores = np.full(n, 1.0 / n) if jump is None else jump.copy()
     following = np.empty(n)
     for _ in range(MAX_ITERATIONS):
         if len(blocks) == 1:

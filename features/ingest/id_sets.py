@@ -22,11 +22,35 @@ def is_in(values, keys) -> np.ndarray:
     """
     values = pa.array(pd.Series(values, dtype="str").array, type=pa.string())
     keys = pa.array(pd.Series(keys, dtype="str").array, type=pa.string())
+    return is_member(values, keys)
+
+
+def is_member(values: pa.Array, keys: pa.Array) -> np.ndarray:
+    """Boolean mask of Arrow string ``values`` found in ``keys`` (Arrow's hash set; missing: False)."""
     return pc.fill_null(pc.is_in(values, value_set=keys), False).to_numpy(zero_copy_only=False)
 
 
+HASH_SLICE_IDS = 250_000  # ids made Python strings at a time for hashing (about 60 bytes each)
+
+
 def hash_ids(ids: pa.Array) -> np.ndarray:
-    """Stable uint64 hash of each id (SipHash of its UTF-8 bytes, as in partition.bucket_of)."""
+    """Stable uint64 hash of each id (SipHash of its UTF-8 bytes, as in partition.bucket_of).
+
+    Hashing takes the ids as Python strings. They are made a slice at a time, so millions of ids
+    (a run's profile set, a batch's mentioned profiles) never exist as Python objects all at once;
+    an id's hash depends on that id alone, so the slices change no value.
+    """
+    if len(ids) <= HASH_SLICE_IDS:
+        return _hash_slice(ids)
+    out = np.empty(len(ids), dtype=np.uint64)
+    for start in range(0, len(ids), HASH_SLICE_IDS):
+        piece = ids.slice(start, HASH_SLICE_IDS)
+        out[start: start + len(piece)] = _hash_slice(piece)
+    return out
+
+
+def _hash_slice(ids: pa.Array) -> np.ndarray:
+    """hash_ids of a few ids at once: pandas hashes Python strings (an object array) only."""
     values = np.asarray(ids.to_pandas(), dtype=object)
     return pd.util.hash_array(values, categorize=False)
 

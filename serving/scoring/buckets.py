@@ -23,7 +23,7 @@ from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
 from features.ingest.contract import parsed_ids
 from features.ingest.export_checks import DEFAULT_RULES, ExportNotes, ExportRules, export_notes
-from features.ingest.id_sets import hash_ids, is_in
+from features.ingest.id_sets import hash_ids, is_in, is_member
 from features.ingest.partition import BucketFiles, BucketWriter, bucket_of, read_arrow
 from features.ingest.rejects import RejectPart, checked_part
 from features.population import precomputed
@@ -134,6 +134,26 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
         referred_rows=len(mine),
         notes=export_notes(customers, transactions),
     )
+
+
+def known_customers(customers: list[CustomerBucket], ids) -> pd.Index:
+    """The distinct valid customers among parsed ``ids``, as IdSet.known gives them (first-seen
+    order), looked up bucket by bucket.
+
+    A valid customer sits in the bucket of its id's hash (partition.bucket_of), which is also the
+    hash_ids of its id, so each id is compared only with its own bucket's customers: the whole
+    base's customer set (millions of ids and hashes, a few hundred MB while it is built) is not
+    made for it.
+    """
+    distinct = pa.array(pd.Series(ids, dtype="str").dropna().unique(), type=pa.string())
+    found = np.zeros(len(distinct), dtype=bool)
+    if len(distinct) and customers:
+        where = hash_ids(distinct) % np.uint64(len(customers))
+        for b, bucket in enumerate(customers):
+            mine = np.flatnonzero(where == b)
+            if len(mine) and len(bucket.ids):
+                found[mine] = is_member(distinct.take(pa.array(mine)), bucket.ids)
+    return pd.Index(distinct.filter(pa.array(found)).to_pandas(), dtype="str")
 
 
 # ---------------------------------------------------------------------------------------------

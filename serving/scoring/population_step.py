@@ -30,6 +30,7 @@ from features.population import (
     precomputed,
     split_by_bucket,
 )
+from serving.scoring.buckets import known_customers
 from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import ScoringModel
 from serving.scoring.runner import Pending
@@ -86,7 +87,7 @@ def _referrals(run, source: dict[str, Path], population: PopulationFeatures,
     if "referrals" in source:
         raw = read_table(source["referrals"], run.mapping.renaming("referrals"))
         named = pd.concat([parsed_ids(raw[c]) for c in ("referrer_id", "referred_id") if c in raw])
-        res = check_table("referrals", raw, {"customers": run.customer_set().known(named)}, run.threshold,
+        res = check_table("referrals", raw, {"customers": known_customers(run.customers, named)}, run.threshold,
                           rules=run.rules)
         run.log.record(write_part(run.work, "referrals", "all", res.rows_in, res.rejects, None))
         referrals = res.typed

@@ -5,9 +5,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from features.config import FeatureConfig
 from features.ingest.contract import check_table, parsed_ids
 from features.ingest.id_sets import IdSet
-from features.population import ENDS, EndCodes, profile_positions
+from features.population import ENDS, EndCodes, PopulationFeatures, profile_positions
 
 PROFILES = IdSet([pa.array(["p1", "p2", "p3", "p4"])])
 
@@ -109,3 +110,16 @@ def test_end_codes_of_an_empty_batch():
     checked = check_table("social_interactions", raw_batch([]), {"profiles": codes}, 1.0, part=True)
     source, target = codes.kept(checked.rejects["row"].to_numpy())
     assert len(source) == len(target) == len(checked.typed) == 0
+
+
+def test_the_profile_set_is_let_go_once_the_profile_values_are_read():
+    """PageRank runs without the profile set (millions of ids) held beside its matrix."""
+    population = PopulationFeatures(pd.Timestamp("2026-01-01"), FeatureConfig(), ["network"],
+                                    profiles=PROFILES, interactions=True)
+    population.add_latest_profiles(pa.array(["p1", "p2"]))
+    population.add_interactions(pd.DataFrame({
+        "source_profile_id": pd.Series(["p1"], dtype="str"), "target_profile_id": pd.Series(["p2"], dtype="str"),
+        "timestamp": pd.to_datetime(["2025-06-01"]), "kind": ["mention"]}))
+    values = population.profile_values()
+    assert population.profiles is None
+    assert values["pagerank"][PROFILES.positions(pa.array(["p2"]))[0]] > 1

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.families import interaction_sums
 from features.families.interaction_sums import TOPIC_COUNTS, InteractionSums
 
 AS_OF = pd.Timestamp("2026-01-01")
@@ -92,3 +93,36 @@ def test_centrality_is_computed_once():
     assert sums.centrality(0.85) is first
     with pytest.raises(ValueError, match="another damping"):  # the edges are consumed
         sums.centrality(0.5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(world=interactions())
+def test_topic_counts_are_int32_until_the_rows_counted_could_overflow_it_then_int64(world):
+    """The counts are held as int32 (half the memory per profile); past COUNT_INT32_ROWS counted rows
+    they are widened to int64, with the same integers as never widened."""
+    narrow = summed(world, batches=3)
+    assert all(c.dtype == np.int32 for c in narrow.counts.values())
+    with pytest.MonkeyPatch.context() as patch:  # a lower limit, so small worlds pass it
+        patch.setattr(interaction_sums, "COUNT_INT32_ROWS", len(world["source"]) // 2)
+        widened = summed(world, batches=3)
+    usable = (world["timestamp_ns"] < AS_OF.value) & (world["source"] >= 0) & (world["target"] >= 0)
+    if usable.sum() > len(world["source"]) // 2:  # more rows counted than the lowered limit
+        assert all(c.dtype == np.int64 for c in widened.counts.values())
+    for name in TOPIC_COUNTS:
+        np.testing.assert_array_equal(widened.counts[name], narrow.counts[name], err_msg=name)
+
+
+def test_centrality_lets_go_of_what_only_the_matrix_needed():
+    """out_weight and topic_activity are consumed with the edges (the matrix and the jump weights
+    hold them); in_weight stays, and a second call still returns the first result."""
+    world = {"n": 3, "profiles": np.array([0, 1, 2]), "source": np.array([0, 1], dtype=np.int32),
+             "target": np.array([1, 2], dtype=np.int32),
+             "timestamp_ns": np.array([AS_OF.value - DAY_NS, AS_OF.value - 2 * DAY_NS]),
+             "kind_in_graph": np.array([True, True]), "topic_known": np.array([True, True]),
+             "on_topic": np.array([True, False])}
+    sums = summed(world)
+    first = sums.centrality(0.85)
+    assert sums.out_weight is None and sums.topic_activity is None
+    assert sums.in_weight[1] > 0
+    assert sums.centrality(0.85) is first
+    assert np.isfinite(first["topic_pagerank"]).all()

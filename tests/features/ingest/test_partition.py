@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.ingest import id_sets
 from features.ingest.attribute_kinds import AttributeKinds, conform_attributes
 from features.ingest.id_sets import IdSet, hash_ids, is_in
 from features.ingest.partition import bucket_of, n_buckets, partition_table, raw_id_buckets
@@ -78,6 +80,19 @@ def test_positions_are_each_ids_place_in_the_set_or_minus_one(members, queries):
     expected = [stored.index(q) if q is not None and q in stored else -1 for q in queries]
     # Queries repeat and mix members with strangers; the answer keeps their order.
     assert ids.positions(pa.array(queries + queries[::-1], pa.string())).tolist() == expected + expected[::-1]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=6)), max_size=40), st.integers(1, 7))
+def test_ids_hashed_a_slice_at_a_time_hash_as_all_at_once(values, slice_ids):
+    """hash_ids makes Python strings of a slice of the ids at a time; each hash is the id's own."""
+    ids = pa.array(values, pa.string())
+    whole = pd.util.hash_array(np.asarray(ids.to_pandas(), dtype=object), categorize=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(id_sets, "HASH_SLICE_IDS", slice_ids)
+        sliced = hash_ids(ids)
+    assert sliced.dtype == whole.dtype == np.uint64
+    assert sliced.tolist() == whole.tolist()
 
 
 # ---------------------------------------------------------------- attribute kinds

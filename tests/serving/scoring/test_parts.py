@@ -8,8 +8,14 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from features.ingest.id_sets import IdSet, hash_ids
+from features.ingest.partition import bucket_of
+from serving.scoring.buckets import CustomerBucket, known_customers
 from serving.scoring.core import manifest_path, rejects_path, remove_stale_temporaries
 from serving.scoring.reasons import top_reasons
 from serving.scoring.tiers import ranked_order, tier_sizes, value_ranks
@@ -168,3 +174,19 @@ def test_a_source_lacking_an_optional_column_the_model_was_trained_with_is_refus
     assert check_model_columns(model, present, ("transactions",)) == ["transactions.margin"]
     # A table the source lacks altogether is check_model_tables' business; an old model recorded nothing.
     assert check_model_columns(SimpleNamespace(python_model=SimpleNamespace()), present) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=5), max_size=40, unique=True), st.integers(1, 6),
+       st.lists(st.one_of(st.none(), st.text(max_size=5)), max_size=60))
+def test_known_customers_bucket_by_bucket_are_those_of_the_whole_customer_set(valid, buckets, named):
+    """Each named id is looked up in its own bucket only: the same distinct members, in the same
+    order, as the whole base's IdSet gives."""
+    where = bucket_of(pd.Series(valid, dtype="str"), buckets) if valid else np.array([], dtype=np.int64)
+    parts = [pa.array([v for v, b in zip(valid, where, strict=True) if b == k], pa.string())
+             for k in range(buckets)]
+    customers = [CustomerBucket(ids=p, hashes=hash_ids(p), signups=np.zeros(len(p), dtype=np.int64),
+                                latest_ns=None, rejects=[], referred_rows=0) for p in parts]
+    asked = pd.Series(named + valid[::2], dtype="str")
+    expected = IdSet(parts).known(asked)
+    assert known_customers(customers, asked).tolist() == expected.tolist()
