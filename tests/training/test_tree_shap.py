@@ -73,6 +73,14 @@ def test_rows_sum_to_the_raw_prediction_and_the_last_column_is_the_expected_valu
     assert np.unique(values[:, -1]).size == 1
 
 
+def test_no_rows_and_rows_spread_over_threads_in_uneven_blocks():
+    X, y, scoring = world(6)
+    booster = fit(X, y, num_threads=3)
+    assert ts.tree_shap(booster, scoring[:0]).shape == (0, FEATURES + 1)
+    many = np.concatenate([scoring] * 3)[: 3 * ts.ROWS_PER_TASK + 7]  # 4 blocks, the last short, 3 threads
+    np.testing.assert_allclose(ts.tree_shap(booster, many), lightgbm_shap(booster, many), rtol=0, atol=1e-10)
+
+
 def test_uses_only_the_first_num_iteration_trees():
     X, y, scoring = world(2)
     booster = fit(X, y, rounds=40)
