@@ -303,7 +303,7 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index | objec
         reasons.add(mask, reason)
 
     try:
-        _schema(table, known).validate(typed, lazy=True)
+        _schema(table, known).validate(typed, lazy=True, inplace=True)  # no coercion: a copy would only cost time
     except pa.errors.SchemaErrors as err:
         _failures_to_reasons(reasons, err.failure_cases, unparsable)
 

@@ -42,10 +42,9 @@ def top_reasons(contributions: pd.DataFrame, features: pd.DataFrame, k: int) -> 
 
     value_text = np.empty(top.shape, dtype=object)
     for j, name in enumerate(names):
-        column_text = _value_text(features[name])
         hit = top == j
-        if hit.any():
-            value_text[hit] = column_text[np.nonzero(hit)[0]]
+        if hit.any():  # only the rows where the feature is a reason are written out
+            value_text[hit] = _value_text(features[name].iloc[np.nonzero(hit)[0]])
 
     name_of = np.array(names, dtype=object)[top]
     sign = np.where(chosen < 0, "-", "+")
