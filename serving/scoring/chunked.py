@@ -26,7 +26,6 @@ no table is held whole (docs/performance.md, Scoring).
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections import Counter
@@ -71,13 +70,7 @@ from serving.scoring.buckets import (
     validate_profile_bucket,
 )
 from serving.scoring.memory import release_freed_memory
-from serving.scoring.model import (
-    DEFAULT_MODEL_URI,
-    MODEL_FILES,
-    ModelLoading,
-    ScoringModel,
-    load_scoring_model,
-)
+from serving.scoring.model import DEFAULT_MODEL_URI, MODEL_FILES, ScoringModel, load_scoring_model
 from serving.scoring.population_step import compute_population
 from serving.scoring.progress import Progress, Stopwatch, tree_cpu_seconds
 from serving.scoring.publish import publish_scores
@@ -90,7 +83,6 @@ from serving.scoring.work_dir import (
     release_work_directory,
     remove_dead_work_directories,
 )
-from training.model_source import check_model_source
 
 OUTPUT_ROW_GROUP = 100_000
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
@@ -146,41 +138,40 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     clock = Stopwatch()
     work = make_work_directory(out)
     tmp_out = work / out.name  # the scores until they are published
-    runner = loading = None
+    runner = None
     try:
-        load = functools.partial(load_scoring_model, model_uri, trust_model_from=trust_model_from,
-                                 files_in=work / MODEL_FILES)  # its files are removed with the work directory
-        if model is None:
-            check_model_source(model_uri, trust_model_from)  # an untrusted model is refused first
-            if is_database_url(data):
-                with clock("load_model"):  # a model that cannot be used is told before a long export
-                    model = load()
-        # Otherwise the model loads (mostly imports) in a thread while the source is read and partitioned
-        # (mostly Arrow, outside the GIL); its errors are still told first, as if it had loaded first.
-        loading = ModelLoading(model, load)
+        early = _early_workers(data, mapping, workers, model, chunk_size)
+        if early > 1:  # they import what they need (4 s each) while this process loads the model
+            runner = BucketRunner(work, early)
+            runner.warm_up(ready_imports)
+        with clock("load_model"):  # its files go into the work directory: removed with it, even if killed
+            model = model if model is not None else load_scoring_model(
+                model_uri, trust_model_from=trust_model_from, files_in=work / MODEL_FILES)
+        threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
+        rules = core.export_rules(model, decimal, max_amount)
         with Progress(progress) as bar:
-            with loading.errors_first():
-                with clock("read_source"):  # fingerprints the files; a database is exported first
-                    source, prints, renames = _source_files(data, work, mapping)
-                    check_table_set(set(source))
-                    n_customers = count_rows(source["customers"])
-                run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), bar, mapping=renames)
-                runner = BucketRunner(work, _worker_count(workers, n_customers, model))
-                if run.buckets > 1:  # the workers import what they need meanwhile
-                    runner.warm_up(ready_imports)
-                with clock("partition"):
-                    run.partition(source, stop=loading.failed)
-                    release_freed_memory()  # the readers' buffers: not held while the workers run
-            with clock("load_model"):  # what loading takes beyond the partition
-                model = loading.result()
-            threshold = model.config.reject_threshold if reject_threshold is None else float(reject_threshold)
-            run.use_model_rules(threshold, core.export_rules(model, decimal, max_amount))
-            missing = core.check_model_tables(model, set(source), allow_missing)
-            missing += core.check_model_columns(
-                model, {t: table_columns(p, renames.renaming(t)) for t, p in source.items()}, allow_missing)
+            with clock("read_source"):  # fingerprints the files; a database is exported first
+                source, prints, renames = _source_files(data, work, mapping)
+                check_table_set(set(source))
+                missing = core.check_model_tables(model, set(source), allow_missing)
+                missing += core.check_model_columns(
+                    model, {t: table_columns(p, renames.renaming(t)) for t, p in source.items()}, allow_missing)
+                n_customers = count_rows(source["customers"])
+            run = _Run(work, n_buckets(n_customers, chunk_size), RejectLog(work), threshold, bar, rules,
+                       mapping=renames)
+            workers = 1 if model.local_path is None else _worker_count(workers, n_customers)
+            if runner is None or runner.workers != workers:
+                if runner is not None:
+                    runner.close()
+                runner = BucketRunner(work, workers)
             model_key = runner.share_model(model)
+            # The workers start (imports, the model) while this process partitions the source.
             if run.buckets > 1:
                 runner.warm_up(ready_worker, model_key)
+
+            with clock("partition"):
+                run.partition(source)
+                release_freed_memory()  # the readers' buffers: not held while the workers run
             with clock("validate_customers"):
                 run.validate_customers(runner, _referred_ids(source, renames))
             if as_of is None:
@@ -220,7 +211,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             economics=written.economics, currency=core.currency_of(model, currency),
             drift=core.drift_of(model, [s.drift_counts for s in scored], drift_threshold)))
         manifest["engine"] = "pandas"
-        manifest["workers"] = runner.workers
+        manifest["workers"] = workers
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         manifest["cpu_seconds"] = round(tree_cpu_seconds() - cpu_started, 3)
         manifest["customers_per_second"] = round(written.rows / manifest["seconds"], 1)
@@ -230,8 +221,6 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
         track_and_check(manifest, model, track=track, fail_on_drift=fail_on_drift)
         return publish_scores(tmp_out, out, manifest)
     finally:
-        if loading is not None:
-            loading.wait()  # it writes the model's files into the work directory
         if runner is not None:
             runner.close()  # first: the workers load the model from the work directory
         release_work_directory(work)
@@ -244,14 +233,11 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
 class _Run:
     """What the stages of one run hand to each other (per-bucket lists are in bucket order)."""
 
-    def __init__(self, work: Path, buckets: int, log: RejectLog, bar: Progress, *,
-                 mapping: SourceMapping | None = None):
-        self.work, self.buckets, self.log, self.bar = work, buckets, log, bar
+    def __init__(self, work: Path, buckets: int, log: RejectLog, threshold: float, bar: Progress,
+                 rules: ExportRules = DEFAULT_RULES, *, mapping: SourceMapping | None = None):
+        self.work, self.buckets, self.log, self.threshold, self.bar = work, buckets, log, threshold, bar
+        self.rules = rules
         self.mapping = mapping or SourceMapping()  # renames the source files' columns as they are read
-        self.threshold: float | None = None  # the model's (use_model_rules), once it has loaded
-        self.rules: ExportRules = DEFAULT_RULES
-        self.files: dict[str, BucketFiles] = {}
-        self.kinds = AttributeKinds()
         self.ctx: ChunkContext | None = None
         self.customers: list[CustomerBucket] = []
         self.profiles: list[ProfileBucket] = []
@@ -276,25 +262,19 @@ class _Run:
             self.log.record(part)
             self.log.check_table(part.table, totals[part.table], self.threshold, final=final)
 
-    def partition(self, source: dict[str, Path], stop=lambda: False) -> None:
-        """Customers and transactions into buckets by customer, profile snapshots by profile.
-        ``stop()`` is asked after every batch: when it answers True the partition ends early
-        (PartitionStopped), its files left for the work directory's removal."""
-        targets = [("customers", "customer_id", self.kinds.add), ("transactions", "customer_id", None)]
+    def partition(self, source: dict[str, Path]) -> None:
+        """Customers and transactions into buckets by customer, profile snapshots by profile."""
+        kinds = AttributeKinds()
+        targets = [("customers", "customer_id", kinds.add), ("transactions", "customer_id", None)]
         if "social_profiles" in source:
             targets.append(("social_profiles", "profile_id", None))
-
-        def advance(task, n: int) -> None:
-            self.bar.advance(task, n)
-            if stop():
-                raise PartitionStopped
 
         def one(table: str, key: str, keep) -> BucketFiles:
             task = self.bar.task(f"partition {table}", None)
             out = partition_table(
                 source[table], table, key, self.buckets, self.work,
                 keep=(lambda batch, where, f=keep: f(batch)) if keep else None,
-                on_rows=lambda n, t=task: advance(t, n), renaming=self.mapping.renaming(table))
+                on_rows=lambda n, t=task: self.bar.advance(t, n), renaming=self.mapping.renaming(table))
             self.bar.done(task)
             return out
 
@@ -304,13 +284,9 @@ class _Run:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="clv-partition") as pool:
             first = pool.submit(lambda: {t: one(t, k, f) for t, k, f in targets[:2]})
             rest = [(t, pool.submit(one, t, k, f)) for t, k, f in targets[2:]]
-            self.files = first.result()
-            self.files.update({t: future.result() for t, future in rest})
-
-    def use_model_rules(self, threshold: float, rules: ExportRules) -> None:
-        """The model's reject threshold and export rules, for every step after the partition."""
-        self.threshold, self.rules = threshold, rules
-        self.ctx = ChunkContext(self.work, self.buckets, self.files, self.kinds.kinds(), rules)
+            files = first.result()
+            files.update({t: future.result() for t, future in rest})
+        self.ctx = ChunkContext(self.work, self.buckets, files, kinds.kinds(), self.rules)
 
     def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
         files = self.ctx.files
@@ -355,18 +331,27 @@ class _Run:
                           keep_inputs, on_result=lambda b, r: self.bar.advance(task))
 
 
-class PartitionStopped(Exception):
-    """The partition ended early because the run cannot go on (the model failed to load)."""
+def _worker_count(workers: int | None, n_customers: int) -> int:
+    """Worker processes: as asked, else 2 CPUs' worth for large bases (PARALLEL_MIN_CUSTOMERS)."""
+    if workers is not None:
+        return max(1, int(workers))
+    return min(2, os.cpu_count() or 1) if n_customers >= PARALLEL_MIN_CUSTOMERS else 1
 
 
-def _worker_count(workers: int | None, n_customers: int, model: ScoringModel | None) -> int:
-    """Worker processes for the run: as asked, else 2 CPUs' worth for large bases; one when the model
-    has no files to load from (a model handed over in memory, not loaded here)."""
-    if model is not None and model.local_path is None:
+def _early_workers(data, mapping, workers: int | None, model: ScoringModel | None, chunk_size: int) -> int:
+    """The run's worker processes when they are known before the model loads: the source is a folder
+    whose customers are Parquet (rows counted from the footers). 1 when not known yet: the workers
+    then start once the source is read. A source that cannot be read here is told about later,
+    after the model's own errors, as before."""
+    if is_database_url(data) or (model is not None and model.local_path is None):
         return 1
-    if workers is None:
-        return min(2, os.cpu_count() or 1) if n_customers >= PARALLEL_MIN_CUSTOMERS else 1
-    return workers
+    try:
+        customers = table_files(data, as_mapping(mapping)).get("customers") or []
+        parquet = len(customers) == 1 and (customers[0].is_dir() or customers[0].name.endswith(".parquet"))
+        n_customers = count_rows(customers[0]) if parquet else 0
+    except (OSError, ValueError, pa.ArrowException):  # ContractError is a ValueError
+        return 1
+    return _worker_count(workers, n_customers) if n_buckets(n_customers, chunk_size) > 1 else 1
 
 
 def _score_one(b: int, ctx: ChunkContext, as_of, model_key: str, local: list,

@@ -9,11 +9,8 @@ enforces the logged MLflow signature.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import tempfile
-from concurrent import futures
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -189,41 +186,6 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=N
         raise
     model.files = files
     return model
-
-
-class ModelLoading:
-    """A model loading in a thread while the caller goes on (the scorer partitions its source).
-
-    Loading is mostly imports (MLflow, LightGBM, scikit-learn: 4-5 s), the partition mostly Arrow
-    outside the GIL, so the two share the cores. ``model``: one already loaded (nothing to do).
-    """
-
-    def __init__(self, model: ScoringModel | None, load):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clv-model")
-        self._future = self._pool.submit(lambda: model) if model is not None else self._pool.submit(load)
-        self._pool.shutdown(wait=False)
-
-    def failed(self) -> bool:
-        """Whether loading has already failed (then the model's error is what the user should see)."""
-        return self._future.done() and self._future.exception() is not None
-
-    def result(self) -> ScoringModel:
-        """The model, once loaded; loading's error if it failed."""
-        return self._future.result()
-
-    def wait(self) -> None:
-        """Until loading has ended, however it ended (it writes into the caller's work directory)."""
-        futures.wait([self._future])
-
-    @contextlib.contextmanager
-    def errors_first(self):
-        """Work done beside the loading: if it fails, the model's own error (if any) is raised instead,
-        so a run says what it said when the model was loaded before anything else."""
-        try:
-            yield
-        except BaseException:
-            self.result()
-            raise
 
 
 def load_local_model(path: str, uri: str) -> ScoringModel:
