@@ -195,6 +195,30 @@ def test_worker_processes_give_the_same_output(world, registry, scored, tmp_path
     pd.testing.assert_frame_equal(without_scored_at(pd.read_parquet(out)), without_scored_at(in_process))
 
 
+def test_workers_start_importing_before_the_model_loads_when_the_source_size_is_known(
+        world, registry, tmp_path, monkeypatch):
+    """Parquet footers give the customers' rows before anything is read, so the worker processes
+    start (and import MLflow and LightGBM) while this process loads the model; a CSV source is
+    counted only by reading it, so its workers start after, as does a source that cannot be read."""
+    from serving.scoring import chunked
+    from serving.scoring.runner import BucketRunner
+
+    events = []
+    real_load, real_warm_up = chunked.load_scoring_model, BucketRunner.warm_up
+    monkeypatch.setattr(chunked, "load_scoring_model", lambda *a, **k: events.append("load") or real_load(*a, **k))
+    monkeypatch.setattr(BucketRunner, "warm_up",
+                        lambda self, step, *a: events.append(step.__name__) or real_warm_up(self, step, *a))
+    score_customers(world, out=tmp_path / "parquet.parquet", chunk_size=50, workers=2, progress=False)
+    assert events == ["ready_imports", "load", "ready_worker"]
+
+    events.clear()
+    score_customers(as_csv(world, tmp_path / "csv"), out=tmp_path / "csv.parquet", chunk_size=50, workers=2,
+                    progress=False)
+    assert events == ["load", "ready_worker"]
+    assert chunked._early_workers(tmp_path / "nowhere", None, 2, None, 50) == 1
+    assert chunked._early_workers(world, None, 2, None, 100_000) == 1  # one chunk: no workers at all
+
+
 def test_interactions_streamed_in_batches_and_the_graph_built_in_groups_change_nothing(
         world, registry, scored, tmp_path, monkeypatch):
     """The scorer reads the interactions in batches and builds the transition matrix one group of
