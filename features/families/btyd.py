@@ -145,8 +145,7 @@ def fit_btyd(summary: pd.DataFrame, penalizer: float) -> BtydFit:
     if len(buyers) < MIN_BUYERS:
         return BtydFit(None, None, f"failed: {len(buyers)} customers bought before the cutoff (need {MIN_BUYERS})")
     if len(buyers) > FIT_MAX_BUYERS:
-        hashes = pd.util.hash_array(np.asarray(buyers.index, dtype=object), categorize=False)
-        keep = np.sort(np.argsort(hashes, kind="stable")[:FIT_MAX_BUYERS])
+        keep = np.sort(np.argsort(id_hashes(buyers.index), kind="stable")[:FIT_MAX_BUYERS])
         buyers = buyers.iloc[keep]
     repeat = buyers.loc[(buyers["frequency"] > 0).to_numpy() & (buyers["monetary"] > 0).to_numpy()]
     if len(repeat) < MIN_REPEAT_BUYERS:
@@ -160,6 +159,11 @@ def fit_btyd(summary: pd.DataFrame, penalizer: float) -> BtydFit:
     params = {f"bgnbd_{k}": float(v) for k, v in bgf.params_.items()}
     params.update({f"gammagamma_{k}": float(v) for k, v in ggf.params_.items()})
     return BtydFit(bgf, ggf, f"ok: {len(buyers)} buyers, {len(repeat)} repeat", params)
+
+
+def id_hashes(ids) -> np.ndarray:
+    """The hash of each customer_id by which fit_btyd picks the buyers it fits on."""
+    return pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False)
 
 
 def _fitted(fitter, penalizer: float, *columns):
@@ -228,17 +232,38 @@ def btyd_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) ->
 
 class BtydSums:
     """The family from batches: each chunk's purchase_summary (a customer's transactions all in one
-    chunk), then one fit over them and every summarised customer's features."""
+    chunk), then one fit over them and every summarised customer's features.
 
-    def __init__(self, as_of: pd.Timestamp):
-        self.as_of = as_of
+    fit_only: only the fit is wanted (``fitted``, not ``finish``), so only the buyers it may read
+    are kept: at most FIT_MAX_BUYERS and one chunk's, whatever the number of chunks.
+    """
+
+    def __init__(self, as_of: pd.Timestamp, *, fit_only: bool = False):
+        self.as_of, self.fit_only = as_of, fit_only
         self._summaries: list[pd.DataFrame] = []
+        self._hashes = np.array([], dtype=np.uint64)  # id_hashes of the kept rows (fit_only)
         self.fit: BtydFit | None = None
 
     def add(self, summary: pd.DataFrame) -> None:
-        self._summaries.append(summary)
+        if self.fit_only:
+            self._keep_fit_candidates(summary.loc[summary["buyer"].to_numpy()])
+        else:
+            self._summaries.append(summary)
+
+    def _keep_fit_candidates(self, buyers: pd.DataFrame) -> None:
+        """Keep the buyers whose hash is at most the FIT_MAX_BUYERS-th lowest so far: every buyer
+        fit_btyd would pick among all of them is among these (its lower hashes are fewer than
+        FIT_MAX_BUYERS in any subset), and fit_btyd picks the same ones again from these alone."""
+        kept = pd.concat([*self._summaries, buyers]) if self._summaries else buyers
+        hashes = np.concatenate([self._hashes, id_hashes(buyers.index)])
+        if len(hashes) > FIT_MAX_BUYERS:
+            keep = hashes <= np.partition(hashes, FIT_MAX_BUYERS - 1)[FIT_MAX_BUYERS - 1]
+            kept, hashes = kept.iloc[np.flatnonzero(keep)], hashes[keep]
+        self._summaries, self._hashes = [kept], hashes
 
     def finish(self, config: FeatureConfig) -> pd.DataFrame:
+        if self.fit_only:
+            raise ValueError("a fit-only BtydSums keeps the buyers the fit reads, not every customer")
         if not self._summaries:
             return empty_features(FEATURES)
         summary = pd.concat(self._summaries).sort_index(kind="stable")

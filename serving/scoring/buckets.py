@@ -59,6 +59,12 @@ class ChunkContext:
     def referred_path(self, bucket: int) -> Path:
         return self.work / f"referred-{bucket:05d}.pkl"
 
+    def customers_path(self, bucket: int) -> Path:
+        return self.work / f"customers-{bucket:05d}.arrow"
+
+    def referral_path(self, bucket: int) -> Path:
+        return self.work / f"referral-{bucket:05d}.pkl"
+
     def population_path(self, bucket: int) -> Path:
         return self.work / f"population-{bucket:05d}.pkl"
 
@@ -100,7 +106,6 @@ REFERRED_COLUMNS = ("customer_id", "timestamp", "amount")
 class CustomerBucket:
     ids: pa.Array  # valid customer ids
     hashes: np.ndarray
-    signups: np.ndarray  # int64 ns
     latest_ns: int | None  # latest valid transaction
     rejects: list[RejectPart]
     referred_rows: int
@@ -108,7 +113,8 @@ class CustomerBucket:
 
 
 def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> CustomerBucket:
-    """Contract check of a bucket's customers and transactions; typed frames saved for scoring.
+    """Contract check of a bucket's customers and transactions; typed frames saved for scoring, the
+    valid customers' ids and signups (ctx.customers_path) for the referral family.
 
     Every transaction of a customer of this bucket is in this bucket: anything else names an
     unknown customer and is rejected as such, exactly as by the whole-table check.
@@ -130,12 +136,13 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
     mine = transactions.loc[is_in(transactions["customer_id"], referred)] if len(referred) else transactions.iloc[:0]
     pd.to_pickle(mine[list(REFERRED_COLUMNS)], ctx.referred_path(b))
     ids = pa.array(customers["customer_id"].array, type=pa.string())
+    signups = pa.array(customers["signup_date"].to_numpy("datetime64[ns]").view("int64"))
+    _write_arrow(pa.table({"customer_id": ids, "signup_ns": signups}), ctx.customers_path(b))
     latest = (int(transactions["timestamp"].to_numpy("datetime64[ns]").view("int64").max())
               if len(transactions) else None)
     return CustomerBucket(
         ids=ids,
         hashes=hash_ids(ids) if len(ids) else np.array([], dtype="uint64"),
-        signups=customers["signup_date"].to_numpy("datetime64[ns]").view("int64"),
         latest_ns=latest,
         rejects=[cust_part, tx_part],
         referred_rows=len(mine),
@@ -143,9 +150,23 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
     )
 
 
-def known_customers(customers: list[CustomerBucket], ids) -> pd.Index:
+def valid_ids(ctx: ChunkContext, b: int) -> pa.Array:
+    """Bucket b's valid customer ids, as validate_customer_bucket saved them."""
+    return read_arrow(ctx.customers_path(b)).column("customer_id").combine_chunks()
+
+
+def valid_customers(ctx: ChunkContext, b: int) -> pd.DataFrame:
+    """Bucket b's valid customers (customer_id, signup_date), as validate_customer_bucket saved them."""
+    table = read_arrow(ctx.customers_path(b))
+    ids = table.column("customer_id").combine_chunks()
+    return pd.DataFrame({"customer_id": pd.array(ids.to_pandas(), dtype="str"),
+                         "signup_date": table.column("signup_ns").to_numpy().view("datetime64[ns]")})
+
+
+def known_customers(bucket_ids, buckets: int, ids) -> pd.Index:
     """The distinct valid customers among parsed ``ids``, as IdSet.known gives them (first-seen
-    order), looked up bucket by bucket.
+    order), looked up bucket by bucket: bucket_ids(b) gives bucket b's valid ids (a pa.Array), and
+    is asked only for the buckets some id hashes to.
 
     A valid customer sits in the bucket of its id's hash (partition.bucket_of), which is also the
     hash_ids of its id, so each id is compared only with its own bucket's customers: the whole
@@ -154,13 +175,19 @@ def known_customers(customers: list[CustomerBucket], ids) -> pd.Index:
     """
     distinct = pa.array(pd.Series(ids, dtype="str").dropna().unique(), type=pa.string())
     found = np.zeros(len(distinct), dtype=bool)
-    if len(distinct) and customers:
-        where = hash_ids(distinct) % np.uint64(len(customers))
-        for b, bucket in enumerate(customers):
+    if len(distinct) and buckets:
+        where = hash_ids(distinct) % np.uint64(buckets)
+        for b in range(buckets):
             mine = np.flatnonzero(where == b)
-            if len(mine) and len(bucket.ids):
-                found[mine] = is_member(distinct.take(pa.array(mine)), bucket.ids)
+            valid = bucket_ids(b) if len(mine) else None
+            if valid is not None and len(valid):
+                found[mine] = is_member(distinct.take(pa.array(mine)), valid)
     return pd.Index(distinct.filter(pa.array(found)).to_pandas(), dtype="str")
+
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    with ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +243,7 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     table = pa.Table.from_pandas(columns, preserve_index=False).cast(
         pa.schema([("profile_id", pa.string()), ("customer_id", pa.string()), ("engagements", pa.float64()),
                    ("followers", pa.float64())]))
-    with ipc.new_file(str(ctx.latest_path(b)), table.schema) as writer:
-        writer.write_table(table)
+    _write_arrow(table, ctx.latest_path(b))
     return ProfileBucket(ids, hash_ids(ids) if len(ids) else np.array([], dtype="uint64"), len(latest),
                          [part], typed.iloc[:0])
 
@@ -318,10 +344,9 @@ def score_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_key: str,
     out.drift_counts = core.drift_counts(model, inputs, out.values)
     if keep_inputs:
         out.inputs = ctx.inputs_path(b)
-        table = pa.Table.from_pandas(inputs.reset_index(drop=True), preserve_index=False)
-        with ipc.new_file(str(out.inputs), table.schema) as writer:
-            writer.write_table(table)
+        _write_arrow(pa.Table.from_pandas(inputs.reset_index(drop=True), preserve_index=False), out.inputs)
     for path in (ctx.typed_path(b), ctx.features_path(b), ctx.population_path(b)):
         path.unlink()
-    ctx.summary_path(b).unlink(missing_ok=True)
+    for path in (ctx.summary_path(b), ctx.customers_path(b)):
+        path.unlink(missing_ok=True)
     return out

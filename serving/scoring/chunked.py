@@ -8,12 +8,13 @@
 2. Validate bucket by bucket with the data contract (features.ingest.contract.check_table). A
    customer and their transactions meet in one bucket, all snapshots of a profile in another, so
    every row is judged exactly as the whole-table loader judges it.
-3. Population-wide families (network centrality, topical share, referrals) are computed once over
-   everyone (serving.scoring.population_step, feeding features.population) and joined to every chunk.
+3. Population-wide families (network centrality, topical share, referrals, the btyd fit) are
+   computed once over everyone (serving.scoring.population_step, feeding features.population) and
+   joined to every chunk. With worker processes, they take the referrals and the btyd fit, then
+   build each chunk's own families, while the main process does the social graph.
 4. Score chunk by chunk: build_features (the training code, with the model's FeatureConfig), the
    feature-manifest check, the MLflow pyfunc predict (signature enforced). Chunks may run in
-   worker processes (which build each chunk's own families while step 3 runs); the output does
-   not depend on how many.
+   worker processes; the output does not depend on how many.
 5. Rank the whole base, add reasons (exact TreeSHAP; the top 10% by default) and write the output
    (serving.scoring.core) in the run's work directory (serving.scoring.work_dir); once every
    customer is accounted for, publish the rejects, then the scores and their manifest as a
@@ -62,7 +63,6 @@ from serving.scoring.buckets import (
     ProfileBucket,
     ScoredBucket,
     local_features_bucket,
-    purchase_summary_bucket,
     ready_imports,
     ready_worker,
     score_bucket,
@@ -71,7 +71,7 @@ from serving.scoring.buckets import (
 )
 from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import DEFAULT_MODEL_URI, MODEL_FILES, ScoringModel, load_scoring_model
-from serving.scoring.population_step import compute_population
+from serving.scoring.population_step import compute_population, start_worker_families
 from serving.scoring.progress import Progress, Stopwatch, tree_cpu_seconds
 from serving.scoring.publish import publish_scores
 from serving.scoring.reasons import reason_columns
@@ -179,15 +179,15 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
             with clock("validate_profiles"):
                 run.validate_profiles(runner, as_of)
             with clock("population_and_chunk_features"):
-                # The workers summarise each chunk's purchases (for the btyd fit), then build each
-                # chunk's own families while this process computes the population-wide ones.
-                summaries = (runner.submit(purchase_summary_bucket, run.buckets, run.ctx, as_of)
-                             if "btyd" in model.families else None)
+                # The workers compute the referral family and the btyd fit, then build each chunk's
+                # own families, while this process computes the social graph's.
+                in_workers = start_worker_families(run, runner, source, as_of, model)
                 pending = runner.submit(local_features_bucket, run.buckets, run.ctx, as_of, model_key,
                                         run.profiles[0].empty if run.profiles else None)
                 with clock("population_features"):
-                    compute_population(run, source, as_of, model, summaries)
+                    compute_population(run, source, as_of, model, in_workers)
                 local = pending.results()
+                in_workers.wait()
             keep_inputs = reasons > 0 and reasons_for != "none"
             with clock("score_chunks"):
                 scored = run.score(runner, as_of, model_key, local, keep_inputs)

@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import pyarrow as pa
@@ -111,6 +111,38 @@ class BucketRunner:
         self._start_pool()
         return Pending(futures=[self.pool.submit(_released, step, b, *args) for b in range(buckets)])
 
+    def start(self, step, *args) -> Pending:
+        """Start step(*args), one task: in a worker when the run's bucket steps use them (the pool is
+        started), else here, now."""
+        if self.pool is None:
+            return Pending(results=[step(*args)])
+        return Pending(futures=[self.pool.submit(_released, step, *args)])
+
+    def after(self, before: Pending, step, *args) -> Pending:
+        """Start step(*args) once every result of ``before`` is in, whatever the pool's queue order:
+        a thread here waits for them, then hands the step to a worker (without workers it runs here,
+        now). The pool's processes are all started by then (the run's first bucket step starts them
+        all), so none is started from that thread, whose end would kill it (PR_SET_PDEATHSIG)."""
+        pool = self.pool
+        if pool is None:
+            before.results()
+            return Pending(results=[step(*args)])
+        done: Future = Future()
+
+        def chain():
+            try:
+                before.results()
+                result = pool.submit(_released, step, *args).result()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for the step
+                if not done.cancelled():
+                    done.set_exception(exc)
+            else:
+                if not done.cancelled():
+                    done.set_result(result)
+
+        threading.Thread(target=chain, name=f"clv-after-{getattr(step, '__name__', 'step')}", daemon=True).start()
+        return Pending(futures=[done])
+
     def _start_pool(self) -> None:
         # Spawned, not forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork.
         if self.pool is None:
@@ -177,6 +209,11 @@ class Pending:
 
     def __init__(self, results=None, futures=None):
         self.results_, self.futures = results, futures
+
+    def failed(self) -> bool:
+        """Whether a step has ended with an error by now (results() would raise it)."""
+        return self.futures is not None and any(
+            f.done() and not f.cancelled() and f.exception() is not None for f in self.futures)
 
     def results(self) -> list:
         if self.futures is not None:

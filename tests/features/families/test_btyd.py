@@ -115,6 +115,40 @@ def test_batches_of_customers_give_the_whole_table_features_exactly(seed, parts)
     pd.testing.assert_frame_equal(sums.finish(CONFIG), whole, check_exact=True)
 
 
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), parts=st.integers(2, 6), most=st.sampled_from([10, 30, 60, 1000]))
+def test_a_fit_only_sum_keeps_few_buyers_and_fits_exactly_the_whole_tables_fit(seed, parts, most):
+    """Fed chunk by chunk, a fit-only BtydSums holds at most FIT_MAX_BUYERS buyers and one chunk's,
+    and fits on exactly the buyers, in the order, that fit_btyd picks from the whole table."""
+    from features.families import btyd
+
+    tables = purchase_log(seed, customers=200, rows=2500)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    rng = np.random.default_rng(seed)
+    bucket = rng.integers(0, parts, len(summary))
+    fitted = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(btyd, "FIT_MAX_BUYERS", most)
+        patch.setattr(btyd, "fit_btyd", lambda s, penalizer: fitted.append(s) or fit_btyd(s, penalizer))
+        whole = BtydSums(AS_OF)
+        whole.add(summary)
+        expected = whole.fitted(CONFIG)
+        sums = BtydSums(AS_OF, fit_only=True)
+        for b in range(parts):
+            sums.add(summary.loc[bucket == b])
+            assert sum(map(len, sums._summaries)) <= most + int((bucket == b).sum())
+        got = sums.fitted(CONFIG)
+    assert got.status == expected.status and got.params == expected.params
+
+    def picked(frame):  # the buyers fit_btyd fits on, as it picks them
+        buyers = frame.loc[frame["buyer"].to_numpy()]
+        return buyers.iloc[np.sort(np.argsort(btyd.id_hashes(buyers.index), kind="stable")[:most])]
+
+    pd.testing.assert_frame_equal(picked(fitted[1]), picked(fitted[0]), check_exact=True)
+    with pytest.raises(ValueError, match="fit-only"):
+        sums.finish(CONFIG)
+
+
 def test_the_fit_uses_the_same_buyers_whatever_the_order(monkeypatch):
     monkeypatch.setattr("features.families.btyd.FIT_MAX_BUYERS", 50)
     tables = purchase_log(5, customers=200, rows=2500)

@@ -442,6 +442,101 @@ def test_planted_bad_rows_are_rejected_and_every_customer_is_accounted_for(world
     assert got["reason"].iloc[1] == "missing customer_id"
 
 
+def with_bad_referrals_and_interactions(world: Path, target: Path) -> Path:
+    """The world as CSV with rejected rows planted in the referrals and the interactions."""
+    source = as_csv(world, target)
+    referrals = pd.read_csv(source / "referrals.csv", dtype="str", keep_default_na=False)
+    referrals.loc[1, "referrer_id"] = "NOBODY"  # an unknown customer
+    referrals.loc[4, "timestamp"] = "yesterday"  # unparsable
+    referrals.loc[6, "referred_id"] = ""  # missing
+    referrals.to_csv(source / "referrals.csv", index=False)
+    interactions = pd.read_csv(source / "social_interactions.csv", dtype="str", keep_default_na=False)
+    interactions.loc[2, "target_profile_id"] = "NO-SUCH-PROFILE"
+    interactions.to_csv(source / "social_interactions.csv", index=False)
+    return source
+
+
+def score_recording(monkeypatch, source: Path, out: Path, workers: int) -> dict:
+    """score_customers with what the population step handed the chunks (read in this process): each
+    bucket's precomputed frames and the btyd fit's parameters; and whether the referral and btyd
+    tasks went to the worker pool."""
+    from serving.scoring import chunked
+
+    seen = {}
+    start, compute, score = chunked.start_worker_families, chunked.compute_population, chunked._Run.score
+
+    def recording_start(run, runner, *args):
+        handle = start(run, runner, *args)
+        seen["in_workers"] = [p.futures is not None for p in (handle.referral, handle.btyd)]
+        return handle
+
+    def recording_compute(run, *args):
+        compute(run, *args)
+        seen["population"] = [pd.read_pickle(run.ctx.population_path(b)) for b in range(run.buckets)]
+
+    def recording_score(run, *args):
+        seen["btyd"] = pd.read_pickle(run.ctx.btyd_fit_path()).params  # the workers' fit, waited for
+        return score(run, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(chunked, "start_worker_families", recording_start)
+        patch.setattr(chunked, "compute_population", recording_compute)
+        patch.setattr(chunked._Run, "score", recording_score)
+        seen["summary"] = score_customers(source, out=out, as_of=AS_OF, chunk_size=60, workers=workers,
+                                          progress=False, reject_threshold=0.5)
+    seen["scores"] = without_scored_at(pd.read_parquet(out))
+    rejects = out.with_name(f"{out.stem}.rejects")
+    seen["rejects"] = {p.name: p.read_bytes() for p in sorted(rejects.glob("*.csv"))}
+    return seen
+
+
+def test_referrals_and_the_btyd_fit_in_the_workers_are_those_of_a_run_without_workers(
+        world, registry, tmp_path, monkeypatch):
+    """With workers, the referral family and the btyd fit run in the worker pool beside the main
+    process's interaction pass: the same rows of every family, the same fit, the same rejects (rows,
+    order, files) and summary as in one process."""
+    source = with_bad_referrals_and_interactions(world, tmp_path / "bad")
+    alone = score_recording(monkeypatch, source, tmp_path / "alone" / "scores.parquet", workers=1)
+    pooled = score_recording(monkeypatch, source, tmp_path / "pooled" / "scores.parquet", workers=2)
+    assert alone["in_workers"] == [False, False] and pooled["in_workers"] == [True, True]
+    assert pooled["summary"]["workers"] == 2
+    assert alone["btyd"] and pooled["btyd"] == alone["btyd"]
+    assert len(pooled["population"]) == len(alone["population"]) == n_buckets(400, 60)
+    for got, want in zip(pooled["population"], alone["population"], strict=True):
+        assert list(got) == list(want) and "referral" in got
+        for name in want:
+            pd.testing.assert_frame_equal(got[name], want[name], rtol=0, atol=0)
+            assert got[name].attrs == want[name].attrs
+    assert sum(len(p["referral"]) for p in pooled["population"]) > 0
+    pd.testing.assert_frame_equal(pooled["scores"], alone["scores"])
+    assert pooled["summary"]["tables"] == alone["summary"]["tables"]
+    assert list(pooled["summary"]["tables"]) == ["customers", "transactions", "social_profiles", "referrals",
+                                                 "social_interactions"]  # the order the checks ran in, one process
+    assert pooled["summary"]["tables"]["referrals"]["rows_rejected"] == 3
+    assert pooled["rejects"] == alone["rejects"] and "referrals.csv" in pooled["rejects"]
+    # ... and those of the whole-table loader.
+    expected = load_source(source, reject_threshold=0.5).rejects["referrals"]
+    got = pd.read_csv(tmp_path / "pooled" / "scores.rejects" / "referrals.csv", dtype="str",
+                      keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(got, expected.astype("str").reset_index(drop=True), check_dtype=False)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_too_many_invalid_referrals_stop_the_run_whether_or_not_in_a_worker(world, registry, tmp_path, workers):
+    """The referrals are checked in a worker, beside the interactions: their error still stops the
+    run, and still comes first when the interactions are as bad."""
+    source = as_csv(world, tmp_path / "bad")
+    for table, column in (("referrals", "referrer_id"), ("social_interactions", "target_profile_id")):
+        frame = pd.read_csv(source / f"{table}.csv", dtype="str", keep_default_na=False)
+        frame.loc[: len(frame) // 5, column] = "NOBODY"
+        frame.to_csv(source / f"{table}.csv", index=False)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ContractError, match=r"^referrals: .* rows .* are invalid, more than the reject threshold"):
+        score_customers(source, out=out, as_of=AS_OF, chunk_size=60, workers=workers, progress=False,
+                        reject_threshold=0.05)
+    assert list(tmp_path.glob("scores*")) == []
+
+
 def test_too_many_invalid_rows_stop_the_run_before_anything_is_written(world, registry, tmp_path):
     source = as_csv(world, tmp_path / "bad")
     transactions = pd.read_csv(source / "transactions.csv.gz", dtype="str", keep_default_na=False)

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.ingest.id_sets import IdSet, hash_ids
+from features.ingest.id_sets import IdSet
 from features.ingest.partition import bucket_of
-from serving.scoring.buckets import CustomerBucket, known_customers
+from serving.scoring.buckets import known_customers
 from serving.scoring.core import manifest_path, rejects_path, remove_stale_temporaries
 from serving.scoring.reasons import top_reasons
 from serving.scoring.tiers import ranked_order, tier_sizes, value_ranks
@@ -185,8 +185,6 @@ def test_known_customers_bucket_by_bucket_are_those_of_the_whole_customer_set(va
     where = bucket_of(pd.Series(valid, dtype="str"), buckets) if valid else np.array([], dtype=np.int64)
     parts = [pa.array([v for v, b in zip(valid, where, strict=True) if b == k], pa.string())
              for k in range(buckets)]
-    customers = [CustomerBucket(ids=p, hashes=hash_ids(p), signups=np.zeros(len(p), dtype=np.int64),
-                                latest_ns=None, rejects=[], referred_rows=0) for p in parts]
     asked = pd.Series(named + valid[::2], dtype="str")
     expected = IdSet(parts).known(asked)
-    assert known_customers(customers, asked).tolist() == expected.tolist()
+    assert known_customers(lambda b: parts[b], buckets, asked).tolist() == expected.tolist()

@@ -2,7 +2,8 @@
 
 What is specified here: a scorer killed with SIGKILL (it cannot stop anything itself) takes its
 busy workers with it within seconds, through the parent-death signal; and the parent watch that
-stands in for that signal where it is missing ends an orphan on its own.
+stands in for that signal where it is missing ends an orphan on its own. Also: a task started
+after bucket steps (BucketRunner.after) runs in a worker only once all of them have ended.
 """
 
 from __future__ import annotations
@@ -99,3 +100,50 @@ def test_a_worker_hands_its_freed_memory_back_after_every_bucket_step_even_a_fai
     with pytest.raises(ValueError, match="bad bucket"):
         runner._released(failing, 0)
     assert len(released) == 2
+
+
+def slow_bucket(b: int, folder: str) -> int:
+    """A bucket step that takes a while (the later buckets longer), then leaves its file."""
+    time.sleep(0.2 * (b + 1))
+    (Path(folder) / f"done-{b}").touch()
+    return b
+
+
+def files_seen(folder: str) -> tuple[int, int]:
+    """How many bucket files are there, and the process that looked."""
+    return len(list(Path(folder).glob("done-*"))), os.getpid()
+
+
+def refused() -> None:
+    raise ValueError("a contract error")
+
+
+def test_a_task_after_bucket_steps_runs_in_a_worker_once_they_have_all_ended(tmp_path):
+    """BucketRunner.after hands a task to the pool only when every step it follows has ended, whatever
+    the queue order; start runs one task in a worker; a task's error is known (failed) and raised."""
+    import pytest
+
+    from serving.scoring.runner import BucketRunner
+
+    runner = BucketRunner(tmp_path, 2)
+    try:
+        runner.warm_up(os.getpid)
+        before = runner.submit(slow_bucket, 4, str(tmp_path))
+        after = runner.after(before, files_seen, str(tmp_path))
+        started = runner.start(files_seen, str(tmp_path))
+        seen, pid = after.results()[0]
+        assert seen == 4 and pid != os.getpid()
+        assert started.results()[0][1] != os.getpid()
+        failing = runner.start(refused)
+        wait_until(failing.failed, 30, "the task to fail")
+        with pytest.raises(ValueError, match="a contract error"):
+            failing.results()
+        assert not started.failed()
+        with pytest.raises(ValueError, match="a contract error"):  # a task after a failed one: the error
+            runner.after(failing, files_seen, str(tmp_path)).results()
+    finally:
+        runner.close()
+    alone = BucketRunner(tmp_path, 1)  # without workers: here, at once
+    assert alone.start(files_seen, str(tmp_path)).results()[0] == (4, os.getpid())
+    assert alone.after(alone.submit(slow_bucket, 5, str(tmp_path)), files_seen, str(tmp_path)).results()[0] == (
+        5, os.getpid())
