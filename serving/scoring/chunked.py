@@ -83,6 +83,7 @@ from serving.scoring.work_dir import (
     release_work_directory,
     remove_dead_work_directories,
 )
+from training.model_source import check_model_source
 
 OUTPUT_ROW_GROUP = 100_000
 # Below this many customers worker processes cost more (start-up, loading the model) than they save.
@@ -140,6 +141,8 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     tmp_out = work / out.name  # the scores until they are published
     runner = None
     try:
+        if model is None:
+            check_model_source(model_uri, trust_model_from)  # refused before any worker starts
         early = _early_workers(data, mapping, workers, model, chunk_size)
         if early > 1:  # they import what they need (4 s each) while this process loads the model
             runner = BucketRunner(work, early)

@@ -33,6 +33,7 @@ from serving.scoring.chunked import score_customers
 from serving.scoring.model import ScoringSkewError, load_scoring_model
 from serving.scoring.publish import verify_scores
 from serving.scoring.work_dir import WORK_FOLDER
+from training.model_source import UntrustedModelError
 
 AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last transaction
 CONFIG = FeatureConfig(market_topics=("outdoor",))
@@ -215,6 +216,11 @@ def test_workers_start_importing_before_the_model_loads_when_the_source_size_is_
     score_customers(as_csv(world, tmp_path / "csv"), out=tmp_path / "csv.parquet", chunk_size=50, workers=2,
                     progress=False)
     assert events == ["load", "ready_worker"]
+    events.clear()
+    with pytest.raises(UntrustedModelError):  # a refused model starts no worker
+        score_customers(world, out=tmp_path / "refused.parquet", model_uri=str(tmp_path), chunk_size=50,
+                        workers=2, progress=False)
+    assert events == []
     assert chunked._early_workers(tmp_path / "nowhere", None, 2, None, 50) == 1
     assert chunked._early_workers(world, None, 2, None, 100_000) == 1  # one chunk: no workers at all
 
