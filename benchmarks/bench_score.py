@@ -123,12 +123,15 @@ def save_pyfunc(model, example: pd.DataFrame, path: Path) -> str:
 
 class TreePeak:
     """Peak resident memory of a process and its descendants (sampled in a background thread): of the
-    whole tree, of the main process, and of the largest single worker process."""
+    whole tree, of the main process, and of the largest single worker process; and when the tree's
+    peak came (seconds after the start) with the main process's and each worker's share of it."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.root = psutil.Process(pid)
         self.interval = interval
         self.peak = self.main_peak = self.worker_peak = 0
+        self.started = time.perf_counter()
+        self.peak_at, self.peak_parts = 0.0, (0, [])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -146,7 +149,9 @@ class TreePeak:
                 return
             main = self._rss(self.root)
             workers = [self._rss(child) for child in children]
-            self.peak = max(self.peak, main + sum(workers))
+            if main + sum(workers) > self.peak:
+                self.peak = main + sum(workers)
+                self.peak_at, self.peak_parts = time.perf_counter() - self.started, (main, sorted(workers))
             self.main_peak = max(self.main_peak, main)
             self.worker_peak = max([self.worker_peak, *workers])
 
@@ -157,6 +162,24 @@ class TreePeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+NESTED_STAGES = ("population_features",)  # timed inside population_and_chunk_features
+
+
+def peak_stage(at: float, stages: dict[str, float]) -> str:
+    """The scorer's stage running ``at`` seconds after its clock started (stages in order, wall s);
+    the start-up before the clock (imports) is taken as the wall time the scorer's clock misses."""
+    if at < 0:
+        return "before the scorer's clock (imports)"
+    end = 0.0
+    for name, seconds in stages.items():
+        if name in NESTED_STAGES:
+            continue
+        end += seconds
+        if at <= end:
+            return f"in {name}"
+    return "after the last stage"
 
 
 def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers: int | None,
@@ -181,6 +204,8 @@ def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers
     summary = json.loads(stdout.split("SUMMARY", 1)[1])
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     return {"summary": summary, "wall_s": wall, "cpu_s": cpu, "peak_tree_rss_gb": peak.peak / 1024**3,
+            "peak_tree_at_s": peak.peak_at, "peak_tree_parts_gb": (peak.peak_parts[0] / 1024**3,
+                                                                  [w / 1024**3 for w in peak.peak_parts[1]]),
             "peak_main_rss_gb": peak.main_peak / 1024**3, "peak_worker_rss_gb": peak.worker_peak / 1024**3}
 
 
@@ -279,6 +304,10 @@ def main() -> None:
           + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_cpu_seconds"].items()))
     print(f"  peak RSS: main process {e2e['peak_main_rss_gb']:.2f} GB, largest worker process "
           f"{e2e['peak_worker_rss_gb']:.2f} GB")
+    print(f"  the tree's peak came {e2e['peak_tree_at_s']:.1f} s after the start, "
+          f"{peak_stage(e2e['peak_tree_at_s'] - (e2e['wall_s'] - s['seconds']), s['stage_seconds'])}: main process "
+          f"{e2e['peak_tree_parts_gb'][0]:.2f} GB, other processes "
+          + ", ".join(f"{w:.2f}" for w in e2e["peak_tree_parts_gb"][1]) + " GB")
     print("  peak RSS of the main process after each stage (MB): "
           + ", ".join(f"{k} {v:,.0f}" for k, v in s["peak_rss_mb_main_process_after_stage"].items()))
     print(f"  in the chunks: features {s['features_seconds']:.1f} s, pyfunc predict {s['predict_seconds']:.1f} s")
