@@ -14,6 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,dask]'
 	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
+	$(BIN)/python -m training.tree_predict  # and the prediction kernel
 	touch $@
 
 MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking

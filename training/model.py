@@ -248,10 +248,17 @@ def make_model(model_params, categorical: list[str], *, seed: int) -> ValueModel
     )
 
 
-def _raw(booster, rounds, X, **kwargs):
-    return booster.predict(
-        X, raw_score=True, num_iteration=rounds, validate_features=False, **kwargs
-    )
+def _raw(booster, rounds, X):
+    """LightGBM's raw score of the encoded features: training.tree_predict, the same bits as
+    ``booster.predict(X, raw_score=True)``, about 1.5x faster; LightGBM's own for frames whose
+    columns are not plain numbers (its pandas categories)."""
+    if isinstance(X, pd.DataFrame) and not all(isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes):
+        return booster.predict(X, raw_score=True, num_iteration=rounds, validate_features=False)
+    # Imported here: numba adds 54 MiB and 0.5 s to a process, paid only by the ones that predict.
+    from training.tree_predict import raw_score
+
+    matrix = X.to_numpy(np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float64)
+    return raw_score(booster, matrix, rounds)
 
 
 def predict_value(objective: str, boosters: dict, rounds: dict, X: pd.DataFrame) -> np.ndarray:
@@ -274,7 +281,7 @@ def log_contributions(objective: str, boosters: dict, rounds: dict, X: pd.DataFr
     two_part: log P(buy) + log E[spend | buy]; the spend part is additive in raw SHAP, the log-sigmoid of
     the buy part is split across features in proportion to their raw SHAP on the logit scale.
     """
-    # Imported here: numba adds 54 MiB and 0.5 s to a process, and the scorer's workers never explain.
+    # Imported here: numba adds 54 MiB and 0.5 s to a process, paid only by the ones that explain.
     from training.tree_shap import tree_shap
 
     matrix = X.to_numpy(np.float64) if isinstance(X, pd.DataFrame) else np.asarray(X, np.float64)

@@ -37,6 +37,8 @@ MAX_TABLE_ENTRIES = 1 << 24  # float64 cells, 128 MB: depth 7 (<= 896 a leaf) x 
 ROWS_PER_TASK = 512  # rows a thread takes at a time (its buffers: features, decisions, patterns)
 
 _NUMERICAL, _CATEGORICAL = 0, 1
+# LightGBM's kZeroThreshold is ``const double kZeroThreshold = 1e-35f``: a float32 widened.
+ZERO_THRESHOLD = float(np.float32(1e-35))
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 
 
@@ -92,7 +94,7 @@ def tree_shap(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = N
     arrays = (tables.bias, max_nodes) + tuple(getattr(tables, name) for name in _KERNEL_ARRAYS)
     # The kernel releases the GIL: threads share the rows, in whole blocks.
     blocks = -(-X.shape[0] // ROWS_PER_TASK)
-    threads = min(_threads(booster), blocks)
+    threads = min(booster_threads(booster), blocks)
     if threads <= 1:
         _shap_rows(X, out, 0, X.shape[0], *arrays)
     else:
@@ -120,12 +122,16 @@ def shap_tables(booster: lgb.Booster, num_iteration: int | None = None) -> ShapT
     return per_booster[num_iteration]
 
 
-def _threads(booster: lgb.Booster) -> int:
-    """The booster's num_threads (LightGBM's pred_contrib uses it too); all cores when unset."""
+def booster_threads(booster: lgb.Booster) -> int:
+    """The booster's num_threads (LightGBM's pred_contrib uses it too; all cores when unset), at most
+    OMP_NUM_THREADS where the process limits OpenMP (the scorer's workers run on one thread each)."""
+    threads = os.cpu_count() or 1
     for key in ("num_threads", "num_thread", "nthread", "nthreads", "n_jobs"):
         if key in booster.params and int(booster.params[key]) > 0:
-            return int(booster.params[key])
-    return os.cpu_count() or 1
+            threads = int(booster.params[key])
+            break
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return min(threads, int(limit)) if limit.isdigit() and int(limit) > 0 else threads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +309,7 @@ def _goes_left(x, kind, threshold, default_left, missing, categories, first, las
     if kind == 0:
         if np.isnan(x) and missing != 2:
             x = 0.0
-        if (missing == 1 and -1e-35 <= x <= 1e-35) or (missing == 2 and np.isnan(x)):
+        if (missing == 1 and -ZERO_THRESHOLD <= x <= ZERO_THRESHOLD) or (missing == 2 and np.isnan(x)):
             return default_left
         return x <= threshold
     if np.isnan(x):  # NaN always goes right at a categorical split
@@ -332,7 +338,9 @@ def _shap_rows(X, out, first, last, bias, max_nodes, tree_nodes, tree_leaves, no
         x = np.empty((m, rows), np.float64)  # the block's features, feature-major
         for j in range(rows):
             for f in range(m):
-                x[f, j] = X[first_row + j, f]
+                value = X[first_row + j, f]
+                # LightGBM reads a row as sparse: values within its zero threshold are not kept (0.0).
+                x[f, j] = 0.0 if -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD else value
         phi = np.zeros((m, rows), np.float64)
         left = np.empty((max_nodes, rows), np.bool_)
         pattern = np.empty((max_nodes, rows), np.int64)

@@ -109,6 +109,21 @@ def test_models_the_tables_do_not_cover_get_lightgbms_own_values(monkeypatch):
         ts.tree_shap(linear, scoring)
 
 
-def test_the_booster_thread_count_is_respected():
+def test_the_booster_thread_count_is_respected_within_the_process_openmp_limit(monkeypatch):
     X, y, _ = world(5)
-    assert ts._threads(fit(X, y, rounds=2, num_threads=1)) == 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert ts.booster_threads(fit(X, y, rounds=2, num_threads=1)) == 1
+    assert ts.booster_threads(fit(X, y, rounds=2, num_threads=3)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as in the scorer's workers
+    assert ts.booster_threads(fit(X, y, rounds=2, num_threads=3)) == 1
+
+
+def test_values_within_lightgbms_zero_threshold_read_as_zero():
+    """LightGBM drops values within 1e-35f (a float32 widened) when it reads a row: they split as 0.0."""
+    X, y, _ = world(7)
+    booster = fit(X, y, num_leaves=31, min_data_in_leaf=5)
+    zero = float(np.float32(1e-35))
+    values = np.array([0.0, -0.0, zero, -zero, 1e-35, -1e-35, np.nextafter(zero, 1), np.nextafter(-zero, -1),
+                       np.nan, 1.0, -1.0], np.float64)
+    scoring = np.random.default_rng(0).choice(values, size=(2_000, FEATURES))
+    np.testing.assert_allclose(ts.tree_shap(booster, scoring), lightgbm_shap(booster, scoring), rtol=0, atol=1e-10)
