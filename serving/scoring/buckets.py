@@ -104,8 +104,8 @@ REFERRED_COLUMNS = ("customer_id", "timestamp", "amount")
 
 @dataclass
 class CustomerBucket:
-    ids: pa.Array  # valid customer ids
-    hashes: np.ndarray
+    ids: pa.Array | None  # valid customer ids (None once the run has let them go: _Run.validate_profiles)
+    hashes: np.ndarray | None
     latest_ns: int | None  # latest valid transaction
     rejects: list[RejectPart]
     referred_rows: int

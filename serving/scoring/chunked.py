@@ -66,6 +66,7 @@ from serving.scoring.buckets import (
     ready_imports,
     ready_worker,
     score_bucket,
+    valid_ids,
     validate_customer_bucket,
     validate_profile_bucket,
 )
@@ -245,10 +246,11 @@ class _Run:
         self.customers: list[CustomerBucket] = []
         self.profiles: list[ProfileBucket] = []
         self.latest_ns: int | None = None
+        self._valid_customers = 0
 
     @property
     def n_valid_customers(self) -> int:
-        return int(sum(len(c.ids) for c in self.customers))
+        return self._valid_customers
 
     def customer_set(self) -> IdSet:
         return IdSet([c.ids for c in self.customers], [c.hashes for c in self.customers])
@@ -294,18 +296,35 @@ class _Run:
     def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
         files = self.ctx.files
         totals = {"customers": files["customers"].rows_in, "transactions": files["transactions"].rows_in}
+        referred_key = runner.share("referred", referred)
         self.customers = self._checked_map(runner, "validate customers", totals, validate_customer_bucket,
-                                           runner.share("referred", referred))
+                                           referred_key)
+        runner.unshare(referred_key)
+        self._valid_customers = int(sum(len(c.ids) for c in self.customers))
         latest = [c.latest_ns for c in self.customers if c.latest_ns is not None]
         self.latest_ns = max(latest) if latest else None
         check_has_customers(self.n_valid_customers)
 
     def validate_profiles(self, runner: BucketRunner, as_of: pd.Timestamp) -> None:
-        if "social_profiles" not in self.ctx.files:
-            return
-        totals = {"social_profiles": self.ctx.files["social_profiles"].rows_in}
-        self.profiles = self._checked_map(runner, "validate social profiles", totals, validate_profile_bucket,
-                                          as_of, runner.share("customers", self.customer_set()))
+        """The profile buckets checked against the valid customers; then the customers' ids are let
+        go here and in the workers (a few hundred MB at millions of customers, under the population
+        step's peak otherwise): later steps read them from the customer step's files."""
+        if "social_profiles" in self.ctx.files:
+            totals = {"social_profiles": self.ctx.files["social_profiles"].rows_in}
+            customers_key = runner.share("customers", self.customer_set())
+            self.profiles = self._checked_map(runner, "validate social profiles", totals, validate_profile_bucket,
+                                              as_of, customers_key)
+            runner.unshare(customers_key)
+        for bucket in self.customers:
+            bucket.ids = bucket.hashes = None
+        self.log.known_ids = lambda target: self._saved_customer_ids() if target == "customers" else None
+        release_freed_memory()
+
+    def _saved_customer_ids(self) -> pd.Index | None:
+        """The valid customers' ids as the customer step saved them (ctx.customers_path; a bucket's
+        file is gone once the bucket is scored)."""
+        parts = [valid_ids(self.ctx, b) for b in range(self.buckets) if self.ctx.customers_path(b).exists()]
+        return pd.Index(pa.concat_arrays(parts).to_pandas(), dtype="str") if parts else None
 
     def _checked_map(self, runner: BucketRunner, label: str, totals: dict[str, int], step, *args) -> list:
         """A validation step over every bucket; each bucket's rejects are recorded as it ends, and the

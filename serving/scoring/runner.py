@@ -27,6 +27,7 @@ from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import load_local_model
 
 _SHARED: dict[str, object] = {}
+_IN_WORKER = False  # set in the pool's processes (_start_worker)
 
 
 def shared(key: str):
@@ -59,6 +60,14 @@ class BucketRunner:
             with open(key, "wb") as fh:
                 pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
         return key
+
+    def unshare(self, key: str) -> None:
+        """Drop a shared value once no step needs it: here at once, in each worker before its next step
+        (the value's file is deleted, and a worker forgets the values whose files are gone)."""
+        _SHARED.pop(key, None)
+        if key in self.keys:
+            self.keys.remove(key)
+            Path(key).unlink(missing_ok=True)
 
     def share_model(self, model) -> str:
         """The model, loaded once per worker from its local files (a pyfunc is not picklable)."""
@@ -159,13 +168,22 @@ class BucketRunner:
 
 
 def _released(step, *args):
-    """step(*args) in a worker, then its freed memory handed back to the system: a worker waits,
+    """step(*args) in a worker, with the values the run has unshared let go first, then its freed
+    memory handed back to the system: a worker waits,
     idle, through much of the population step, and would otherwise hold its last bucket's garbage
     under the main process's peak (serving.scoring.memory)."""
+    _forget_unshared()
     try:
         return step(*args)
     finally:
         release_freed_memory()
+
+
+def _forget_unshared() -> None:
+    """In a worker: drop the shared values the run has unshared (BucketRunner.unshare deleted their files)."""
+    if _IN_WORKER:
+        for key in [k for k in _SHARED if not k.startswith("model:") and not os.path.exists(k)]:
+            del _SHARED[key]
 
 
 def _start_worker(parent: int) -> None:
@@ -177,6 +195,8 @@ def _start_worker(parent: int) -> None:
     itself (where that is not available). The workers already share the cores, so each runs LightGBM
     (OpenMP) and Arrow on one thread; more threads per worker only make them wait on each other.
     """
+    global _IN_WORKER
+    _IN_WORKER = True
     _die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = "1"
     pa.set_cpu_count(1)
