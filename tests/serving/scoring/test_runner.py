@@ -147,3 +147,35 @@ def test_a_task_after_bucket_steps_runs_in_a_worker_once_they_have_all_ended(tmp
     assert alone.start(files_seen, str(tmp_path)).results()[0] == (4, os.getpid())
     assert alone.after(alone.submit(slow_bucket, 5, str(tmp_path)), files_seen, str(tmp_path)).results()[0] == (
         5, os.getpid())
+
+
+def held_in_worker(b: int, key: str) -> tuple[int, bool]:
+    """A bucket step reporting whether its worker still holds the shared value ``key``."""
+    from serving.scoring import runner
+
+    time.sleep(0.2)  # so that both workers take a bucket
+    return os.getpid(), key in runner._SHARED
+
+
+def uses_shared(b: int, key: str) -> int:
+    from serving.scoring.runner import shared
+
+    time.sleep(0.2)
+    return len(shared(key))
+
+
+def test_an_unshared_value_is_let_go_here_and_in_every_worker_after_its_step(tmp_path):
+    from serving.scoring import runner as runner_module
+    from serving.scoring.runner import BucketRunner
+
+    runner = BucketRunner(tmp_path, 2)
+    try:
+        key = runner.share("ids", list(range(1000)))
+        assert runner.map(uses_shared, 4, key) == [1000] * 4  # each worker loads and keeps it
+        assert {held for _, held in runner.map(held_in_worker, 4, key)} == {True}
+        runner.unshare(key)
+        assert key not in runner_module._SHARED and not Path(key).exists()
+        seen = runner.map(held_in_worker, 6, key)
+        assert len({pid for pid, _ in seen}) == 2 and not any(held for _, held in seen)
+    finally:
+        runner.close()
