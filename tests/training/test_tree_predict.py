@@ -42,7 +42,7 @@ def test_equals_lightgbm_raw_score_bit_for_bit(params, categorical):
     assert_same_bits(tp.raw_score(booster, scoring), lightgbm_raw(booster, scoring))
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), leaves=st.integers(2, 60), depth=st.sampled_from([-1, 2, 5, 8]),
        rounds=st.integers(1, 25), missing=st.floats(0.0, 0.6), zero_as_missing=st.booleans())
 def test_equals_lightgbm_on_random_models(seed, leaves, depth, rounds, missing, zero_as_missing):
