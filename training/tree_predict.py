@@ -18,14 +18,13 @@ forests' averaged output, trees of more than 32,768 nodes, more than 65,536 feat
 from __future__ import annotations
 
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import lightgbm as lgb
 import numba
 import numpy as np
 
-from training.tree_shap import booster_threads
+from training.tree_shap import booster_threads, rows_in_threads, tiny_model
 
 ROWS_PER_BLOCK = 64  # rows walked together: their features (rows x features floats) stay in L1
 MAX_TREE_NODES = 1 << 15  # node numbers within a tree are packed into 16 bits
@@ -64,16 +63,7 @@ def raw_score(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = N
     out = np.empty(X.shape[0], np.float64)
     arrays = (forest.tree_nodes, forest.tree_depth, forest.packed, forest.threshold, forest.category_words,
               forest.category_limit, forest.words)
-    blocks = -(-X.shape[0] // ROWS_PER_BLOCK)
-    threads = min(booster_threads(booster), blocks)
-    if threads <= 1:
-        _raw_rows(X, out, 0, X.shape[0], *arrays)
-    else:
-        bounds = [min(X.shape[0], ROWS_PER_BLOCK * (blocks * i // threads)) for i in range(threads + 1)]
-        with ThreadPoolExecutor(threads, thread_name_prefix="clv-predict") as pool:
-            done = [pool.submit(_raw_rows, X, out, bounds[i], bounds[i + 1], *arrays) for i in range(threads)]
-            for future in done:
-                future.result()
+    rows_in_threads(_raw_rows, X, out, ROWS_PER_BLOCK, booster_threads(booster), *arrays)
     return out
 
 
@@ -210,11 +200,7 @@ def _raw_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold, ca
 def compile_kernels() -> None:
     """Compile the kernel into numba's cache (beside this file) on a tiny model, so that the first
     scoring run does not pay the seconds of compiling; ``make install`` runs it."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 2))
-    booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(X, X[:, 0]), num_boost_round=2)
-    raw_score(booster, X)
+    raw_score(*tiny_model())
 
 
 if __name__ == "__main__":

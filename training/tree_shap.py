@@ -92,18 +92,7 @@ def tree_shap(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = N
     out = np.empty((X.shape[0], tables.n_features + 1), np.float64)
     max_nodes = max(1, int(np.diff(tables.tree_nodes).max(initial=0)))  # a block's decision buffers
     arrays = (tables.bias, max_nodes) + tuple(getattr(tables, name) for name in _KERNEL_ARRAYS)
-    # The kernel releases the GIL: threads share the rows, in whole blocks.
-    blocks = -(-X.shape[0] // ROWS_PER_TASK)
-    threads = min(booster_threads(booster), blocks)
-    if threads <= 1:
-        _shap_rows(X, out, 0, X.shape[0], *arrays)
-    else:
-        bounds = [min(X.shape[0], ROWS_PER_TASK * (blocks * i // threads)) for i in range(threads + 1)]
-        with ThreadPoolExecutor(threads, thread_name_prefix="clv-treeshap") as pool:
-            done = [pool.submit(_shap_rows, X, out, bounds[i], bounds[i + 1], *arrays)
-                    for i in range(threads)]
-            for future in done:
-                future.result()
+    rows_in_threads(_shap_rows, X, out, ROWS_PER_TASK, booster_threads(booster), *arrays)
     return out
 
 
@@ -120,6 +109,21 @@ def shap_tables(booster: lgb.Booster, num_iteration: int | None = None) -> ShapT
     if num_iteration not in per_booster:
         per_booster[num_iteration] = build_tables(booster.dump_model(num_iteration=num_iteration))
     return per_booster[num_iteration]
+
+
+def rows_in_threads(kernel, X: np.ndarray, out: np.ndarray, block: int, threads: int, *arrays) -> None:
+    """``kernel(X, out, first, last, *arrays)`` over every row of X, the rows shared among
+    ``threads`` threads in whole blocks of ``block`` rows (the kernels release the GIL)."""
+    blocks = -(-X.shape[0] // block)
+    threads = min(threads, blocks)
+    if threads <= 1:
+        kernel(X, out, 0, X.shape[0], *arrays)
+        return
+    bounds = [min(X.shape[0], block * (blocks * i // threads)) for i in range(threads + 1)]
+    with ThreadPoolExecutor(threads, thread_name_prefix="clv-trees") as pool:
+        done = [pool.submit(kernel, X, out, bounds[i], bounds[i + 1], *arrays) for i in range(threads)]
+        for future in done:
+            future.result()
 
 
 def booster_threads(booster: lgb.Booster) -> int:
@@ -380,14 +384,18 @@ def _shap_rows(X, out, first, last, bias, max_nodes, tree_nodes, tree_leaves, no
             out[first_row + j, m] = bias
 
 
+def tiny_model() -> tuple[lgb.Booster, np.ndarray]:
+    """A two-tree booster and its rows: enough to compile a kernel."""
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
+                        lgb.Dataset(X, X[:, 0]), num_boost_round=2)
+    return booster, X
+
+
 def compile_kernels() -> None:
     """Compile the kernels into numba's cache (beside this file) on a tiny model, so that the first
     scoring run does not pay the 2-10 s of compiling; ``make install`` runs it."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 2))
-    booster = lgb.train({"objective": "regression", "verbosity": -1, "num_threads": 1},
-                        lgb.Dataset(X, X[:, 0]), num_boost_round=2)
-    tree_shap(booster, X)
+    tree_shap(*tiny_model())
 
 
 if __name__ == "__main__":

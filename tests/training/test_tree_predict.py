@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.training.test_tree_shap import CATEGORY, FEATURES, ROWS, fit, world
+from tests.training.test_tree_shap import CATEGORY, FEATURES, MODEL_KINDS, ROWS, fit, world
 from training import tree_predict as tp
 
 
@@ -19,17 +19,8 @@ def assert_same_bits(ours, theirs):
     assert np.array_equal(ours, theirs), f"{np.count_nonzero(ours != theirs)} rows differ"
 
 
-@pytest.mark.parametrize("params", [
-    {"num_leaves": 31, "max_depth": 7},
-    {"num_leaves": 15, "max_depth": -1},
-    {"num_leaves": 15, "zero_as_missing": True},
-    {"num_leaves": 8, "use_missing": False},
-    {"num_leaves": 8, "bagging_fraction": 0.7, "bagging_freq": 1},
-    {"num_leaves": 4, "max_cat_to_onehot": 16},
-    {"num_leaves": 31, "min_data_in_leaf": 5, "max_depth": 4, "objective": "tweedie"},
-    {"num_leaves": 8, "objective": "binary"},
-], ids=["depth7", "unbounded", "zero-as-missing", "no-missing", "bagging", "one-hot-categories", "tweedie",
-        "binary"])
+@pytest.mark.parametrize("params", [*MODEL_KINDS.values(), {"num_leaves": 8, "objective": "binary"}],
+                         ids=[*MODEL_KINDS, "binary"])
 @pytest.mark.parametrize("categorical", [(CATEGORY,), ()], ids=["categorical", "numeric"])
 def test_equals_lightgbm_raw_score_bit_for_bit(params, categorical):
     X, y, scoring = world(0)

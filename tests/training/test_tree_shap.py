@@ -37,15 +37,19 @@ def lightgbm_shap(booster, X, num_iteration=None):
     return booster.predict(X, raw_score=True, pred_contrib=True, num_iteration=num_iteration)
 
 
-@pytest.mark.parametrize("params", [
-    {"num_leaves": 31, "max_depth": 7},
-    {"num_leaves": 15, "max_depth": -1},
-    {"num_leaves": 15, "zero_as_missing": True},
-    {"num_leaves": 8, "use_missing": False},
-    {"num_leaves": 8, "bagging_fraction": 0.7, "bagging_freq": 1},
-    {"num_leaves": 4, "max_cat_to_onehot": 16},
-    {"num_leaves": 31, "min_data_in_leaf": 5, "max_depth": 4, "objective": "tweedie"},
-], ids=["depth7", "unbounded", "zero-as-missing", "no-missing", "bagging", "one-hot-categories", "tweedie"])
+# Every kind of split and tree the fast paths must read as LightGBM does (test_tree_predict uses them too).
+MODEL_KINDS = {
+    "depth7": {"num_leaves": 31, "max_depth": 7},
+    "unbounded": {"num_leaves": 15, "max_depth": -1},
+    "zero-as-missing": {"num_leaves": 15, "zero_as_missing": True},
+    "no-missing": {"num_leaves": 8, "use_missing": False},
+    "bagging": {"num_leaves": 8, "bagging_fraction": 0.7, "bagging_freq": 1},
+    "one-hot-categories": {"num_leaves": 4, "max_cat_to_onehot": 16},
+    "tweedie": {"num_leaves": 31, "min_data_in_leaf": 5, "max_depth": 4, "objective": "tweedie"},
+}
+
+
+@pytest.mark.parametrize("params", list(MODEL_KINDS.values()), ids=list(MODEL_KINDS))
 @pytest.mark.parametrize("categorical", [(CATEGORY,), ()], ids=["categorical", "numeric"])
 def test_equals_lightgbm_pred_contrib(params, categorical):
     X, y, scoring = world(0)
