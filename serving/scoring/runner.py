@@ -168,10 +168,10 @@ class BucketRunner:
 
 
 def _released(step, *args):
-    """step(*args) in a worker, with the values the run has unshared let go first, then its freed
-    memory handed back to the system: a worker waits,
-    idle, through much of the population step, and would otherwise hold its last bucket's garbage
-    under the main process's peak (serving.scoring.memory)."""
+    """step(*args) in a worker: first the values the run has unshared are let go, and after it the
+    freed memory is handed back to the system. A worker waits, idle, through much of the population
+    step, and would otherwise hold them and its last bucket's garbage under the main process's peak
+    (serving.scoring.memory)."""
     _forget_unshared()
     try:
         return step(*args)
