@@ -11,7 +11,8 @@ other's decisions (LightGBM walks one row down one tree at a time). Leaves point
 row that reaches a leaf early just stays there. Compiled with numba; the kernel releases the GIL and
 the rows are shared among the booster's ``num_threads`` threads.
 
-Models it does not describe (linear trees, several outputs per iteration as in multiclass, random
+A booster's arrays are built on its first predict of at least BUILD_MIN_ROWS rows and kept with it;
+until then it predicts with LightGBM (the same values). Models it does not describe (linear trees, several outputs per iteration as in multiclass, random
 forests' averaged output, trees of more than 32,768 nodes, more than 65,536 features) get LightGBM's own predict.
 """
 
@@ -27,6 +28,9 @@ import numpy as np
 from training.tree_shap import booster_threads, rows_in_threads, tiny_model
 
 ROWS_PER_BLOCK = 64  # rows walked together: their features (rows x features floats) stay in L1
+# Building a booster's arrays (dump_model, about 0.35 s for 300 trees) pays for itself from about
+# 30,000 rows; fewer rows of a booster not yet built go to LightGBM (training's many small predicts).
+BUILD_MIN_ROWS = 50_000
 MAX_TREE_NODES = 1 << 15  # node numbers within a tree are packed into 16 bits
 
 # Bits of a node's packed word: feature (16), left child (16), right child (16), then the flags.
@@ -55,7 +59,8 @@ _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def raw_score(booster: lgb.Booster, X: np.ndarray, num_iteration: int | None = None) -> np.ndarray:
     """``booster.predict(X, raw_score=True, num_iteration=num_iteration)``, bit for bit (a 1-d array)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
-    forest = forest_of(booster, num_iteration)
+    built = num_iteration_key(booster, num_iteration) in _cache.get(booster, {})
+    forest = forest_of(booster, num_iteration) if built or len(X) >= BUILD_MIN_ROWS else None
     if forest is None:
         return booster.predict(X, raw_score=True, num_iteration=num_iteration, validate_features=False)
     if X.ndim != 2 or X.shape[1] != booster.num_feature():
@@ -71,14 +76,18 @@ def forest_of(booster: lgb.Booster, num_iteration: int | None = None) -> Forest 
     """The booster's first ``num_iteration`` iterations as a Forest (built once per booster and
     iteration count); None when the fast path does not apply. ``num_iteration`` means what it means
     to ``Booster.predict``: None the best iteration if the booster has one, <= 0 every iteration."""
+    key = num_iteration_key(booster, num_iteration)
+    per_booster = _cache.setdefault(booster, {})
+    if key not in per_booster:
+        per_booster[key] = build_forest(booster.dump_model(num_iteration=key))
+    return per_booster[key]
+
+
+def num_iteration_key(booster: lgb.Booster, num_iteration: int | None) -> int:
+    """The iterations ``Booster.predict`` uses: the best one for None (when there is one), -1 for all."""
     if num_iteration is None:
         num_iteration = booster.best_iteration
-    if num_iteration <= 0:
-        num_iteration = -1
-    per_booster = _cache.setdefault(booster, {})
-    if num_iteration not in per_booster:
-        per_booster[num_iteration] = build_forest(booster.dump_model(num_iteration=num_iteration))
-    return per_booster[num_iteration]
+    return num_iteration if num_iteration > 0 else -1
 
 
 def build_forest(model: dict) -> Forest | None:

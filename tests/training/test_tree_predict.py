@@ -10,6 +10,12 @@ from tests.training.test_tree_shap import CATEGORY, FEATURES, MODEL_KINDS, ROWS,
 from training import tree_predict as tp
 
 
+@pytest.fixture(autouse=True)
+def fast_path_for_any_rows(monkeypatch):
+    """These tests' inputs are small: build the arrays for them too (BUILD_MIN_ROWS guards real runs)."""
+    monkeypatch.setattr(tp, "BUILD_MIN_ROWS", 0)
+
+
 def lightgbm_raw(booster, X, num_iteration=None):
     return booster.predict(X, raw_score=True, num_iteration=num_iteration)
 
@@ -106,3 +112,14 @@ def _numeric_thresholds(model: dict):
             if node["decision_type"] != "==":
                 yield node["threshold"]
             stack += [node["left_child"], node["right_child"]]
+
+
+def test_a_booster_is_built_on_its_first_large_predict_and_small_ones_before_go_to_lightgbm(monkeypatch):
+    monkeypatch.setattr(tp, "BUILD_MIN_ROWS", 1_000)
+    X, y, scoring = world(8)
+    booster = fit(X, y)
+    assert_same_bits(tp.raw_score(booster, scoring), lightgbm_raw(booster, scoring))  # 500 rows
+    assert booster not in tp._cache
+    assert_same_bits(tp.raw_score(booster, X), lightgbm_raw(booster, X))  # 2,000 rows: built
+    assert list(tp._cache[booster]) == [-1]
+    assert_same_bits(tp.raw_score(booster, scoring[:10]), lightgbm_raw(booster, scoring[:10]))  # kept
