@@ -208,8 +208,11 @@ def _raw_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold, ca
 
 def compile_kernels() -> None:
     """Compile the kernel into numba's cache (beside this file) on a tiny model, so that the first
-    scoring run does not pay the seconds of compiling; ``make install`` runs it."""
-    raw_score(*tiny_model())
+    scoring run does not pay the seconds of compiling; ``make install`` runs it. The arrays are
+    built first: a predict of this few rows would otherwise go to LightGBM (BUILD_MIN_ROWS)."""
+    booster, X = tiny_model()
+    forest_of(booster)
+    raw_score(booster, X)
 
 
 if __name__ == "__main__":

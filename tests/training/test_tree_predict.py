@@ -123,3 +123,17 @@ def test_a_booster_is_built_on_its_first_large_predict_and_small_ones_before_go_
     assert_same_bits(tp.raw_score(booster, X), lightgbm_raw(booster, X))  # 2,000 rows: built
     assert list(tp._cache[booster]) == [-1]
     assert_same_bits(tp.raw_score(booster, scoring[:10]), lightgbm_raw(booster, scoring[:10]))  # kept
+
+
+def test_compiling_at_install_runs_the_kernel_whatever_the_build_threshold(monkeypatch):
+    monkeypatch.setattr(tp, "BUILD_MIN_ROWS", 50_000)  # as in a real run: the tiny model is below it
+    calls = []
+    kernel = tp._raw_rows
+
+    def spy(*args):
+        calls.append(args[3] - args[2])
+        return kernel(*args)
+
+    monkeypatch.setattr(tp, "_raw_rows", spy)
+    tp.compile_kernels()
+    assert sum(calls) == 200
