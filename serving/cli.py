@@ -318,10 +318,6 @@ def train(
     currency: str | None = currency_option("the model's default when scoring; none: plain amounts"),
 ):
     """Train, evaluate out of time against baselines, ablate social data, and register the model in MLflow."""
-    from training.dask_engine import DaskEngine
-    from training.pandas_engine import PandasEngine
-    from training.train import train as train_model
-
     if promote not in PROMOTE_MODES:
         raise UserError(f"--promote must be one of {', '.join(PROMOTE_MODES)}, not {promote!r}")
     check_engine(engine)
@@ -330,9 +326,20 @@ def train(
                           n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount,
                           currency=currency)
     request = RunRequest.from_text(as_of, config.horizon_days)
+    # Imported once the options are known good: LightGBM and MLflow take seconds to import.
+    from training.pandas_engine import PandasEngine
+    from training.train import train as train_model
+
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True, mapping=mapping,
-                engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
+                engine=_dask_engine(scheduler) if engine == "dask" else PandasEngine())
+
+
+def _dask_engine(scheduler: str | None):
+    """The dask training engine, imported only when asked for (dask takes seconds to import)."""
+    from training.dask_engine import DaskEngine
+
+    return DaskEngine(scheduler=scheduler)
 
 
 def train_config(config_file: Path | None, *, horizon_days: int | None, market_topic: list[str],

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# ================================================================ Threads (the whole suite)
+# pytest-xdist runs two processes on two cores and each trains with LightGBM's OpenMP threads:
+# idle threads that spin (OpenMP's default) take the CPU the other process needs. Passive waiting,
+# set before anything loads OpenMP, here and in every process the tests start (Makefile sets it too).
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # ================================================================ PostgreSQL (features/ingest/database.py)
 # A throwaway PostgreSQL cluster for the whole session: initdb in a temporary directory, a free
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong

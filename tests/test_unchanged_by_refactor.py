@@ -13,8 +13,8 @@ is meant to alter results re-records them, saying why in its commit:
 
 The test recomputes everything with the current code on the same generated world and compares.
 Floats are compared at rtol 1e-9 (on the recording machine they are bit-identical, which
-CLV_GOLDEN_EXACT=1 checks; another CPU may round a last bit differently); ids, counts, ranks, tiers
-and reasons exactly.
+CLV_GOLDEN_EXACT=1 checks; another CPU may round a last bit differently), the social lifts, which
+pool refits, at 1e-4 (see LIFT_ATOL); ids, counts, ranks, tiers and reasons exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +36,15 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 SEED, CUSTOMERS, END = 11, 2000, "2025-12-31"  # the training tests' world: the learned model is served
 FEATURES_AS_OF = "2024-12-01"  # features and a 365-day label, covered by the world's history
 # CLV_GOLDEN_EXACT=1 demands bit-identical floats (true on the machine that recorded them).
-RTOL, ATOL = (0.0, 0.0) if os.environ.get("CLV_GOLDEN_EXACT") == "1" else (1e-9, 1e-12)
+EXACT = os.environ.get("CLV_GOLDEN_EXACT") == "1"
+RTOL, ATOL = (0.0, 0.0) if EXACT else (1e-9, 1e-12)
+# The social lifts pool refits with other seeds (training.ablation). On another CPU the btyd
+# features differ in their last bits (the lifetimes fit goes through numpy's SIMD exp and log), and
+# p_alive holds many values a few bits below 1.0: a refit may split between two of them here and not
+# there, which moved the lifts and their interval ends by up to 1.9e-5 between AMD EPYC machines with
+# and without AVX-512. The served model, its predictions and every other metric stay within RTOL.
+# The lifts are compared at 1e-4, the last of the 4 decimals the report and the summary print.
+LIFT_ATOL = 0.0 if EXACT else 1e-4
 
 pytestmark = pytest.mark.slow
 
@@ -180,7 +188,8 @@ def _roundtrip(frame: pd.DataFrame):
 def _same_numbers(got: dict, expected: dict) -> None:
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
-        assert got[key] == pytest.approx(value, rel=RTOL, abs=ATOL, nan_ok=True), key
+        atol = LIFT_ATOL if key.startswith("social_") and "_lift_" in key else ATOL
+        assert got[key] == pytest.approx(value, rel=RTOL, abs=atol, nan_ok=True), key
 
 
 def test_the_contract_rejects_the_same_rows(current):
