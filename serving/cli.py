@@ -326,20 +326,15 @@ def train(
                           n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount,
                           currency=currency)
     request = RunRequest.from_text(as_of, config.horizon_days)
-    # Imported once the options are known good: LightGBM and MLflow take seconds to import.
+    # Imported once the options are known good (LightGBM, MLflow and dask take seconds to import).
     from training.pandas_engine import PandasEngine
     from training.train import train as train_model
 
+    if engine == "dask":
+        from training.dask_engine import DaskEngine
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True, mapping=mapping,
-                engine=_dask_engine(scheduler) if engine == "dask" else PandasEngine())
-
-
-def _dask_engine(scheduler: str | None):
-    """The dask training engine, imported only when asked for (dask takes seconds to import)."""
-    from training.dask_engine import DaskEngine
-
-    return DaskEngine(scheduler=scheduler)
+                engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
 
 
 def train_config(config_file: Path | None, *, horizon_days: int | None, market_topic: list[str],
@@ -409,13 +404,7 @@ def score(
     export_attributes: list[str] = typer.Option([], "--export-attributes", help="Customers column to add (repeatable)."),
 ):
     """Score every customer with the registered model: value, range, rank, tier and reasons; check drift."""
-    from mlflow.exceptions import MlflowException
-
     from serving.contact_list import check_export_request, export_contacts
-    from serving.scoring.chunked import score_customers
-    from serving.scoring.dask_engine import score_customers_dask
-    from serving.scoring.printed_summary import print_score_summary
-    from serving.scoring.tracked_run import DriftError
 
     check_engine(engine)
     check_parquet_out(out)
@@ -425,6 +414,14 @@ def score(
     mapping = read_mapping(mapping)
     check_export_request(export_top, export, export_attributes, data, mapping)  # before scoring, not after
     cutoff = None if as_of is None else parse_date(as_of)
+    # Imported once the options are known good: MLflow and LightGBM take seconds to import.
+    from mlflow.exceptions import MlflowException
+
+    from serving.scoring.chunked import score_customers
+    from serving.scoring.dask_engine import score_customers_dask
+    from serving.scoring.printed_summary import print_score_summary
+    from serving.scoring.tracked_run import DriftError
+
     try:
         if engine == "dask":
             summary = score_customers_dask(data, out=out, as_of=cutoff, model_uri=model, reasons=reasons,
