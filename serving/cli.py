@@ -325,12 +325,10 @@ def train(
     config = train_config(config_file, horizon_days=horizon_days, market_topic=market_topic, label=label,
                           n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount,
                           currency=currency)
-    request = RunRequest.from_text(as_of, config.horizon_days)
-    # Imported once the options are known good (LightGBM, MLflow and dask take seconds to import).
+    request = RunRequest.from_text(as_of, config.horizon_days)  # the options are good: now the slow imports
     from training.pandas_engine import PandasEngine
     from training.train import train as train_model
-
-    if engine == "dask":
+    if engine == "dask":  # dask takes seconds more: only when asked for
         from training.dask_engine import DaskEngine
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True, mapping=mapping,
@@ -413,8 +411,7 @@ def score(
         err_console.print(trust_warning(model, trusted), soft_wrap=True, highlight=False, markup=False)
     mapping = read_mapping(mapping)
     check_export_request(export_top, export, export_attributes, data, mapping)  # before scoring, not after
-    cutoff = None if as_of is None else parse_date(as_of)
-    # Imported once the options are known good: MLflow and LightGBM take seconds to import.
+    cutoff = None if as_of is None else parse_date(as_of)  # the options are good: now the slow imports
     from mlflow.exceptions import MlflowException
 
     from serving.scoring.chunked import score_customers
