@@ -37,9 +37,10 @@ demo: install
 # Two processes (pytest-xdist); a module's tests stay in one process, so its module fixtures are
 # built once. TEST_WORKERS=0 runs the suite in this process only.
 TEST_WORKERS ?= 2
-# Two test processes, each training with LightGBM's OpenMP threads, share the cores: spinning idle
-# threads then take the CPU the other process needs (a notebook test took 268 s beside the CLI tests,
-# 80 s with passive waiting). tests/conftest.py sets the same default for a plain `pytest`.
+# Two test processes, each training with LightGBM's OpenMP threads, share the cores: threads spinning
+# at a barrier take the CPU the other process needs. Passive waiting: 170 s for the training-heavy
+# modules against 177 s with libgomp's default (docs/performance.md, "Tests"). tests/conftest.py sets
+# the same default for a plain `pytest`.
 OMP_WAIT_POLICY ?= PASSIVE
 test: install
 	OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)

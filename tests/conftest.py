@@ -4,8 +4,9 @@ from __future__ import annotations
 
 # ================================================================ Threads (the whole suite)
 # pytest-xdist runs two processes on two cores and each trains with LightGBM's OpenMP threads:
-# idle threads that spin (OpenMP's default) take the CPU the other process needs. Passive waiting,
-# set before anything loads OpenMP, here and in every process the tests start (Makefile sets it too).
+# threads spinning at a barrier (libgomp spins a while before it sleeps) take the CPU the other
+# process needs. Passive waiting, set before anything loads OpenMP, here and in every process the
+# tests start (Makefile sets it too).
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

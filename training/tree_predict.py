@@ -12,8 +12,9 @@ row that reaches a leaf early just stays there. Compiled with numba; the kernel 
 the rows are shared among the booster's ``num_threads`` threads.
 
 A booster's arrays are built on its first predict of at least BUILD_MIN_ROWS rows and kept with it;
-until then it predicts with LightGBM (the same values). Models it does not describe (linear trees, several outputs per iteration as in multiclass, random
-forests' averaged output, trees of more than 32,768 nodes, more than 65,536 features) get LightGBM's own predict.
+until then it predicts with LightGBM (the same values). Models it does not describe (linear trees,
+several outputs per iteration as in multiclass, random forests' averaged output, trees of more than
+32,768 nodes, more than 65,536 features) get LightGBM's own predict.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def test_where_influence_has_no_effect_social_data_is_tested_and_left_out(no_inf
     assert sum(ev.metrics[f"shap_share_{f}"] for f in SOCIAL_FAMILIES) == 0.0
 
 
-def test_where_topical_engagement_drives_value_social_data_is_kept_and_lifts_ranking(topical):
+def test_where_topical_engagement_drives_value_social_data_is_kept_and_its_test_window_lift_reported(topical):
     ev = topical
     assert ev.metrics["social_included"] == 1.0 and ev.social_included
     assert ev.metrics["social_validation_lift_norm_gini_lo"] > 0
