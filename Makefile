@@ -35,7 +35,8 @@ demo: install
 	echo "  MLflow UI:   $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 # Two processes (pytest-xdist); a module's tests stay in one process, so its module fixtures are
-# built once. TEST_WORKERS=0 runs the suite in this process only.
+# built once, and the modules go out in collection order, slow ones first (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in this process only.
 TEST_WORKERS ?= 2
 # Two test processes, each training with LightGBM's OpenMP threads, share the cores: threads spinning
 # at a barrier take the CPU the other process needs. Passive waiting: 170 s for the training-heavy
@@ -43,7 +44,7 @@ TEST_WORKERS ?= 2
 # the same default for a plain `pytest`.
 OMP_WAIT_POLICY ?= PASSIVE
 test: install
-	OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope)
+	OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 lint: install
 	$(BIN)/ruff check features training serving tests benchmarks

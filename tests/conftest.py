@@ -11,6 +11,15 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+# ================================================================ Order (the whole suite)
+# pytest-xdist hands whole modules to its two processes (--dist loadscope), in collection order with
+# --no-loadscope-reorder (its default order is most tests first, which put one-test modules of a
+# minute or more last). The suite ends when the last module does, so the slow modules go first and
+# the many short ones fill the end.
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: in-module order kept
+
 # ================================================================ PostgreSQL (features/ingest/database.py)
 # A throwaway PostgreSQL cluster for the whole session: initdb in a temporary directory, a free
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong
@@ -31,6 +40,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+
+from tests.clv_process import stop_zygote
 
 PG_USER = "clv"
 # The machine's temporary directory, read before the session points TMPDIR at its own folder (the
@@ -231,6 +242,7 @@ def no_temporary_files_left_behind(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    stop_zygote()  # its folder is in this one (tests/clv_process.py)
     gc.collect()  # a TemporaryDirectory no one holds any more is removed when it is collected
     left = _leftovers(sorted(set(folder.iterdir()) - before), folder)
     if left:

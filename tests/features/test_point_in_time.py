@@ -14,6 +14,8 @@ from features.build import FAMILIES, build_features, population_features
 from features.config import FeatureConfig
 from features.tables import TABLE_NAMES, Tables
 
+pytestmark = pytest.mark.slow
+
 CONFIG = FeatureConfig(market_topics=("shoes",))
 START = pd.Timestamp("2022-01-01")
 DAY = pd.Timedelta(days=1)

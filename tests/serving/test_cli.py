@@ -6,15 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from typer.testing import CliRunner
 
 from serving.cli import app
+from tests.clv_process import run_clv
 from tests.features.ingest.test_contract import valid_tables, write_source
 
 runner = CliRunner()
-CLV = str(Path(sys.executable).with_name("clv"))
 
 
 def test_validate_prints_a_summary_and_writes_rejects(tmp_path):
@@ -31,8 +30,8 @@ def test_validate_on_a_malformed_source_exits_non_zero_without_traceback(tmp_pat
     tables = valid_tables()
     tables["customers"].loc[2, "customer_id"] = "C1"
     src = write_source(tmp_path, tables)
-    proc = subprocess.run([CLV, "validate", "--data", str(src), "--rejects", str(tmp_path / "rej")],
-                          capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200"})
+    proc = run_clv(["validate", "--data", str(src), "--rejects", str(tmp_path / "rej")],
+                   env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path)
     assert proc.returncode == 2
     assert "customers: column 'customer_id' has 1 duplicated values (rows 0, 2; e.g. 'C1')" in proc.stderr
     assert "Traceback" not in proc.stderr

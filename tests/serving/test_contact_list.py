@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from features.errors import UserError
 from serving.cli import app
 from serving.contact_list import contact_frame, customer_attributes, top_scores, write_contact_list
+from tests.clv_process import run_clv
 from tests.serving.scoring.test_chunked import TABLES, registry, world  # noqa: F401 - fixtures
 
 runner = CliRunner()
@@ -175,10 +174,8 @@ def test_bad_export_options_are_one_line_and_exit_2_before_any_scoring(tmp_path,
 
 
 def test_an_export_top_below_one_is_a_usage_error(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-c", "from serving.cli import app; app()", "score", "--data",
-                           str(tmp_path), "--out", str(tmp_path / "s.parquet"), "--export-top", "0", "--export",
-                           str(tmp_path / "c.csv")], capture_output=True, text=True, env=env, check=False)
+    proc = run_clv(["score", "--data", str(tmp_path), "--out", str(tmp_path / "s.parquet"), "--export-top", "0",
+                    "--export", str(tmp_path / "c.csv")], env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--export-top" in proc.stderr
 

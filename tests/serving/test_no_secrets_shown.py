@@ -1,26 +1,22 @@
 """No password reaches a terminal, an output file or the tracking store, whatever form the URL takes.
 
 A real PostgreSQL server (tests/conftest.py) holds a world; every command a nightly job or an analyst
-runs against it goes through the installed ``clv``, and its output, every file it wrote and the MLflow
+runs against it goes through ``clv`` in a process of its own (tests/clv_process.py), and its output, every file it wrote and the MLflow
 store are searched for the password, raw and URL-quoted.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from features.ingest.masking import mask_url
 from features.synthetic.world import generate_world
+from tests.clv_process import run_clv
 
 pytestmark = pytest.mark.slow
-
-CLV = str(Path(sys.executable).with_name("clv"))
 
 
 @pytest.mark.parametrize(("shown", "masked"), [
@@ -64,7 +60,7 @@ def test_no_command_shows_or_stores_the_database_password(postgres_server, postg
     ]
     shown = []
     for args, expected in commands:
-        done = subprocess.run([CLV, *args], capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+        done = run_clv(args, env=env, cwd=tmp_path)
         assert done.returncode == expected, (args[0], done.stdout[-2000:], done.stderr[-2000:])
         shown.append(done.stdout + done.stderr)
     assert "***" in " ".join(shown)  # the URLs are shown, masked

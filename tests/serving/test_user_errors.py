@@ -1,11 +1,12 @@
 """Every error a user can cause ends with one line on stderr, ``error: ...``, and exit code 2.
 
-Each case runs the installed ``clv`` in its own process, as a user would, against a tiny generated
-world and throwaway MLflow stores, and fails on a traceback, another exit code or a second line.
+Each case runs ``clv`` in its own process, as a user would (forked from a process that has imported
+its libraries: tests/clv_process.py), against a tiny generated world and throwaway MLflow stores,
+and fails on a traceback, another exit code or a second line.
 Each kind of error goes through every command that reaches it by its own code; the variants of one
 check (the date spellings, the ways a store is broken) run once each and are unit-tested beside the
-check (tests/features/test_run_request.py, tests/training/test_tracking.py). A process spends
-about 4 s of CPU importing, so the cases start together and each test waits for its own.
+check (tests/features/test_run_request.py, tests/training/test_tracking.py). The cases start
+together and each test waits for its own.
 """
 
 from __future__ import annotations
@@ -13,19 +14,18 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from tests.clv_process import Outcome, run_clv, run_installed_clv
+
 pytestmark = pytest.mark.slow
 
-CLV = str(Path(sys.executable).with_name("clv"))  # the console script pyproject.toml installs
 UNREACHABLE_DB = "postgresql://u@127.0.0.1:1/db"  # nothing listens on port 1
 
 
@@ -125,13 +125,6 @@ CASES = [
 ]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """Paths the cases name: a 200-customer world and broken copies of it, files, MLflow stores."""
@@ -169,17 +162,17 @@ def places(tmp_path_factory):
     holder.close()
 
 
-def clv(args: list[str], env: dict, cwd: Path) -> Outcome:
-    """The installed ``clv`` in ``cwd``; ``env`` names the MLflow store (the registry follows it)."""
+def environment(env: dict) -> dict:
+    """The test's environment, narrow (``COLUMNS``), with ``env``'s MLflow store as the registry too."""
     env = {**os.environ, "COLUMNS": "60", **env}
     env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     env.pop("MLFLOW_RUN_ID", None)
-    try:
-        proc = subprocess.run([CLV, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=150,
-                              check=False)
-    except subprocess.TimeoutExpired as err:
-        return Outcome(-1, str(err.stdout or ""), f"timed out after {err.timeout}s: {err.stderr or ''}")
-    return Outcome(proc.returncode, proc.stdout, proc.stderr)
+    return env
+
+
+def clv(args: list[str], env: dict, cwd: Path) -> Outcome:
+    """``clv`` in a process of its own, in ``cwd``; ``env`` names the MLflow store."""
+    return run_clv(args, env=environment(env), cwd=cwd)
 
 
 def train_a_model(places: dict) -> Path:
@@ -191,15 +184,16 @@ def train_a_model(places: dict) -> Path:
     return store
 
 
-def run_case(case: Case, places: dict, model: Future | None) -> Outcome:
+def run_case(case: Case, places: dict, model: Future | None, *, folder: str = "runs", runner=run_clv) -> Outcome:
     """The case in a folder of its own (``{run}``), once the trained model is ready if it needs one."""
-    run = places["root"] / "runs" / case.id
+    run = places["root"] / folder / case.id
     run.mkdir(parents=True)
     names = {**{k: str(v) for k, v in places.items()}, "run": str(run)}
     if any("{trained}" in value for value in case.env.values()):
         names["trained"] = str(model.result())
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{places['fresh']}", **case.env}
-    return clv([a.format_map(names) for a in case.args], {k: v.format_map(names) for k, v in env.items()}, run)
+    env = environment({k: v.format_map(names) for k, v in env.items()})
+    return runner([a.format_map(names) for a in case.args], env=env, cwd=run)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +222,16 @@ def test_a_user_error_is_one_line_and_exit_code_2(case, outcomes):
     lines = outcome.stderr.rstrip("\n").splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), outcome.stderr
     assert case.says in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case_id", ["train-engine-spark", "report-garbage-store"])
+def test_the_installed_console_script_answers_as_the_forked_process_does(case_id, places):
+    """The cases above fork from a process that has imported the libraries; the script a user's
+    shell runs, in a new process, must say exactly the same."""
+    case = next(c for c in CASES if c.id == case_id)
+    forked = run_case(case, places, None, folder="forked")
+    installed = run_case(case, places, None, folder="installed", runner=run_installed_clv)
+    assert replace(installed, stderr=installed.stderr.replace("installed", "forked")) == forked
 
 
 CHOICES = {  # command, option -> the values its help must name

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from serving.cli import app
 from tests.features.ingest.test_contract import valid_tables, write_source
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 
 

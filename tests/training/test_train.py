@@ -11,6 +11,8 @@ import pytest
 from tests.training.small import MARKET_TOPICS, SMALL
 from training.config import ModelParams
 
+pytestmark = pytest.mark.slow
+
 MODEL = "clv-test"
 # A deliberately weak model on the same features: one split, two rounds.
 WEAK = replace(

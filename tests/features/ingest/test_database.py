@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -27,6 +26,7 @@ from features.ingest.database import (
 from features.ingest.database_load import load_source_to_database
 from features.ingest.source import load_source
 from features.synthetic.world import generate_world
+from tests.clv_process import run_clv
 from tests.features.ingest.test_contract import valid_tables, write_source
 
 UNTIL = pd.Timestamp("2024-07-01")
@@ -361,10 +361,9 @@ def test_a_table_the_user_may_not_read_is_a_clear_error(tmp_path, postgres_serve
         load_source(url)
 
 
-def test_the_cli_reports_an_unavailable_database_in_one_line_and_exits_2(postgres_server):
+def test_the_cli_reports_an_unavailable_database_in_one_line_and_exits_2(postgres_server, tmp_path):
     url = f"postgresql://clv:hunter2-wrong@127.0.0.1:{postgres_server.port}/postgres"
-    proc = subprocess.run([CLV, "validate", "--data", url], capture_output=True, text=True, check=False,
-                          env={**os.environ, "COLUMNS": "300"})
+    proc = run_clv(["validate", "--data", url], env={**os.environ, "COLUMNS": "300"}, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "hunter2-wrong" not in proc.stderr + proc.stdout
     assert f"postgresql://clv:***@127.0.0.1:{postgres_server.port}/postgres" in proc.stderr

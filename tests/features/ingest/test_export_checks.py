@@ -32,8 +32,8 @@ def test_a_bad_row_is_named_by_its_raw_value_and_clean_rows_get_no_text():
                         "amount": ["5", "2e10", "7"]})
     typed = pd.DataFrame({"customer_id": raw["customer_id"], "timestamp": pd.to_datetime(raw["timestamp"]),
                           "amount": raw["amount"].astype("float64")})
-    problems = dict((reason if isinstance(reason, str) else reason.dropna().iloc[0], mask)
-                    for mask, reason in export_row_problems("transactions", raw, typed, "timestamp"))
+    problems = {reason if isinstance(reason, str) else reason.dropna().iloc[0]: mask
+                for mask, reason in export_row_problems("transactions", raw, typed, "timestamp")}
     assert problems["implausible amount '2e10'"].tolist() == [False, True, False]
     assert not problems["timestamp in the future "].any()
     assert np.asarray(problems["duplicate row"]).sum() == 0

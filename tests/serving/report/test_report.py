@@ -29,6 +29,8 @@ from serving.report.content import (
 from serving.report.run_record import RunRecord
 from serving.report.sections import _dependence_section
 
+pytestmark = pytest.mark.slow
+
 IMPORTANCE = pd.DataFrame({
     "feature": ["spend_365d", "followers_log", "topical_share", "tenure_days", "pagerank"],
     "family": ["history", "social", "topical", "history", "network"],

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from typer.testing import CliRunner
 
 from serving.cli import app
 from serving.scoring.chunked import score_customers
+from tests.clv_process import run_clv
 from training.model_source import UntrustedModelError
 
 REPOSITORY = Path(__file__).resolve().parents[3]
@@ -59,11 +58,8 @@ def store(tmp_path, monkeypatch) -> str:
 
 def test_clv_score_refuses_a_model_folder_in_one_line_and_its_pickle_never_runs(hostile_model, tmp_path, store):
     folder, marker = hostile_model
-    env = {**os.environ, "PYTHONPATH": str(REPOSITORY), "COLUMNS": "200"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "from serving.cli import app; app()", "score", "--data", str(tmp_path / "world"),
-         "--out", str(tmp_path / "scores.parquet"), "--model", str(folder)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = run_clv(["score", "--data", str(tmp_path / "world"), "--out", str(tmp_path / "scores.parquet"),
+                    "--model", str(folder)], env={**os.environ, "COLUMNS": "200"}, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +20,10 @@ from features.config import FeatureConfig
 from features.synthetic.world import generate_world
 from serving.scoring.chunked import score_customers
 from serving.scoring.tracked_run import DriftError
+from tests.clv_process import run_clv
 from training.config import ModelParams, TrainConfig
+
+pytestmark = pytest.mark.slow
 
 MODEL = "tracked-value"
 TEST_CUTOFF = pd.Timestamp("2025-01-01")  # as_of 2026-01-01 minus the 365-day horizon
@@ -176,10 +177,8 @@ def test_scores_carry_the_chance_still_active_and_expected_orders(unchanged, wor
 def test_clv_score_fail_on_drift_exits_3_with_one_line(shifted_world, store, tmp_path):
     out = tmp_path / "scores.parquet"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    result = subprocess.run(
-        [sys.executable, "-c", "from serving.cli import app; app()", "score", "--data", str(shifted_world),
-         "--out", str(out), "--model", f"models:/{MODEL}@champion", "--fail-on-drift"],
-        check=False, capture_output=True, text=True, env=env, timeout=300)
+    result = run_clv(["score", "--data", str(shifted_world), "--out", str(out), "--model", f"models:/{MODEL}@champion",
+                      "--fail-on-drift"], env=env, cwd=tmp_path, timeout=300)
     assert result.returncode == 3, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip() and "━" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: DRIFT")
