@@ -29,6 +29,7 @@ Printed:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -132,6 +133,7 @@ class TreePeak:
         self.peak = self.main_peak = self.worker_peak = 0
         self.started = time.perf_counter()
         self.peak_at, self.peak_parts = 0.0, (0, [])
+        self.cpu: dict[int, float] = {}  # pid -> its own CPU seconds when last seen (every 50 ms)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,6 +149,10 @@ class TreePeak:
                 children = self.root.children(recursive=True)
             except psutil.NoSuchProcess:
                 return
+            for process in [self.root, *children]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    self.cpu[process.pid] = times.user + times.system
             main = self._rss(self.root)
             workers = [self._rss(child) for child in children]
             if main + sum(workers) > self.peak:
@@ -192,17 +198,17 @@ def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers
         f"track={track!r}); "
         "print('SUMMARY' + json.dumps(s, default=str))"
     )
-    before = os.times()
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=out.parent)
     with TreePeak(proc.pid) as peak:
         stdout, _ = proc.communicate()
     wall = time.perf_counter() - start
-    after = os.times()
     if proc.returncode:
         raise SystemExit(f"scoring failed with exit code {proc.returncode}")
     summary = json.loads(stdout.split("SUMMARY", 1)[1])
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    # Every process of the tree as last sampled: the workers' parent is the fork server, which the
+    # scorer never waits for, so the scorer's children's times would miss them.
+    cpu = sum(peak.cpu.values())
     return {"summary": summary, "wall_s": wall, "cpu_s": cpu, "peak_tree_rss_gb": peak.peak / 1024**3,
             "peak_tree_at_s": peak.peak_at, "peak_tree_parts_gb": (peak.peak_parts[0] / 1024**3,
                                                                   [w / 1024**3 for w in peak.peak_parts[1]]),

@@ -25,6 +25,7 @@ def pytest_collection_modifyitems(items):
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong
 # password really fails). Where the server binaries are missing they are installed with apt as
 # root; under CI=true these tests never skip.
+import fnmatch
 import gc
 import glob
 import os
@@ -204,6 +205,9 @@ _TEMP_VARIABLES = ("TMPDIR", "TEMP", "TMP")
 # Dask's scratch root is a fixed folder every local cluster shares and reuses (never one per run); its
 # worker folders go when the workers close, its two lock files stay (distributed.diskutils.WorkSpace).
 _MAY_STAY = {"dask-scratch-space/", "dask-scratch-space/global.lock", "dask-scratch-space/purge.lock"}
+# The scorer's workers fork from multiprocessing's fork server, which listens on a socket in a pymp-*
+# folder of this process's; multiprocessing removes both when this process exits.
+_MAY_STAY_PATTERNS = ("pymp-*/listener-*",)
 
 
 def _leftovers(entries: list[Path], folder: Path) -> list[str]:
@@ -219,7 +223,8 @@ def _leftovers(entries: list[Path], folder: Path) -> list[str]:
                     found.append(f"{name}/")
             else:
                 found.append(name)
-    return [name for name in found if name not in _MAY_STAY]
+    return [name for name in found
+            if name not in _MAY_STAY and not any(fnmatch.fnmatch(name, p) for p in _MAY_STAY_PATTERNS)]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -70,12 +70,11 @@ class Stopwatch:
 
 
 def tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process, its finished children and its live worker processes."""
-    me = psutil.Process()
-    times = me.cpu_times()
-    total = times.user + times.system + times.children_user + times.children_system
-    for child in me.children(recursive=True):
+    """CPU seconds used so far by this process and every process under it, live or finished (a
+    finished process counts in its parent's children's times: the workers' parent is the fork server)."""
+    total = 0.0
+    for process in [psutil.Process(), *psutil.Process().children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
-            child_times = child.cpu_times()
-            total += child_times.user + child_times.system
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
     return total

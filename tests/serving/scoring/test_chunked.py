@@ -643,8 +643,7 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 
 def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_the_next_run(
         world, registry, tmp_path):
-    """SIGKILL gives the scorer no chance to clean up: its workers die with it (the parent-death
-    signal), and the next run into the folder deletes its work directory though it writes another output."""
+    """SIGKILL gives the scorer no chance to clean up: its workers die with it (they watch it), and the next run into the folder deletes its work directory though it writes another output."""
     big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     scores = tmp_path / "scores"
     scores.mkdir()
@@ -659,7 +658,8 @@ def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_th
             assert proc.poll() is None, "the run ended before its workers were busy"
             assert time.monotonic() < deadline, "the workers never started"
             family = psutil.Process(proc.pid).children(recursive=True)
-            workers = [c for c in family if "spawn_main" in " ".join(_cmdline(c))]
+            server = [c for c in family if "multiprocessing.forkserver" in " ".join(_cmdline(c))]
+            workers = [c for c in family if server and c.ppid() == server[0].pid]  # forked from it
             if len(workers) == 2 and list(scores.glob(f"{WORK_FOLDER}/*-{proc.pid}-*")):
                 break
             time.sleep(0.05)

@@ -1,8 +1,8 @@
 """Worker processes never outlive the scorer that started them.
 
 What is specified here: a scorer killed with SIGKILL (it cannot stop anything itself) takes its
-busy workers with it within seconds, through the parent-death signal; and the parent watch that
-stands in for that signal where it is missing ends an orphan on its own. Also: a task started
+busy workers with it within seconds (each watches the scorer; their parent, the fork server, goes
+once they have); and that watch alone ends a process once the one it watches has ended. Also: a task started
 after bucket steps (BucketRunner.after) runs in a worker only once all of them have ended.
 """
 
@@ -67,9 +67,9 @@ def test_busy_workers_end_within_seconds_of_their_scorer_being_killed(tmp_path):
     wait_until(lambda: not running(descendants), 15, f"the workers {descendants} to end")
 
 
-def test_an_orphan_ends_on_its_own_where_there_is_no_death_signal(tmp_path):
-    """_watch_parent alone (no prctl): the child polls its parent and exits once re-parented."""
-    child = "import sys; from serving.scoring.runner import _watch_parent; _watch_parent(int(sys.argv[1]))"
+def test_a_worker_ends_when_the_scorer_it_watches_ends_whoever_its_parent_is(tmp_path):
+    """_watch_process alone (no prctl): a process watching another ends once that one has ended."""
+    child = "import sys; from serving.scoring.runner import _watch_process; _watch_process(int(sys.argv[1]))"
     parent = ("import os, subprocess, sys, time; "
               f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); "
               "print(c.pid, flush=True); time.sleep(600)")
