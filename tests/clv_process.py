@@ -6,8 +6,8 @@ spends 2-8 s of CPU importing MLflow, LightGBM, scikit-learn and pandas, and the
 sixty of them. So a *zygote* process imports those libraries and this project's engines once; each
 run forks from it, takes its arguments, environment and folder, points stdout and stderr at files,
 imports the command line fresh (its consoles read ``COLUMNS`` when they are made) and calls the
-console script's entry point, ``serving.cli:app``, then exits as a ``clv`` process exits (threads joined, atexit
-handlers run). tests/serving/test_user_errors.py checks that the installed console script answers
+console script's entry point, ``serving.cli:app``, then exits as a ``clv`` process exits (threads
+joined, atexit handlers run). tests/serving/test_user_errors.py checks that the installed console script answers
 as the forked process does. ``CLV_TEST_FRESH_PROCESSES=1`` runs every case in a new ``clv`` process.
 """
 
@@ -201,14 +201,14 @@ def _run_in_child(conn: socket.socket) -> None:
     os.setsid()  # its own process group, so a timed-out run is killed with what it started
     request = json.loads(conn.makefile("r").readline())
     conn.sendall(f"{os.getpid()}\n".encode())
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    tempfile.tempdir = None  # chosen again from this environment's TMPDIR, as a new process does
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(target, fd)
         os.close(target)
+    os.chdir(request["cwd"])  # after the redirection: a failure here shows in the run's stderr
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tempfile.tempdir = None  # chosen again from this environment's TMPDIR, as a new process does
     sys.argv = [CLV, *request["args"]]
     try:
         from serving.cli import app

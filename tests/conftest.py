@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: in-module order kept
 
+
 # ================================================================ PostgreSQL (features/ingest/database.py)
 # A throwaway PostgreSQL cluster for the whole session: initdb in a temporary directory, a free
 # loopback port, trust on the unix socket (for set-up) and scram-sha-256 over TCP (so a wrong

@@ -96,7 +96,7 @@ def syntax_tree(text: str, name: str):
     from astroid.manager import AstroidManager
     from astroid.rebuilder import TreeRebuilder
 
-    return TreeRebuilder(AstroidManager(), text).visit_module(ast.parse(text), name, name, False)
+    return TreeRebuilder(AstroidManager(), data=text).visit_module(ast.parse(text), name, name, False)
 
 
 def duplicate_report(modules: dict[str, str], capsys) -> str:

@@ -221,7 +221,7 @@ def _start_worker(scorer: int, environment: dict[str, str]) -> None:
 
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-PARENT_POLL_SECONDS = 0.5
+WATCH_POLL_SECONDS = 0.5
 
 
 def _die_with(scorer: int) -> None:
@@ -244,7 +244,7 @@ def _watch_process(pid: int) -> None:
         select.select([handle], [], [])
     else:  # pragma: no cover
         while _alive(pid):
-            time.sleep(PARENT_POLL_SECONDS)
+            time.sleep(WATCH_POLL_SECONDS)
     os._exit(1)
 
 

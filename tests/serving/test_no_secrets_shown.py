@@ -1,8 +1,8 @@
 """No password reaches a terminal, an output file or the tracking store, whatever form the URL takes.
 
 A real PostgreSQL server (tests/conftest.py) holds a world; every command a nightly job or an analyst
-runs against it goes through ``clv`` in a process of its own (tests/clv_process.py), and its output, every file it wrote and the MLflow
-store are searched for the password, raw and URL-quoted.
+runs against it goes through ``clv`` in a process of its own (tests/clv_process.py), and its output,
+every file it wrote and the MLflow store are searched for the password, raw and URL-quoted.
 """
 
 from __future__ import annotations

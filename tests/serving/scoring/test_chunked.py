@@ -643,7 +643,8 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 
 def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_the_next_run(
         world, registry, tmp_path):
-    """SIGKILL gives the scorer no chance to clean up: its workers die with it (they watch it), and the next run into the folder deletes its work directory though it writes another output."""
+    """SIGKILL gives the scorer no chance to clean up: its workers die with it (they watch it), and
+    the next run into the folder deletes its work directory though it writes another output."""
     big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     scores = tmp_path / "scores"
     scores.mkdir()

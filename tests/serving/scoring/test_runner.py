@@ -2,8 +2,9 @@
 
 What is specified here: a scorer killed with SIGKILL (it cannot stop anything itself) takes its
 busy workers with it within seconds (each watches the scorer; their parent, the fork server, goes
-once they have); and that watch alone ends a process once the one it watches has ended. Also: a task started
-after bucket steps (BucketRunner.after) runs in a worker only once all of them have ended.
+once they have); and that watch alone ends a process once the one it watches has ended. Also: a
+task started after bucket steps (BucketRunner.after) runs in a worker only once all of them have
+ended.
 """
 
 from __future__ import annotations
