@@ -114,11 +114,12 @@ def save_pyfunc(model, example: pd.DataFrame, path: Path) -> str:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from training.tracking import quiet_mlflow_warnings
+    from training.tracking import pip_requirements, quiet_mlflow_warnings
 
     quiet_mlflow_warnings()
     signature = infer_signature(example, model.predict_value(example))
-    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature, input_example=example.head(3))
+    mlflow.pyfunc.save_model(str(path), python_model=model, signature=signature, input_example=example.head(3),
+                             pip_requirements=pip_requirements())  # as training logs them
     return str(path)
 
 

@@ -2,12 +2,18 @@
 
 A features.errors.UserError, an OSError about a path the user gave, and click's own usage errors
 (a missing, unknown or mistyped option) all end the same way, never with a traceback.
+
+And how it ends when told to stop: SIGTERM (a scheduler's timeout, ``timeout``, ``kill``) and
+Ctrl-C (SIGINT) unwind the command like an error, so that everything it started is stopped and removed
+(worker processes, work directories, MLflow runs) before it exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 
 import typer
 from rich.console import Console
@@ -30,6 +36,36 @@ def print_error(message: str) -> None:
 _ClickException = next(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")
 
 
+class Stopped(BaseException):
+    """Raised in the main thread when the process is told to stop (SIGTERM, or Ctrl-C's SIGINT). Not
+    an Exception: nothing that handles errors may swallow it; every ``finally`` on the way out runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "Ctrl-C (SIGINT)"}
+STOPPED_LINE = "stopped by {name} before it finished (outputs are published whole or not at all)"
+
+
+def _raise_stopped(signum, _frame) -> None:
+    signal.signal(signum, signal.SIG_DFL)  # the same signal again, during the clean-up, ends the process at once
+    raise Stopped(signum)
+
+
+def _stop_on_signals() -> dict:
+    """Turn SIGTERM and SIGINT into Stopped from now on; returns the handlers to restore. A signal
+    this process was started ignoring (SIGINT in a background job) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in _SIGNAL_NAMES:
+        if signal.getsignal(signum) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[signum] = signal.signal(signum, _raise_stopped)
+    return previous
+
+
 class OneLineUsageErrors(TyperGroup):
     """Usage errors (a missing, unknown or mistyped option) end like every other user error: one
     ``error:`` line on stderr and exit code 2, instead of click's usage block."""
@@ -37,9 +73,13 @@ class OneLineUsageErrors(TyperGroup):
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        previous = _stop_on_signals()
         try:
             # Non-standalone, click returns the exit code of a typer.Exit (commands return None).
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except Stopped as stop:
+            print_error(STOPPED_LINE.format(name=_SIGNAL_NAMES[stop.signum]))
+            sys.exit(128 + stop.signum)
         except _ClickException as err:
             if type(err).__name__ != "NoArgsIsHelpError":  # plain `clv`: the help is already printed
                 ctx = getattr(err, "ctx", None)
@@ -49,6 +89,9 @@ class OneLineUsageErrors(TyperGroup):
         except typer.Abort:
             print_error("aborted")
             sys.exit(1)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -83,6 +83,7 @@ from serving.scoring.work_dir import (
     make_work_directory,
     release_work_directory,
     remove_dead_work_directories,
+    remove_dead_workers_folders,
 )
 from training.model_source import check_model_source
 
@@ -137,6 +138,7 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
     out.parent.mkdir(parents=True, exist_ok=True)
     core.remove_stale_temporaries(out)
     remove_dead_work_directories(out)  # killed runs' leftovers, whatever output they were writing
+    remove_dead_workers_folders()  # and their worker pools' in the system's temporary directory
     clock = Stopwatch()
     work = make_work_directory(out)
     tmp_out = work / out.name  # the scores until they are published
@@ -224,6 +226,10 @@ def score_customers(data, *, out, as_of: pd.Timestamp | None = None, model_uri: 
         manifest["peak_rss_mb_main_process_after_stage"] = clock.peak_rss_mb
         track_and_check(manifest, model, track=track, fail_on_drift=fail_on_drift)
         return publish_scores(tmp_out, out, manifest)
+    except BaseException:  # an error, or the process told to stop (SIGTERM, Ctrl-C)
+        if runner is not None:
+            runner.abort()  # at once, not after each worker's step
+        raise
     finally:
         if runner is not None:
             runner.close()  # first: the workers load the model from the work directory

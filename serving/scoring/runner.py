@@ -14,12 +14,15 @@ LightGBM's OpenMP and Arrow's thread pools do not survive a fork).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import multiprocessing
+import multiprocessing.util
 import os
 import pickle
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -32,6 +35,7 @@ import pyarrow as pa
 
 from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import load_local_model
+from serving.scoring.work_dir import make_workers_folder
 
 # What a worker imports, imported once in the fork server (the pyfunc's model class is in training.model).
 WORKER_IMPORTS = ["serving.scoring.buckets", "serving.scoring.population_tasks", "training.model", "lightgbm",
@@ -61,6 +65,7 @@ class BucketRunner:
         self.workers = max(1, int(workers))
         self.pool: ProcessPoolExecutor | None = None
         self.keys: list[str] = []
+        self._starting: threading.Thread | None = None  # warm_up's, while it starts workers
 
     def share(self, name: str, value) -> str:
         """Make ``value`` available to the steps under the returned key."""
@@ -117,12 +122,27 @@ class BucketRunner:
     def warm_up(self, step, *args) -> None:
         """Start the worker processes now and run step(*args) in them (imports, the model), so the
         run's first bucket step does not wait for them: they start while this process partitions the
-        source. Nothing here waits; a failure shows again in the step that needs what failed."""
+        source. Nothing here waits; a failure shows again in the step that needs what failed.
+
+        A thread of its own hands the steps to the pool, which starts a worker on each: the first
+        start waits for the fork server's imports (about 5 s), which this process need not wait
+        for, and a start is never cut short halfway by SIGTERM or Ctrl-C, which Python raises in
+        the main thread (a worker half-started when the scorer ends prints a traceback)."""
         if self.workers == 1:
             return
         self._start_pool()
-        for _ in range(self.workers):
-            self.pool.submit(step, *args)
+        pool, previous = self.pool, self._starting
+
+        def start_workers():
+            if previous is not None:
+                previous.join()
+            # A pool shut down or broken meanwhile: that shows again in the step that needs a worker.
+            with contextlib.suppress(Exception):
+                for _ in range(self.workers):
+                    pool.submit(step, *args)
+
+        self._starting = threading.Thread(target=start_workers, name="clv-worker-start", daemon=True)
+        self._starting.start()
 
     def submit(self, step, buckets: int, *args) -> Pending:
         """Start step(b, *args) on every bucket; with workers, it runs while this process goes on."""
@@ -164,17 +184,53 @@ class BucketRunner:
 
     def _start_pool(self) -> None:
         if self.pool is None:
+            _own_temporary_folder()
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(WORKER_IMPORTS)  # used when this process starts its server
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
                                             initargs=(os.getpid(), dict(os.environ)), mp_context=context)
 
+    def abort(self) -> None:
+        """Stop the workers now, mid-step, and close: the run has failed or was told to stop, so what
+        they are doing is not wanted, and shutting down would wait for each one's step to end."""
+        self._started()
+        if self.pool is not None:
+            for process in list((self.pool._processes or {}).values()):  # private: public (kill_workers) from Python 3.14
+                process.kill()
+        self.close()
+
     def close(self) -> None:
+        self._started()
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.pool = None
         for key in self.keys:
             _SHARED.pop(key, None)
+
+    def _started(self) -> None:
+        """Wait until warm_up's workers are started (a start half done would fail in the worker)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+
+
+def _own_temporary_folder() -> None:
+    """Give multiprocessing a temporary folder of ours (where the fork server's socket goes) before it
+    makes its own ``pymp-*`` one: removed when this process exits, as multiprocessing's is, and by the
+    next scorer on this machine if this process is killed first (serving.scoring.work_dir)."""
+    config = multiprocessing.current_process()._config  # private; multiprocessing.util.get_temp_dir reads it
+    if config.get("tempdir") is None:
+        folder = str(make_workers_folder())
+        config["tempdir"] = folder
+        multiprocessing.util.Finalize(None, _remove_temporary_folder, args=(shutil.rmtree, folder), exitpriority=-100)
+
+
+def _remove_temporary_folder(rmtree, folder: str) -> None:
+    """At exit (late: rmtree is passed in, as multiprocessing's own finalizer does)."""
+    rmtree(folder, ignore_errors=True)
+    process = multiprocessing.current_process()
+    if process is not None and process._config.get("tempdir") == folder:
+        process._config["tempdir"] = None
 
 
 def _released(step, *args):

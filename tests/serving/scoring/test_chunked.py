@@ -2,7 +2,8 @@
 
 What is specified here: chunked scores equal the whole-table build, whatever the chunk size or file
 format; no customer is lost; the output is ranked, tiered and explained; a killed run leaves the
-previous output intact; a model built with other feature code is refused.
+previous output intact, and one told to stop (SIGTERM) cleans up and says so; a model built with
+other feature code is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from serving.scoring.model import ScoringSkewError, load_scoring_model
 from serving.scoring.publish import verify_scores
 from serving.scoring.work_dir import WORK_FOLDER
 from training.model_source import UntrustedModelError
+from training.tracking import PIP_REQUIREMENTS
 
 AS_OF = pd.Timestamp("2026-01-01")  # the day after the generated world's last transaction
 CONFIG = FeatureConfig(market_topics=("outdoor",))
@@ -89,7 +92,8 @@ def world(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# A real model, registered as the champion in a temporary MLflow store
+# A real model, registered as the champion in a temporary MLflow store (with the requirements
+# training gives it: MLflow infers them otherwise, loading the model in a new process, 8 s a model)
 
 
 def fit_pyfunc(world: Path, *, manifest_edit=None, signature_extra: bool = False):
@@ -134,7 +138,8 @@ def registry(world, tmp_path_factory):
     model, signature, example = fit_pyfunc(world)
     with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature,
-                                       input_example=example, registered_model_name="customer-value")
+                                       input_example=example, registered_model_name="customer-value",
+                                       pip_requirements=PIP_REQUIREMENTS)
     client = mlflow.MlflowClient()
     client.set_registered_model_alias("customer-value", "champion", info.registered_model_version)
     yield {"uri": uri, "run_id": run.info.run_id, "version": str(info.registered_model_version)}
@@ -642,16 +647,18 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 
 
 def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_the_next_run(
-        world, registry, tmp_path):
+        world, registry, tmp_path, monkeypatch):
     """SIGKILL gives the scorer no chance to clean up: its workers die with it (they watch it), and
-    the next run into the folder deletes its work directory though it writes another output."""
+    the next run into the folder deletes its work directory though it writes another output, and its
+    fork server's folder in the system's temporary directory."""
     big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     scores = tmp_path / "scores"
     scores.mkdir()
+    temporary = Path(tempfile.mkdtemp(prefix="kill-"))  # the session's: short enough for a socket's path
     code = ("from serving.scoring.chunked import score_customers; "
             f"score_customers({str(big)!r}, out={str(scores / 'killed.parquet')!r}, chunk_size=300, workers=2, "
             "reasons_for='all', progress=False)")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(temporary)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -675,10 +682,61 @@ def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_th
         assert time.monotonic() < deadline, f"processes of the killed scorer still running: {survivors}"
         time.sleep(0.05)
     assert list(scores.glob(f"{WORK_FOLDER}/*-{proc.pid}-*"))  # left behind, until the next run
+    assert [p.name.split("-")[3] for p in temporary.iterdir()] == [str(proc.pid)]  # clv-mp-HOST-PID-TOKEN
 
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # the next run's system temporary directory
     score_customers(world, out=scores / "next.parquet", chunk_size=50, progress=False, reasons_for="none")
     assert [p.name for p in scores.iterdir() if p.name.startswith(".")] == []
     assert verify_scores(scores / "next.parquet")["scored"] > 0
+    assert list(temporary.iterdir()) == []
+    temporary.rmdir()
+
+
+@pytest.mark.parametrize("moment", ["workers starting", "workers busy"])
+def test_a_scorer_told_to_stop_stops_its_workers_cleans_up_and_says_so(world, registry, tmp_path, moment):
+    """SIGTERM (a scheduler's timeout), whether the workers are still starting (the fork server
+    importing) or busy with chunks: the scorer stops them at once, removes its work directory and
+    temporary folders, publishes nothing, and ends with one line (no traceback from any process)
+    and exit code 143; no process of the run is left."""
+    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
+    temporary = Path(tempfile.mkdtemp(prefix="stop-"))  # the session's: short enough for a socket's path
+    out = tmp_path / "scores"
+    out.mkdir()
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("clv")), "score", "--data", str(big),
+                             "--out", str(out / "scores.parquet"), "--workers", "2", "--chunk-size", "300",
+                             "--reasons-for", "all"], env={**os.environ, "TMPDIR": str(temporary)},
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        scorer = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, f"the run ended before the moment ({moment}) came: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, f"never came: {moment}"
+            family = scorer.children(recursive=True)
+            server = [c for c in family if "multiprocessing.forkserver" in " ".join(_cmdline(c))]
+            workers = [c for c in family if server and c.ppid() == server[0].pid]
+            if moment == "workers starting" and server and not workers:  # the server is importing
+                break
+            if moment == "workers busy" and len(workers) == 2 and list(out.glob(f"{WORK_FOLDER}/*/typed-*")):
+                break  # validating the customers' chunks
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "error: stopped by SIGTERM before it finished (outputs are published whole or not at all)")
+    deadline = time.monotonic() + 30
+    while survivors := [c.pid for c in family if _running(c)]:
+        assert time.monotonic() < deadline, f"processes of the stopped run still running: {survivors}"
+        time.sleep(0.05)
+    assert list(out.iterdir()) == []  # nothing published, no work directory
+    assert list(temporary.iterdir()) == []  # the fork server's folder removed too
+    temporary.rmdir()
 
 
 def _cmdline(process) -> list[str]:
@@ -705,7 +763,8 @@ def _saved(model_and_signature, path: Path) -> str:
     import mlflow.pyfunc
 
     model, signature, example = model_and_signature
-    mlflow.pyfunc.save_model(path, python_model=model, signature=signature, input_example=example)
+    mlflow.pyfunc.save_model(path, python_model=model, signature=signature, input_example=example,
+                             pip_requirements=PIP_REQUIREMENTS)
     return str(path)
 
 

@@ -4,7 +4,8 @@ What is specified here: a scorer killed with SIGKILL (it cannot stop anything it
 busy workers with it within seconds (each watches the scorer; their parent, the fork server, goes
 once they have); and that watch alone ends a process once the one it watches has ended. Also: a
 task started after bucket steps (BucketRunner.after) runs in a worker only once all of them have
-ended.
+ended. A run that fails or is told to stop aborts: its busy workers are stopped at once, where
+closing would wait for their steps to end.
 """
 
 from __future__ import annotations
@@ -66,6 +67,24 @@ def test_busy_workers_end_within_seconds_of_their_scorer_being_killed(tmp_path):
         kill_and_reap(proc)
     assert busy
     wait_until(lambda: not running(descendants), 15, f"the workers {descendants} to end")
+
+
+def test_abort_stops_busy_workers_at_once_where_close_would_wait_for_their_steps(tmp_path):
+    import threading
+
+    from serving.scoring.runner import BucketRunner
+
+    runner = BucketRunner(tmp_path, 2)
+    runner.warm_up(os.getpid)
+    pending = runner.submit(busy_forever, 2, str(tmp_path))  # steps that never end
+    wait_until(lambda: len(list(tmp_path.glob("busy-*"))) == 2, 180, "two busy workers")
+    workers = [int(p.name.split("-")[1]) for p in tmp_path.glob("busy-*")]
+    aborting = threading.Thread(target=runner.abort, daemon=True)
+    aborting.start()
+    aborting.join(timeout=60)
+    assert not aborting.is_alive(), "abort waited for steps that never end"
+    assert not running(workers)
+    assert pending.failed()  # the steps' results will never come: an error, not a hang
 
 
 def test_a_worker_ends_when_the_scorer_it_watches_ends_whoever_its_parent_is(tmp_path):

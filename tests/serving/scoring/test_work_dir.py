@@ -2,21 +2,33 @@
 
 What is specified here: every run writing into a folder works under FOLDER/.clv-work/; the start of
 a run deletes the work directories of this host's dead processes whatever output they were writing,
-and keeps live runs' and other hosts'; the work folder disappears once no run uses it.
+and keeps live runs' and other hosts'; the work folder disappears once no run uses it. The worker
+pool's folder in the system's temporary directory (the fork server's socket) is swept the same way,
+and a temporary directory too long for a socket's path is a user's error, said before any work.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
+import pytest
+
+from features.errors import UserError
 from serving.scoring import work_dir
 from serving.scoring.work_dir import (
+    SOCKET_PATH_MAX,
     WORK_FOLDER,
     make_work_directory,
+    make_workers_folder,
     release_work_directory,
     remove_dead_work_directories,
+    remove_dead_workers_folders,
 )
 
 
@@ -56,3 +68,49 @@ def test_the_work_folder_goes_once_no_run_uses_it(tmp_path):
     release_work_directory(second)
     assert list(tmp_path.iterdir()) == []
     remove_dead_work_directories(tmp_path / "a.parquet")  # nothing there: nothing to do
+
+
+@pytest.fixture
+def short_tmp(monkeypatch):
+    """A new, empty system temporary directory for one test, short enough for a socket's path (the
+    session's; pytest's tmp_path may be too long)."""
+    folder = Path(tempfile.mkdtemp(prefix="wd-"))
+    monkeypatch.setattr("tempfile.tempdir", str(folder))
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_the_worker_pools_folder_is_private_and_named_after_its_process(short_tmp):
+    tmp_path = short_tmp
+    folder = make_workers_folder()
+    assert folder.parent == tmp_path
+    prefix, host, pid, _ = folder.name.rsplit("-", 3)
+    assert (prefix, host, pid) == ("clv-mp", work_dir._host_tag(), str(os.getpid()))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    listener = folder / "listener-abcdefgh"  # multiprocessing's name for the fork server's socket
+    assert len(os.fsencode(listener)) <= SOCKET_PATH_MAX
+
+
+def test_the_next_run_deletes_dead_processes_worker_pool_folders_only(short_tmp):
+    tmp_path = short_tmp
+    host = work_dir._host_tag()
+    dead = tmp_path / f"clv-mp-{host}-{dead_pid()}-0a1b"
+    live = tmp_path / f"clv-mp-{host}-{os.getppid()}-0a1c"
+    other_host = tmp_path / f"clv-mp-{'0' * 6 if host != '0' * 6 else '1' * 6}-{dead_pid()}-0a1d"
+    someone_elses = tmp_path / f"pymp-{dead_pid()}"
+    for folder in (dead, live, other_host, someone_elses):
+        folder.mkdir()
+        (folder / "listener-abcdefgh").write_bytes(b"")
+    mine = make_workers_folder()
+    assert remove_dead_workers_folders() == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [live.name, other_host.name, someone_elses.name, mine.name])
+
+
+def test_a_temporary_directory_too_long_for_a_socket_is_a_users_error(tmp_path, monkeypatch):
+    deep = tmp_path / ("d" * 80)
+    deep.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(deep))
+    with pytest.raises(UserError, match=r"too long a path for the worker processes' socket .* TMPDIR .* --workers 1"):
+        make_workers_folder()
+    assert list(deep.iterdir()) == []
