@@ -23,6 +23,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.clv_process import Outcome, run_clv, run_installed_clv
+from tests.serving.conftest import tracking_to
+from tests.serving.scoring.test_chunked import fit_pyfunc
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +119,7 @@ CASES = [
     case("score-negative-drift-threshold", f"score|--data|{{world}}|{OUT}|--drift-threshold|-1",
          "drift threshold must be a PSI above 0"),
     case("report-scores-missing", "report|--out|{run}/r|--scores|{missing}/scores.parquet", "no such scores file"),
-    # Score reads its source only once it has a model: these run against a model trained for them.
+    # Score reads its source only once it has a model: these run against a champion logged for them.
     case("score-missing-source", f"score|--data|{{missing}}|{OUT}", "is not a directory",
          MLFLOW_TRACKING_URI="sqlite:///{trained}"),
     case("score-unreachable-database", f"score|--data|{UNREACHABLE_DB}|{OUT}", "cannot connect to postgresql://u@",
@@ -176,11 +178,18 @@ def clv(args: list[str], env: dict, cwd: Path) -> Outcome:
 
 
 def train_a_model(places: dict) -> Path:
-    """A store whose champion is a model of the tiny world (about 15 s)."""
+    """A store whose champion is a small real model of the tiny world, logged as training logs one."""
+    import mlflow
+
+    from training.tracking import PIP_REQUIREMENTS
+
     store = places["root"] / "trained.db"
-    trained = clv(["train", "--data", str(places["world"]), "--promote", "always"],
-                  {"MLFLOW_TRACKING_URI": f"sqlite:///{store}"}, cwd=places["root"])
-    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    model, signature, example = fit_pyfunc(places["world"])
+    with tracking_to(f"sqlite:///{store}"), mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature, input_example=example,
+                                       registered_model_name="customer-value", pip_requirements=PIP_REQUIREMENTS)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
+    client.set_registered_model_alias("customer-value", "champion", info.registered_model_version)
     return store
 
 
@@ -198,13 +207,15 @@ def run_case(case: Case, places: dict, model: Future | None, *, folder: str = "r
 
 @pytest.fixture(scope="module")
 def outcomes(request, places):
-    """The selected cases, started together (training first); each test waits for its own."""
+    """The selected cases, started together (after the model some need); each test waits for its own."""
     ids = {item.callspec.id for item in request.session.items
            if item.module is request.module and hasattr(item, "callspec")}
     selected = [c for c in CASES if c.id in ids]
     pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)  # CPU-bound: more workers only add contention
     needs_model = any("{trained}" in value for c in selected for value in c.env.values())
-    model = pool.submit(train_a_model, places) if needs_model else None
+    model = Future() if needs_model else None
+    if model is not None:  # here, not in the pool: MLflow's settings are the process's
+        model.set_result(train_a_model(places))
     yield {c.id: pool.submit(run_case, c, places, model) for c in selected}
     pool.shutdown(cancel_futures=True)
 
