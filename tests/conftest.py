@@ -207,9 +207,10 @@ _TEMP_VARIABLES = ("TMPDIR", "TEMP", "TMP")
 # worker folders go when the workers close, its two lock files stay (distributed.diskutils.WorkSpace).
 _MAY_STAY = {"dask-scratch-space/", "dask-scratch-space/global.lock", "dask-scratch-space/purge.lock"}
 # The scorer's workers fork from multiprocessing's fork server, which listens on a socket in a folder
-# of this process's (the scorer's clv-mp-*, or multiprocessing's own pymp-* if something made that
-# one first); both are removed when this process exits.
-_MAY_STAY_PATTERNS = ("clv-mp-*/listener-*", "pymp-*/listener-*")
+# of this process's (the scorer's clv-mp-HOST-PID-TOKEN, or multiprocessing's own pymp-* if something
+# made that one first); both are removed when this process exits. Another process's clv-mp-* folder
+# (a scorer killed by a test) must not stay.
+_MAY_STAY_PATTERNS = (f"clv-mp-*-{os.getpid()}-*/listener-*", "pymp-*/listener-*")
 
 
 def _leftovers(entries: list[Path], folder: Path) -> list[str]:

@@ -20,7 +20,11 @@ from pathlib import Path
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def environment() -> dict:
+    """This process's environment as it is now (TMPDIR: the session's folder), the checkout importable."""
+    return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
 def busy_forever(b: int, folder: str) -> None:
@@ -59,7 +63,7 @@ def test_busy_workers_end_within_seconds_of_their_scorer_being_killed(tmp_path):
     code = ("from pathlib import Path; from serving.scoring.runner import BucketRunner; "
             "from tests.serving.scoring.test_runner import busy_forever; "
             f"BucketRunner(Path({str(tmp_path)!r}), 2).map(busy_forever, 2, {str(tmp_path)!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", code], env=environment(), cwd=ROOT)
     try:
         busy = wait_until(lambda: len(list(tmp_path.glob("busy-*"))) == 2, 180, "two busy workers")
         descendants = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
@@ -67,6 +71,10 @@ def test_busy_workers_end_within_seconds_of_their_scorer_being_killed(tmp_path):
         kill_and_reap(proc)
     assert busy
     wait_until(lambda: not running(descendants), 15, f"the workers {descendants} to end")
+    from serving.scoring.work_dir import remove_dead_workers_folders
+
+    left = [p.name for p in remove_dead_workers_folders()]  # as the next scorer on the machine does
+    assert [name.split("-")[3] for name in left] == [str(proc.pid)]  # its fork server's folder
 
 
 def test_abort_stops_busy_workers_at_once_where_close_would_wait_for_their_steps(tmp_path):
@@ -93,7 +101,7 @@ def test_a_worker_ends_when_the_scorer_it_watches_ends_whoever_its_parent_is(tmp
     parent = ("import os, subprocess, sys, time; "
               f"c = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())]); "
               "print(c.pid, flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", parent], env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", parent], env=environment(), cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         orphan = int(proc.stdout.readline())
         assert running([orphan])
