@@ -177,7 +177,7 @@ def clv(args: list[str], env: dict, cwd: Path) -> Outcome:
     return run_clv(args, env=environment(env), cwd=cwd)
 
 
-def train_a_model(places: dict) -> Path:
+def register_a_model(places: dict) -> Path:
     """A store whose champion is a small real model of the tiny world, logged as training logs one."""
     import mlflow
 
@@ -185,10 +185,11 @@ def train_a_model(places: dict) -> Path:
 
     store = places["root"] / "trained.db"
     model, signature, example = fit_pyfunc(places["world"])
-    with tracking_to(f"sqlite:///{store}"), mlflow.start_run():
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
+    experiment = client.create_experiment("user-errors", artifact_location=(places["root"] / "artifacts").as_uri())
+    with tracking_to(f"sqlite:///{store}"), mlflow.start_run(experiment_id=experiment):
         info = mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature, input_example=example,
                                        registered_model_name="customer-value", pip_requirements=PIP_REQUIREMENTS)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
     client.set_registered_model_alias("customer-value", "champion", info.registered_model_version)
     return store
 
@@ -215,7 +216,7 @@ def outcomes(request, places):
     needs_model = any("{trained}" in value for c in selected for value in c.env.values())
     model = Future() if needs_model else None
     if model is not None:  # here, not in the pool: MLflow's settings are the process's
-        model.set_result(train_a_model(places))
+        model.set_result(register_a_model(places))
     yield {c.id: pool.submit(run_case, c, places, model) for c in selected}
     pool.shutdown(cancel_futures=True)
 
