@@ -261,3 +261,30 @@ def no_temporary_files_left_behind(tmp_path_factory):
                     "place that is removed afterwards (pytest's tmp_path, dst_path=..., a "
                     f"TemporaryDirectory):\n  {names}", pytrace=False)
 # ================================================================ end Temporary files
+
+
+# ================================================================ MLflow stores (the whole suite)
+# MLflow makes its tables in a new SQLite store by running its migrations: 2-4 s of CPU a store, and
+# a score of modules start from an empty store. Each test process makes one empty store and copies
+# it: the copy is what MLflow would have made. Its Default experiment keeps its artifacts in the
+# template's folder, not in ./mlruns of the folder pytest runs in. (That clv makes a store where
+# there is none is checked in tests/training/test_tracking.py and by `make demo`.)
+@pytest.fixture(scope="session")
+def new_mlflow_store(tmp_path_factory):
+    """``new_mlflow_store(folder)``: an empty MLflow store at ``folder/mlflow.db``; its sqlite:/// URI."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from training.tracking import quiet_mlflow_warnings
+
+    quiet_mlflow_warnings()
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    template = folder / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{template}", (folder / "mlruns").as_uri()).engine.dispose()
+
+    def new(at: Path) -> str:
+        at.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, at / "mlflow.db")
+        return f"sqlite:///{at / 'mlflow.db'}"
+
+    return new
+# ================================================================ end MLflow stores

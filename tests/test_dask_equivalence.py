@@ -106,11 +106,11 @@ def dask_client():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """MLFLOW_TRACKING_URI at a fresh SQLite file (workers are told it by the scorer)."""
     folder = tmp_path_factory.mktemp("dask-mlflow")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(folder))
         mp.chdir(folder)
         yield folder
 

@@ -26,9 +26,9 @@ def test_every_entry_point_calls_the_clv_command_line():
 
 
 @pytest.mark.slow
-def test_mlflow_run_main_completes_offline(tmp_path):
+def test_mlflow_run_main_completes_offline(tmp_path, new_mlflow_store):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+           "MLFLOW_TRACKING_URI": new_mlflow_store(tmp_path)}
     env.pop("MLFLOW_RUN_ID", None)
     # --storage-dir: else `mlflow run` makes a (here empty) download folder in the system's temp dir
     # that nobody removes.

@@ -26,13 +26,13 @@ def test_notebooks_are_committed_without_outputs(path):
 
 
 @pytest.mark.slow
-def test_notebooks_run_in_order_on_a_small_world(tmp_path, monkeypatch):
+def test_notebooks_run_in_order_on_a_small_world(tmp_path, monkeypatch, new_mlflow_store):
     from features.synthetic.world import generate_world
 
     world = tmp_path / "world"
     generate_world(world, n_customers=3000, seed=11)
     monkeypatch.setenv("CLV_DATA", str(world))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     for path in NOTEBOOKS:  # 02 registers the champion that 03 reviews
         nb = nbformat.read(path, as_version=4)

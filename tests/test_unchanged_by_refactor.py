@@ -154,10 +154,10 @@ def record(work: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def current(tmp_path_factory):
+def current(tmp_path_factory, new_mlflow_store):
     folder = tmp_path_factory.mktemp("refactor")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(folder))
         mp.chdir(folder)
         yield compute(folder)
 

@@ -17,8 +17,11 @@ customer when too few customers bought to fit (the reason is in ``BtydFit.status
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +59,14 @@ MIN_BUYERS = 10
 FIT_TOLERANCES = (1e-7, 1e-5, 1e-3)  # lifetimes' default first
 MIN_REPEAT_BUYERS = 10
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary")
+# A fit is a pure function of the numbers it fits (BFGS from lifetimes' fixed start), and a process
+# often fits the same numbers again: a training run's BG/NBD baseline fits the summary its last
+# refit window fitted, and a notebook or a test trains again on the same data. The parameters of
+# the latest FIT_CACHE_SIZE fits are kept, keyed by those exact numbers; a cached fit predicts what
+# the first did (BtydFit.from_params), at 0.3-3 s a fit saved.
+FIT_CACHE_SIZE = 64
+_FITS: OrderedDict[bytes, tuple[str, dict[str, float]]] = OrderedDict()
+_FITS_LOCK = threading.Lock()  # a threaded Dask worker may fit in several threads
 
 
 def purchase_summary(customers: pd.DataFrame, transactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -120,7 +131,7 @@ class BtydFit:
     def __setstate__(self, state: dict) -> None:
         """The models rebuilt from their parameters: the methods btyd_predictions calls read
         ``params_`` only, so they predict exactly what the fitted ones do."""
-        self.status, self.params = state["status"], state["params"]
+        self.status, self.params = state["status"], dict(state["params"])
         self.bgnbd = self.gamma_gamma = None
         if self.params:
             with warnings.catch_warnings():
@@ -130,6 +141,13 @@ class BtydFit:
             for model, prefix in ((self.bgnbd, "bgnbd_"), (self.gamma_gamma, "gammagamma_")):
                 model.params_ = pd.Series({k[len(prefix):]: v for k, v in self.params.items() if k.startswith(prefix)},
                                           dtype="float64")
+
+    @classmethod
+    def from_params(cls, status: str, params: dict[str, float]) -> BtydFit:
+        """The fit whose parameters (and status) these are, as if unpickled."""
+        fit = cls.__new__(cls)
+        fit.__setstate__({"status": status, "params": params})
+        return fit
 
 
 def fit_btyd(summary: pd.DataFrame, penalizer: float) -> BtydFit:
@@ -150,15 +168,39 @@ def fit_btyd(summary: pd.DataFrame, penalizer: float) -> BtydFit:
     repeat = buyers.loc[(buyers["frequency"] > 0).to_numpy() & (buyers["monetary"] > 0).to_numpy()]
     if len(repeat) < MIN_REPEAT_BUYERS:
         return BtydFit(None, None, f"failed: {len(repeat)} repeat buyers for Gamma-Gamma (need {MIN_REPEAT_BUYERS})")
+    bgnbd_data = [buyers[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T")]
+    gamma_gamma_data = [repeat[c].to_numpy(dtype="float64") for c in ("frequency", "monetary")]
+    key = _fit_key(penalizer, bgnbd_data, gamma_gamma_data)
+    with _FITS_LOCK:
+        cached = _FITS.get(key)
+        if cached is not None:
+            _FITS.move_to_end(key)
+    if cached is not None:
+        return BtydFit.from_params(*cached)
     try:
-        bgf = _fitted(BetaGeoFitter, penalizer, buyers["frequency"].to_numpy(), buyers["recency"].to_numpy(),
-                      buyers["T"].to_numpy())
-        ggf = _fitted(GammaGammaFitter, penalizer, repeat["frequency"].to_numpy(), repeat["monetary"].to_numpy())
+        bgf = _fitted(BetaGeoFitter, penalizer, *bgnbd_data)
+        ggf = _fitted(GammaGammaFitter, penalizer, *gamma_gamma_data)
     except Exception as exc:  # noqa: BLE001 - a model that cannot be fitted leaves its features unknown
-        return BtydFit(None, None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
-    params = {f"bgnbd_{k}": float(v) for k, v in bgf.params_.items()}
-    params.update({f"gammagamma_{k}": float(v) for k, v in ggf.params_.items()})
-    return BtydFit(bgf, ggf, f"ok: {len(buyers)} buyers, {len(repeat)} repeat", params)
+        fit = BtydFit(None, None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"[:300])
+    else:
+        params = {f"bgnbd_{k}": float(v) for k, v in bgf.params_.items()}
+        params.update({f"gammagamma_{k}": float(v) for k, v in ggf.params_.items()})
+        fit = BtydFit(bgf, ggf, f"ok: {len(buyers)} buyers, {len(repeat)} repeat", params)
+    with _FITS_LOCK:
+        _FITS[key] = (fit.status, dict(fit.params))
+        while len(_FITS) > FIT_CACHE_SIZE:
+            _FITS.popitem(last=False)
+    return fit
+
+
+def _fit_key(penalizer: float, *datasets: list[np.ndarray]) -> bytes:
+    """A digest of exactly what the two models are fitted to."""
+    digest = hashlib.blake2b(np.float64(penalizer).tobytes(), digest_size=32)
+    for columns in datasets:
+        for column in columns:
+            digest.update(np.int64(len(column)).tobytes())
+            digest.update(np.ascontiguousarray(column).tobytes())
+    return digest.digest()
 
 
 def id_hashes(ids) -> np.ndarray:

@@ -194,18 +194,20 @@ def tracking_to(uri: str):
 
 
 @pytest.fixture(scope="session")
-def store_uri(tmp_path_factory) -> str:
+def store_uri(tmp_path_factory, new_mlflow_store) -> str:
     """A temporary SQLite MLflow store shared by the session's report tests."""
-    from training.tracking import quiet_mlflow_warnings
-
-    quiet_mlflow_warnings()
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return new_mlflow_store(tmp_path_factory.mktemp("mlflow"))
 
 
 @pytest.fixture
-def mlflow_store(store_uri):
-    """The session's store, made current for one test."""
+def mlflow_store(store_uri, monkeypatch):
+    """The session's store, made current for one test, with an experiment whose artifacts are beside
+    the store (runs started without one would go to MLflow's Default experiment, whose artifacts are
+    in ./mlruns of the folder pytest runs in: the checkout)."""
+    from training import tracking
+
     with tracking_to(store_uri):
+        monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", tracking.experiment_id("report-tests", store_uri))
         yield store_uri
 
 

@@ -95,8 +95,9 @@ def test_bad_training_settings_are_one_line_and_exit_2(tmp_path):
         assert len(result.output.strip().splitlines()) == 1, result.output
 
 
-def test_paths_stores_and_servers_a_user_gets_wrong_are_one_line_and_exit_2(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+def test_paths_stores_and_servers_a_user_gets_wrong_are_one_line_and_exit_2(tmp_path, monkeypatch,
+                                                                           new_mlflow_store):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(tmp_path))
     src = write_source(tmp_path, valid_tables())
     flawed = valid_tables()
     flawed["transactions"].loc[17, "timestamp"] = "2024-13-01"  # a reject to write

@@ -38,12 +38,13 @@ def test_every_url_and_dsn_form_loses_its_secret_and_nothing_else(shown, masked)
     assert mask_url(shown) == masked
 
 
-def test_no_command_shows_or_stores_the_database_password(postgres_server, postgres_url, tmp_path):
+def test_no_command_shows_or_stores_the_database_password(postgres_server, postgres_url, tmp_path,
+                                                          new_mlflow_store):
     world = tmp_path / "world"
     generate_world(world, n_customers=300, seed=5)
     password = postgres_server.password
     secrets = [password, quote(password, safe="")]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "COLUMNS": "200"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": new_mlflow_store(tmp_path), "COLUMNS": "200"}
     env.pop("MLFLOW_REGISTRY_URI", None)
     wrong_db = postgres_url.rsplit("/", 1)[0] + "/no_such_db"
     escaped = password.replace("\\", "\\\\").replace("'", "\\'")

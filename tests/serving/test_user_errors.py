@@ -128,10 +128,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def places(tmp_path_factory):
+def places(tmp_path_factory, new_mlflow_store):
     """Paths the cases name: a 200-customer world and broken copies of it, files, MLflow stores."""
-    import mlflow
-
     from features.synthetic.world import generate_world
 
     root = tmp_path_factory.mktemp("user-errors")
@@ -149,8 +147,9 @@ def places(tmp_path_factory):
     a_file.write_text("a regular file, not a folder")
     garbage = root / "garbage.db"
     garbage.write_bytes(os.urandom(4096))
+    new_mlflow_store(root)
     fresh = root / "mlflow.db"
-    mlflow.MlflowClient(tracking_uri=f"sqlite:///{fresh}").search_experiments()  # creates the schema once
+    new_mlflow_store(root / "trained")  # register_a_model's
     locked = root / "locked.db"
     shutil.copyfile(fresh, locked)
     holder = sqlite3.connect(locked, isolation_level=None)
@@ -183,7 +182,7 @@ def register_a_model(places: dict) -> Path:
 
     from training.tracking import PIP_REQUIREMENTS
 
-    store = places["root"] / "trained.db"
+    store = places["root"] / "trained" / "mlflow.db"
     model, signature, example = fit_pyfunc(places["world"])
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}", registry_uri=f"sqlite:///{store}")
     experiment = client.create_experiment("user-errors", artifact_location=(places["root"] / "artifacts").as_uri())

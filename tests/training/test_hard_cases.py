@@ -17,13 +17,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """A fresh SQLite MLflow store and working directory for this module's runs."""
     folder = tmp_path_factory.mktemp("hard-cases")
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         # MLflow exports the registry URI itself: set it here so that leaving the module unsets it.
-        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
         mp.setenv("COLUMNS", "200")
         mp.chdir(folder)
         yield folder

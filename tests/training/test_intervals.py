@@ -196,16 +196,17 @@ def test_the_summary_states_the_coverage_and_warns_outside_0_7_to_0_9():
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_world):
+def run(tmp_path_factory, tiny_world, new_mlflow_store):
     """One tracked training run on the tiny world, in a throwaway SQLite store."""
     from dataclasses import replace
 
     from training.train import train_run
 
     folder = tmp_path_factory.mktemp("mlflow-intervals")
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
-        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
         mp.chdir(folder)
         summary = train_run(tiny_world, model_name="clv-intervals", experiment="clv-intervals",
                             config=replace(SMALL, social_ablation=False), progress=False)

@@ -31,11 +31,12 @@ def world(tiny_world, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     folder = tmp_path_factory.mktemp("mlflow-privacy")
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
-        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
         mp.chdir(folder)  # the artifacts land beside the database
         yield folder
 

@@ -23,13 +23,14 @@ WEAK = replace(
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, new_mlflow_store):
     """MLFLOW_TRACKING_URI pointing at a fresh SQLite file; the working directory is a temp dir too."""
     folder = tmp_path_factory.mktemp("mlflow")
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
         # MLflow exports the registry URI itself: set it here so that leaving the module unsets it.
-        mp.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{folder}/mlflow.db")
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
         mp.chdir(folder)
         yield folder
 

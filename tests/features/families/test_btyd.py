@@ -1,6 +1,7 @@
 """Specification of the btyd family: lifetimes' own summary, fitted before as_of, the same from batches."""
 
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from features.build import build_features
 from features.config import FeatureConfig
+from features.families import btyd
 from features.families.btyd import (
     FEATURES,
     BtydSums,
@@ -221,10 +223,11 @@ def test_expected_orders_are_finite_and_right_when_lifetimes_log_form_fails():
                           usual.conditional_expected_number_of_purchases_up_to_time(91.0, f, r, T))
 
 
-def test_a_pickled_fit_predicts_exactly_what_the_fitted_models_do():
+def test_a_pickled_fit_predicts_exactly_what_the_fitted_models_do(monkeypatch):
     """The chunked scorer hands the population's fit to its worker processes as a pickle."""
     import pickle
 
+    monkeypatch.setattr(btyd, "_FITS", OrderedDict())  # fitted here, not an earlier test's parameters
     tables = purchase_log(3, customers=300, rows=3000)
     summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
     fit = fit_btyd(summary, CONFIG.btyd_penalizer)
@@ -233,3 +236,50 @@ def test_a_pickled_fit_predicts_exactly_what_the_fitted_models_do():
     assert again.status == fit.status and again.params == fit.params
     pd.testing.assert_frame_equal(btyd_predictions(summary, again, 365), btyd_predictions(summary, fit, 365),
                                   check_exact=True)
+
+
+def test_numbers_fitted_again_are_not_fitted_again_and_predict_the_same(monkeypatch):
+    """A training run's baseline fits the summary its last refit window fitted: the second fit is the
+    first's parameters, which predict exactly what the fitted models do. Other numbers, another
+    penalizer, are fitted; customers who never bought are not in the models' numbers."""
+    monkeypatch.setattr(btyd, "_FITS", OrderedDict())
+    tables = purchase_log(5, customers=300, rows=3000)
+    summary = purchase_summary(tables.customers, tables.transactions, AS_OF)
+    first = fit_btyd(summary, CONFIG.btyd_penalizer)
+    assert first.bgnbd is not None
+    fitted = []
+    real = btyd._fitted
+    monkeypatch.setattr(btyd, "_fitted", lambda fitter, *args: fitted.append(fitter.__name__) or real(fitter, *args))
+
+    again = fit_btyd(summary.copy(), CONFIG.btyd_penalizer)
+    assert fitted == []
+    assert again.status == first.status and again.params == first.params
+    pd.testing.assert_frame_equal(btyd_predictions(summary, again, 365), btyd_predictions(summary, first, 365),
+                                  check_exact=True)
+
+    never = summary.loc[~summary["buyer"]].index[:1]
+    assert len(never)
+    assert fit_btyd(summary.drop(never), CONFIG.btyd_penalizer).params == first.params and fitted == []
+    later = summary.copy()
+    later.loc[later.index[later["buyer"]][0], "T"] += 1.0  # one buyer a day older
+    assert fit_btyd(later, CONFIG.btyd_penalizer).params != first.params
+    assert fitted == ["BetaGeoFitter", "GammaGammaFitter"]
+    assert fit_btyd(summary, CONFIG.btyd_penalizer + 0.01).params != first.params
+    assert len(fitted) == 4
+
+
+def test_only_the_latest_fits_are_kept(monkeypatch):
+    monkeypatch.setattr(btyd, "_FITS", OrderedDict())
+    monkeypatch.setattr(btyd, "FIT_CACHE_SIZE", 2)
+    summaries = [purchase_summary(t.customers, t.transactions, AS_OF)
+                 for t in (purchase_log(seed, customers=150, rows=1500) for seed in (1, 2, 3))]
+    for summary in summaries:
+        fit_btyd(summary, CONFIG.btyd_penalizer)
+    assert len(btyd._FITS) == 2
+    fitted = []
+    real = btyd._fitted
+    monkeypatch.setattr(btyd, "_fitted", lambda fitter, *args: fitted.append(fitter.__name__) or real(fitter, *args))
+    fit_btyd(summaries[2], CONFIG.btyd_penalizer)
+    assert fitted == []
+    fit_btyd(summaries[0], CONFIG.btyd_penalizer)  # the oldest, dropped
+    assert fitted == ["BetaGeoFitter", "GammaGammaFitter"]

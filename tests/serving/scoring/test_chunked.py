@@ -124,12 +124,12 @@ def fit_pyfunc(world: Path, *, manifest_edit=None, signature_extra: bool = False
 
 
 @pytest.fixture(scope="module")
-def registry(world, tmp_path_factory):
+def registry(world, tmp_path_factory, new_mlflow_store):
     """MLFLOW_TRACKING_URI -> a fresh SQLite store holding customer-value@champion."""
     import mlflow
 
     store = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{store / 'mlflow.db'}"
+    uri = new_mlflow_store(store)
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)

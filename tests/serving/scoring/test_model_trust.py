@@ -48,9 +48,9 @@ def hostile_model(tmp_path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
+def store(tmp_path, monkeypatch, new_mlflow_store) -> str:
     """MLFLOW_TRACKING_URI -> an empty SQLite store under tmp_path (nothing is written elsewhere)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     return uri

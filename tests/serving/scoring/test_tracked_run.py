@@ -53,12 +53,12 @@ def shifted_world(world, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(world, tmp_path_factory):
+def store(world, tmp_path_factory, new_mlflow_store):
     """A fresh SQLite store holding the champion trained on ``world``."""
     from training.train import train_run
 
     folder = tmp_path_factory.mktemp("tracked-mlflow")
-    uri = f"sqlite:///{folder}/mlflow.db"
+    uri = new_mlflow_store(folder)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("MLFLOW_REGISTRY_URI", uri)
