@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 # ================================================================ Threads (the whole suite)
-# pytest-xdist runs two processes on two cores and each trains with LightGBM's OpenMP threads:
+# pytest-xdist runs three processes on two cores and each trains with LightGBM's OpenMP threads:
 # threads spinning at a barrier (libgomp spins a while before it sleeps) take the CPU the other
-# process needs. Passive waiting, set before anything loads OpenMP, here and in every process the
+# processes need. Passive waiting, set before anything loads OpenMP, here and in every process the
 # tests start (Makefile sets it too).
 import os
 
@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # ================================================================ Order (the whole suite)
-# pytest-xdist hands whole modules to its two processes (--dist loadscope), in collection order with
+# pytest-xdist hands whole modules to its processes (--dist loadscope), in collection order with
 # --no-loadscope-reorder (its default order is most tests first, which put one-test modules of a
 # minute or more last). The suite ends when the last module does, so the slow modules go first and
 # the many short ones fill the end.

@@ -91,6 +91,12 @@ def world(tmp_path_factory) -> Path:
     return make_world(tmp_path_factory.mktemp("world"), n_customers=400, seed=3)
 
 
+@pytest.fixture(scope="module")
+def big_world(tmp_path_factory) -> Path:
+    """Large enough that a run is still under way when a test kills it or tells it to stop (read only)."""
+    return make_world(tmp_path_factory.mktemp("big-world"), n_customers=3000, seed=4)
+
+
 # ---------------------------------------------------------------------------------------------
 # A real model, registered as the champion in a temporary MLflow store (with the requirements
 # training gives it: MLflow infers them otherwise, loading the model in a new process, 8 s a model)
@@ -613,15 +619,14 @@ def test_a_column_that_parses_nowhere_stops_the_run_as_the_loader_does(world, re
 # Atomic
 
 
-def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_path):
+def test_a_killed_run_leaves_the_previous_output_intact(world, big_world, registry, tmp_path):
     out = tmp_path / "scores.parquet"
     score_customers(world, out=out, chunk_size=50, progress=False, reasons_for="none")
     before = out.read_bytes()
     manifest_before = out.with_name("scores.manifest.json").read_bytes()
 
-    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     code = ("from serving.scoring.chunked import score_customers; "
-            f"score_customers({str(big)!r}, out={str(out)!r}, chunk_size=500, reasons_for='all', progress=False)")
+            f"score_customers({str(big_world)!r}, out={str(out)!r}, chunk_size=500, reasons_for='all', progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -647,16 +652,15 @@ def test_a_killed_run_leaves_the_previous_output_intact(world, registry, tmp_pat
 
 
 def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_the_next_run(
-        world, registry, tmp_path, monkeypatch):
+        world, big_world, registry, tmp_path, monkeypatch):
     """SIGKILL gives the scorer no chance to clean up: its workers die with it (they watch it), and
     the next run into the folder deletes its work directory though it writes another output, and its
     fork server's folder in the system's temporary directory."""
-    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     scores = tmp_path / "scores"
     scores.mkdir()
     temporary = Path(tempfile.mkdtemp(prefix="kill-"))  # the session's: short enough for a socket's path
     code = ("from serving.scoring.chunked import score_customers; "
-            f"score_customers({str(big)!r}, out={str(scores / 'killed.parquet')!r}, chunk_size=300, workers=2, "
+            f"score_customers({str(big_world)!r}, out={str(scores / 'killed.parquet')!r}, chunk_size=300, workers=2, "
             "reasons_for='all', progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(temporary)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -693,16 +697,16 @@ def test_a_scorer_killed_mid_run_leaves_no_worker_and_no_work_directory_after_th
 
 
 @pytest.mark.parametrize("moment", ["workers starting", "workers busy"])
-def test_a_scorer_told_to_stop_stops_its_workers_cleans_up_and_says_so(world, registry, tmp_path, moment):
+def test_a_scorer_told_to_stop_stops_its_workers_cleans_up_and_says_so(world, big_world, registry, tmp_path,
+                                                                        moment):
     """SIGTERM (a scheduler's timeout), whether the workers are still starting (the fork server
     importing) or busy with chunks: the scorer stops them at once, removes its work directory and
     temporary folders, publishes nothing, and ends with one line (no traceback from any process)
     and exit code 143; no process of the run is left."""
-    big = make_world(tmp_path / "big", n_customers=3000, seed=4)
     temporary = Path(tempfile.mkdtemp(prefix="stop-"))  # the session's: short enough for a socket's path
     out = tmp_path / "scores"
     out.mkdir()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("clv")), "score", "--data", str(big),
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("clv")), "score", "--data", str(big_world),
                              "--out", str(out / "scores.parquet"), "--workers", "2", "--chunk-size", "300",
                              "--reasons-for", "all"], env={**os.environ, "TMPDIR": str(temporary)},
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
