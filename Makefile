@@ -46,13 +46,12 @@ demo: install
 	echo "  report:      $(DEMO_DIR)/report/report.html" && \
 	echo "  MLflow UI:   $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
-# Three processes (pytest-xdist) on this 2-core machine: a test waiting on a process it started, a
-# server or the disk leaves the cores to the other two (10 min 31 s against 11 min 22 s with two;
-# docs/performance.md, "Tests"). A module's tests stay in one process, so its module fixtures are
+# Two processes (pytest-xdist); a module's tests stay in one process, so its module fixtures are
 # built once, and the modules go out in collection order, slow ones first (tests/conftest.py).
-# TEST_WORKERS=0 runs the suite in this process only.
-TEST_WORKERS ?= 3
-# Test processes, each training with LightGBM's OpenMP threads, share the cores: threads spinning
+# TEST_WORKERS=0 runs the suite in this process only. (Three on these two cores were no faster:
+# docs/performance.md, "Session 14".)
+TEST_WORKERS ?= 2
+# Two test processes, each training with LightGBM's OpenMP threads, share the cores: threads spinning
 # at a barrier take the CPU the other process needs. Passive waiting: 170 s for the training-heavy
 # modules against 177 s with libgomp's default (docs/performance.md, "Tests"). tests/conftest.py sets
 # the same default for a plain `pytest`.

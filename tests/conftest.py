@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 # ================================================================ Threads (the whole suite)
-# pytest-xdist runs three processes on two cores and each trains with LightGBM's OpenMP threads:
+# pytest-xdist runs two processes on two cores and each trains with LightGBM's OpenMP threads:
 # threads spinning at a barrier (libgomp spins a while before it sleeps) take the CPU the other
-# processes need. Passive waiting, set before anything loads OpenMP, here and in every process the
+# process needs. Passive waiting, set before anything loads OpenMP, here and in every process the
 # tests start (Makefile sets it too).
 import os
 
