@@ -202,8 +202,8 @@ def store_uri(tmp_path_factory, new_mlflow_store) -> str:
 @pytest.fixture
 def mlflow_store(store_uri, monkeypatch):
     """The session's store, made current for one test, with an experiment whose artifacts are beside
-    the store (runs started without one would go to MLflow's Default experiment, whose artifacts are
-    in ./mlruns of the folder pytest runs in: the checkout)."""
+    the store (runs started without one go to MLflow's Default experiment, whose artifacts are
+    elsewhere: in ./mlruns of the folder pytest runs in, the checkout, for a store MLflow made)."""
     from training import tracking
 
     with tracking_to(store_uri):
