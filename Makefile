@@ -9,7 +9,7 @@ DEMO_CUSTOMERS ?= 50000
 
 install: $(VENV)/.installed
 
-# uv installs the same ranges in about a third of pip's time (docs/performance.md, "Install"); it does
+# uv installs the same ranges in about a third of pip's time (docs/performance.md, "Session 14"); it does
 # not read pip's configuration, so where it cannot install (a machine that reaches only a mirror set
 # in pip.conf, say) pip installs instead. INSTALLER=pip uses pip alone. Byte code is compiled at
 # install time, as pip does: without it every process of the suite would compile what it imports.

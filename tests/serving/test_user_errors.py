@@ -147,9 +147,9 @@ def places(tmp_path_factory, new_mlflow_store):
     a_file.write_text("a regular file, not a folder")
     garbage = root / "garbage.db"
     garbage.write_bytes(os.urandom(4096))
-    new_mlflow_store(root)
+    new_mlflow_store(root)  # an empty store, root/mlflow.db
     fresh = root / "mlflow.db"
-    new_mlflow_store(root / "trained")  # register_a_model's
+    new_mlflow_store(root / "trained")  # the one register_a_model logs its model to
     locked = root / "locked.db"
     shutil.copyfile(fresh, locked)
     holder = sqlite3.connect(locked, isolation_level=None)
