@@ -25,6 +25,7 @@ ifeq ($(INSTALLER),uv)
 else
 	$(PIP_INSTALL)
 endif
+	$(BIN)/python -m compileall -q features training serving  # this project's own byte code (an editable install)
 	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
 	$(BIN)/python -m training.tree_predict  # and the prediction kernel
 	touch $@
@@ -56,8 +57,12 @@ TEST_WORKERS ?= 2
 # modules against 177 s with libgomp's default (docs/performance.md, "Tests"). tests/conftest.py sets
 # the same default for a plain `pytest`.
 OMP_WAIT_POLICY ?= PASSIVE
+# Byte code is written even where the environment says not to (PYTHONDONTWRITEBYTECODE=1, as on
+# some images): otherwise pytest rewrites the asserts of every test module again in each of its
+# processes (10 s of CPU each), and every `clv`, worker and kernel process the tests start compiles
+# this project's modules again. __pycache__ folders are ignored by git.
 test: install
-	OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+	PYTHONDONTWRITEBYTECODE= OMP_WAIT_POLICY=$(OMP_WAIT_POLICY) $(BIN)/pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 
 lint: install
 	$(BIN)/ruff check features training serving tests benchmarks
