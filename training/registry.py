@@ -18,6 +18,7 @@ from features.errors import UserError
 from features.manifest import FeatureManifest, FeatureSkewError, check_compatible
 from training.config import PROMOTE_MODES
 from training.metrics import norm_gini
+from training.model_environment import load_pyfunc
 from training.model_source import (
     UntrustedModelError,
     check_registered_files,
@@ -143,6 +144,7 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
     customer ids (training.report_inputs) is compared only when it read the same input.
     """
     import mlflow
+    import mlflow.artifacts
 
     current = current_champion(client, model_name)
     if current is None or str(current.version) == exclude_version:
@@ -174,7 +176,8 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
         # Into a folder removed once loaded: without dst_path MLflow leaves its download in a new
         # temporary folder (remote artifact stores, runs:/ URIs).
         with tempfile.TemporaryDirectory(prefix="clv-champion-") as files:
-            loaded = mlflow.pyfunc.load_model(uri, dst_path=files).unwrap_python_model()
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=files)
+            loaded = load_pyfunc(local).unwrap_python_model()
         stored = loaded.manifest_json
         if stored is None:
             raise FeatureSkewError("champion has no feature manifest")

@@ -28,6 +28,7 @@ from features.manifest import (
     manifest_for,
 )
 from training import tracking
+from training.model_environment import load_pyfunc
 from training.model_source import (
     UntrustedModelError,
     check_model_source,
@@ -163,7 +164,6 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=N
     """
     import mlflow
     import mlflow.artifacts
-    import mlflow.pyfunc
 
     check_model_source(model_uri, trust_model_from)
     tracking.use_store()
@@ -173,7 +173,7 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=N
             check_registered_files(mlflow.MlflowClient(), model_uri, trust_model_from)
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=model_uri, dst_path=str(files_in) if files is None else files.name)
-            pyfunc = mlflow.pyfunc.load_model(local)
+            pyfunc = load_pyfunc(local)  # warns when this environment differs from the model's
         except UntrustedModelError:
             raise
         except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI
@@ -193,10 +193,8 @@ def load_local_model(path: str, uri: str) -> ScoringModel:
 
     Only for files load_scoring_model already fetched (and so checked) in the parent process.
     """
-    import mlflow.pyfunc
-
     tracking.quiet_mlflow_warnings()
-    pyfunc = mlflow.pyfunc.load_model(path)
+    pyfunc = load_pyfunc(path, check_environment=False)  # the parent checked it
     return _checked_model(pyfunc, uri, uri, None, None, path)
 
 
