@@ -42,16 +42,31 @@ def _pyplot():
 def png_bytes(fig, *, dpi: int = PRINT_DPI, min_width: int = MIN_WIDTH_PX) -> bytes:
     """The figure as PNG bytes at print resolution, closed afterwards; no creation time or software stamp.
 
-    The tight bounding box trims a figure's margins, so a figure drawn narrower than ``min_width``
-    pixels is drawn again at the resolution that reaches it (the same inputs still give the same bytes).
+    The tight bounding box trims a figure's margins, so a figure that would be narrower than
+    ``min_width`` pixels is drawn at the resolution that reaches it. The trimmed width is measured
+    from the artists' extents first (no pixels drawn), so the figure is drawn once, not twice; if
+    rounding still leaves it short, it is drawn again (the same inputs still give the same bytes).
     """
     plt = _pyplot()
-    png = _png(fig, dpi)
-    width = png_width(png)
+    width = _tight_width(fig, dpi)
     if width < min_width:
-        png = _png(fig, math.ceil(dpi * min_width / width) + 1)
+        dpi = math.ceil(dpi * min_width / width) + 1
+    png = _png(fig, dpi)
+    if png_width(png) < min_width:
+        png = _png(fig, math.ceil(dpi * min_width / png_width(png)) + 1)
     plt.close(fig)
     return png
+
+
+def _tight_width(fig, dpi: int) -> int:
+    """The width in pixels of the figure saved at ``dpi`` with a tight bounding box, from its
+    artists' extents (the same box savefig computes), without drawing it."""
+    import matplotlib as mpl
+
+    pad = mpl.rcParams["savefig.pad_inches"]
+    fig.set_dpi(dpi)
+    box = fig.get_tightbbox(fig.canvas.get_renderer())
+    return max(1, round((box.width + 2 * (pad if isinstance(pad, int | float) else 0.0)) * dpi))
 
 
 def _png(fig, dpi: int) -> bytes:
