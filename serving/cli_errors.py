@@ -3,6 +3,9 @@
 A features.errors.UserError, an OSError about a path the user gave, and click's own usage errors
 (a missing, unknown or mistyped option) all end the same way, never with a traceback.
 
+A features.errors.UserNotice raised as a Python warning (the run goes on) is printed the same way,
+as one ``warning:`` line.
+
 And how it ends when told to stop: SIGTERM (a scheduler's timeout, ``timeout``, ``kill``) and
 Ctrl-C (SIGINT) unwind the command like an error, so that everything it started is stopped and removed
 (worker processes, work directories, MLflow runs) before it exits with 128 + the signal's number.
@@ -14,13 +17,14 @@ import functools
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-from features.errors import UserError
+from features.errors import UserError, UserNotice
 
 errors = Console(stderr=True)
 
@@ -29,6 +33,25 @@ def print_error(message: str) -> None:
     """``error: <message>`` as one line on stderr (line breaks inside the message become spaces)."""
     line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
     errors.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True, highlight=False)
+
+
+def print_warning(message: str) -> None:
+    """``warning: <message>`` as one line on stderr."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    errors.print(Text.assemble(("warning: ", "bold yellow"), line), soft_wrap=True, highlight=False)
+
+
+def one_line_notices(show):
+    """A ``warnings.showwarning`` that prints a UserNotice as one ``warning:`` line (no file, line
+    or source, which mean nothing to a user) and hands any other warning to ``show``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserNotice):
+            print_warning(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 # The base of click's usage errors; recent typer versions vendor click under a private module, so
@@ -74,6 +97,8 @@ class OneLineUsageErrors(TyperGroup):
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         previous = _stop_on_signals()
+        shown = warnings.showwarning
+        warnings.showwarning = one_line_notices(shown)
         try:
             # Non-standalone, click returns the exit code of a typer.Exit (commands return None).
             code = super().main(*args, standalone_mode=False, **kwargs)
@@ -90,6 +115,7 @@ class OneLineUsageErrors(TyperGroup):
             print_error("aborted")
             sys.exit(1)
         finally:
+            warnings.showwarning = shown
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
         sys.exit(code if isinstance(code, int) else 0)

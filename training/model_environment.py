@@ -17,8 +17,10 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+from features.errors import UserNotice
 
-class ModelEnvironmentWarning(UserWarning):
+
+class ModelEnvironmentWarning(UserNotice):
     """The model was logged with packages (or a Python) that this environment does not match."""
 
 
@@ -67,9 +69,10 @@ def python_mismatch(path: str | Path) -> str | None:
     return f"python (running {running}, logged with {logged})"
 
 
-def load_pyfunc(path: str | Path, *, check_environment: bool = True):
+def load_pyfunc(path: str | Path, *, name: str | None = None, check_environment: bool = True):
     """``mlflow.pyfunc.load_model`` of a downloaded model folder; with ``check_environment``, one
-    ModelEnvironmentWarning naming every package (and Python) that differs from the model's."""
+    ModelEnvironmentWarning naming the model (``name``, else the folder) and every package (and
+    Python) that differs from the model's."""
     import mlflow.pyfunc
 
     pyfunc = mlflow.pyfunc.load_model(str(path), suppress_warnings=True)
@@ -78,7 +81,7 @@ def load_pyfunc(path: str | Path, *, check_environment: bool = True):
         python = python_mismatch(path)
         differences += [python] if python else []
         if differences:
-            warnings.warn(f"model at {path} was logged in another environment: {'; '.join(differences)}; "
+            warnings.warn(f"model {name or path} was logged in another environment: {'; '.join(differences)}; "
                           "its predictions may differ from those it was tested with",
                           ModelEnvironmentWarning, stacklevel=2)
     return pyfunc

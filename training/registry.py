@@ -177,7 +177,7 @@ def score_champion(client, model_name: str, test_features: pd.DataFrame, test_la
         # temporary folder (remote artifact stores, runs:/ URIs).
         with tempfile.TemporaryDirectory(prefix="clv-champion-") as files:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=files)
-            loaded = load_pyfunc(local).unwrap_python_model()
+            loaded = load_pyfunc(local, name=uri).unwrap_python_model()
         stored = loaded.manifest_json
         if stored is None:
             raise FeatureSkewError("champion has no feature manifest")

@@ -173,7 +173,7 @@ def load_scoring_model(model_uri: str = DEFAULT_MODEL_URI, *, trust_model_from=N
             check_registered_files(mlflow.MlflowClient(), model_uri, trust_model_from)
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=model_uri, dst_path=str(files_in) if files is None else files.name)
-            pyfunc = load_pyfunc(local)  # warns when this environment differs from the model's
+            pyfunc = load_pyfunc(local, name=model_uri)  # warns when this environment differs
         except UntrustedModelError:
             raise
         except Exception as err:  # noqa: BLE001 - MlflowException, OSError...: one clear line for the CLI

@@ -189,3 +189,21 @@ def test_features_leave_an_email_column_out_and_say_so(tmp_path):
     manifest = json.loads(out.with_name("f.manifest.json").read_text())
     assert not any(name.startswith("attr_email") for name in manifest["features"])
     assert "example.org" not in out.with_name("f.manifest.json").read_text()
+
+
+def test_a_user_notice_is_one_warning_line_and_other_warnings_go_on_as_before(capsys):
+    import warnings
+
+    from features.errors import UserNotice
+    from serving.cli_errors import one_line_notices
+
+    handed_on = []
+    show = one_line_notices(lambda *args: handed_on.append(args[1]))
+    show(UserNotice("model m was logged in another environment:\nlightgbm (installed 4.7.0, required ==4.6.0)"),
+         UserNotice, "/somewhere/model.py", 176)
+    show(DeprecationWarning("old"), DeprecationWarning, "/somewhere/else.py", 3)
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "warning: model m was logged in another environment: lightgbm (installed 4.7.0, required ==4.6.0)"]
+    assert handed_on == [DeprecationWarning]
+    assert warnings.showwarning is not show  # installed only while a command runs (OneLineUsageErrors.main)

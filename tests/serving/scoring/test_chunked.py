@@ -35,6 +35,7 @@ from serving.scoring.chunked import score_customers
 from serving.scoring.model import ScoringSkewError, load_scoring_model
 from serving.scoring.publish import verify_scores
 from serving.scoring.work_dir import WORK_FOLDER
+from tests.clv_process import run_clv
 from training.model_source import UntrustedModelError
 from training.tracking import PIP_REQUIREMENTS
 
@@ -804,6 +805,25 @@ def test_the_model_signature_is_enforced(world, registry, tmp_path):
     with pytest.raises(Exception, match="not_a_feature"):
         score_customers(world, out=tmp_path / "scores.parquet", model_uri=path, trust_model_from=tmp_path, progress=False)
     assert not (tmp_path / "scores.parquet").exists()
+
+
+def test_a_model_logged_with_other_package_versions_scores_with_one_warning_line_naming_them(
+        world, registry, tmp_path):
+    """Not refused (the features are the same) but not silent: `clv score` says which packages
+    differ from those the model was logged with, in one line naming the model."""
+    path = Path(_saved(fit_pyfunc(world), tmp_path / "m"))
+    requirements = path / "requirements.txt"
+    requirements.write_text(requirements.read_text().rstrip("\n") + "\nlightgbm==0.0.1\n")
+    result = run_clv(["score", "--data", str(world), "--out", str(tmp_path / "scores.parquet"),
+                      "--model", str(path), "--trust-model-from", str(tmp_path), "--as-of", "2026-01-01"],
+                     env=dict(os.environ), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "ModelEnvironmentWarning" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if "another environment" in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"warning: model {path} was logged in another environment: lightgbm (installed ")
+    assert "required ==0.0.1)" in lines[0]
+    assert verify_scores(tmp_path / "scores.parquet")["scored"] > 0
 
 
 # ---------------------------------------------------------------------------------------------
