@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.catalog import UNKNOWN, FeatureFamily
 from features.config import FeatureConfig
-from features.encoding import customer_index, eligible_customers
+from features.encoding import customer_index, eligible_customers, index_positions
 from features.families import (
     attributes,
     btyd,
@@ -175,7 +175,11 @@ def _conform(family: FeatureFamily, frame: pd.DataFrame, rows: pd.Index) -> pd.D
     fill = {} if frame.attrs.get(UNKNOWN) else family.fill
     if frame.index.name != "customer_id":
         raise ValueError(f"{family.name} features must be indexed by customer_id")
-    if frame.index.has_duplicates:
+    # Families usually return exactly the output rows in order: then nothing needs realigning, and
+    # the rows' own uniqueness (computed once per call, on ``rows``) answers for the frame's.
+    aligned = frame.index.equals(rows)
+    positions, duplicated = (None, rows.has_duplicates) if aligned else index_positions(frame.index, rows)
+    if duplicated:
         raise ValueError(f"{family.name} features have duplicated customer_ids")
     if family.dynamic_prefix is not None:
         stray = [c for c in frame.columns if not str(c).startswith(family.dynamic_prefix)]
@@ -191,9 +195,6 @@ def _conform(family: FeatureFamily, frame: pd.DataFrame, rows: pd.Index) -> pd.D
             raise ValueError(
                 f"{family.name} features differ from its FEATURES: missing {missing}, extra {extra}"
             )
-    # Families usually return exactly the output rows in order: then nothing needs realigning.
-    aligned = frame.index.equals(rows)
-    positions = None if aligned else frame.index.get_indexer(rows)
     absent = None if aligned else positions < 0
     out = {}
     for column in columns:

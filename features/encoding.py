@@ -202,6 +202,27 @@ def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     return np.append(population.get_indexer(uniques), -1)[codes]
 
 
+def index_positions(index: pd.Index, rows: pd.Index) -> tuple[np.ndarray | None, bool]:
+    """(``index.get_indexer(rows)``, ``index.has_duplicates``); no positions when it has duplicates.
+
+    Text indexes without missing values are encoded together by Arrow (text_codes): pandas turned
+    each Arrow-backed index into Python strings to build its hash table, about 0.1 s per 100k ids.
+    """
+    left, right = arrow_chunks(index), arrow_chunks(rows)
+    if left is None or right is None or any(chunk.null_count for chunk in left + right):
+        if index.has_duplicates:
+            return None, True
+        return index.get_indexer(rows), False
+    codes, n_distinct = text_codes(left + right)
+    own = codes[: len(index)]
+    # Numbered by first appearance: the index's own values take codes 0..k-1, k its distinct values.
+    if len(own) and int(own.max()) + 1 < len(own):
+        return None, True
+    position = np.full(n_distinct, -1, dtype=np.intp)
+    position[own] = np.arange(len(own), dtype=np.intp)
+    return position[codes[len(index):]], False
+
+
 def customer_index(ids: pd.Series) -> pd.Index:
     """The output index of a family: the given ids, named customer_id."""
     return pd.Index(ids.array, name="customer_id")

@@ -30,7 +30,7 @@ from features.ingest.export_checks import (
     unusable_names,
 )
 from features.ingest.numbers import NumberStyleError
-from features.ingest.parsing import PARSERS, parse_number_styled, present_values
+from features.ingest.parsing import PARSERS, TEXT_KINDS, parse_number_styled, present_values
 from features.tables import OPTIONAL_TABLES, REQUIRED_TABLES, TABLE_NAMES, Tables
 
 
@@ -277,7 +277,8 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index | objec
                 raise ContractError(f"{table}: {err}") from None
         else:
             parsed, example = PARSERS[spec.kind](column), None
-        present = present_values(column)
+        # Ids and text keep every present value, already trimmed: present_values would trim it again.
+        present = parsed.notna() if spec.kind in TEXT_KINDS else present_values(column)
         failed = (present & parsed.isna()).to_numpy()
         pos = np.flatnonzero(failed)
         parsing[spec.name] = ColumnParse(spec.kind, int(present.sum()), len(pos), pos[: EXAMPLES + 1].tolist(),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.encoding import customer_codes
 from features.errors import UserError
 from features.ingest.numbers import DECIMAL_MARKS
 
@@ -199,8 +200,13 @@ def export_notes(customers: pd.DataFrame, transactions: pd.DataFrame) -> ExportN
     """ExportNotes of valid (typed) customers and transactions: the same customers' rows in both."""
     if transactions is None or not len(transactions):
         return ExportNotes()
-    signup = transactions["customer_id"].map(customers.set_index("customer_id")["signup_date"])
-    early = (transactions["timestamp"] < signup).to_numpy()
+    # Each transaction's customer by position (Arrow's encoding): Series.map hashed every id as a
+    # Python string, 0.4 s per million transactions.
+    owner = customer_codes(pd.Index(customers["customer_id"]), transactions["customer_id"])
+    found = owner >= 0
+    signup = customers["signup_date"].to_numpy("datetime64[ns]")
+    early = np.zeros(len(transactions), dtype=bool)
+    early[found] = transactions["timestamp"].to_numpy("datetime64[ns]")[found] < signup[owner[found]]  # NaT: False
     largest = transactions["amount"].nlargest(LARGEST_SHOWN)
     return ExportNotes(int(early.sum()), int(transactions.loc[early, "customer_id"].nunique()),
                        tuple(float(a) for a in largest))

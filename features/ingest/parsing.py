@@ -63,6 +63,8 @@ def _parse_text(raw: pd.Series) -> pd.Series:
 
 
 PARSERS = {"id": _parse_id, "date": _parse_date, "number": _parse_number, "text": _parse_text}
+# Kinds whose parser keeps every present value (present_values) and only those: none can fail to parse.
+TEXT_KINDS = ("id", "text")
 
 
 def present_values(raw: pd.Series) -> pd.Series:

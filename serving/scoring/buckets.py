@@ -18,6 +18,7 @@ import pyarrow as pa
 from pyarrow import ipc
 
 from features.build import build_features, select_families
+from features.encoding import customer_codes
 from features.families.btyd import btyd_predictions, purchase_summary
 from features.families.profiles import profile_snapshots
 from features.ingest.attribute_kinds import conform_attributes
@@ -228,13 +229,16 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     before = typed.loc[typed["snapshot_date"] < as_of]
     latest = profile_snapshots(before, as_of)
     owners = latest["customer_id"].dropna()
-    owned = before.loc[is_in(before["profile_id"], owners.index)]
+    # Each snapshot's owner, by position among the owned profiles (one Arrow encoding: a pandas
+    # reindex on text made every profile id a Python string).
+    owner = customer_codes(owners.index, before["profile_id"])
+    is_owned = owner >= 0
+    owned = before.loc[is_owned]
     if len(owned):
         table = pa.Table.from_pandas(owned, preserve_index=False)
         writer = BucketWriter(lambda k: ctx.social_path(b, k), table.schema)
         try:
-            writer.write(table, bucket_of(owners.reindex(owned["profile_id"]).to_numpy(), ctx.buckets),
-                         ctx.buckets)
+            writer.write(table, bucket_of(owners.to_numpy()[owner[is_owned]], ctx.buckets), ctx.buckets)
         finally:
             writer.close()
     columns = latest.reset_index()[list(LATEST_COLUMNS)]

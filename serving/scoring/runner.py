@@ -37,9 +37,10 @@ from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import load_local_model
 from serving.scoring.work_dir import make_workers_folder
 
-# What a worker imports, imported once in the fork server (the pyfunc's model class is in training.model).
-WORKER_IMPORTS = ["serving.scoring.buckets", "serving.scoring.population_tasks", "training.model", "lightgbm",
-                  "mlflow.pyfunc"]
+# What a worker imports, imported once in the fork server (the pyfunc's model class is in training.model;
+# its predictor, training.tree_predict, imports numba on first predict: about 1 s per worker otherwise).
+WORKER_IMPORTS = ["serving.scoring.buckets", "serving.scoring.population_tasks", "training.model",
+                  "training.tree_predict", "lightgbm", "mlflow.pyfunc"]
 
 _SHARED: dict[str, object] = {}
 _IN_WORKER = False  # set in the pool's processes (_start_worker)

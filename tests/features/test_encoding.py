@@ -10,6 +10,7 @@ from features.encoding import (
     _fixed_width_numbers,
     customer_codes,
     first_appearance_codes,
+    index_positions,
     is_sorted,
     sorted_unique,
     text_codes,
@@ -154,3 +155,14 @@ def test_chunked_columns_are_encoded_without_combining_their_chunks():
     codes, n = factorize_ids(chunked)
     np.testing.assert_array_equal(codes, [0, 1, 0, 2])
     assert n == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(id_text, st.none()), max_size=15), st.lists(st.one_of(id_text, st.none()), max_size=15),
+       st.sampled_from(["str", "object"]))
+def test_index_positions_are_pandas_get_indexer_and_has_duplicates(index, rows, dtype):
+    index, rows = pd.Index(index, dtype=dtype), pd.Index(rows, dtype=dtype)
+    positions, duplicated = index_positions(index, rows)
+    assert duplicated == index.has_duplicates
+    if not duplicated:
+        np.testing.assert_array_equal(positions, index.get_indexer(rows))

@@ -125,15 +125,38 @@ def test_a_booster_is_built_on_its_first_large_predict_and_small_ones_before_go_
     assert_same_bits(tp.raw_score(booster, scoring[:10]), lightgbm_raw(booster, scoring[:10]))  # kept
 
 
-def test_compiling_at_install_runs_the_kernel_whatever_the_build_threshold(monkeypatch):
+def test_compiling_at_install_runs_both_kernels_whatever_the_build_threshold(monkeypatch):
     monkeypatch.setattr(tp, "BUILD_MIN_ROWS", 50_000)  # as in a real run: the tiny model is below it
-    calls = []
-    kernel = tp._raw_rows
+    calls = {"_raw_rows": 0, "_numeric_rows": 0}
+    for name in calls:
+        kernel = getattr(tp, name)
 
-    def spy(*args):
-        calls.append(args[3] - args[2])
-        return kernel(*args)
+        def spy(*args, name=name, kernel=kernel):
+            calls[name] += args[3] - args[2]
+            return kernel(*args)
 
-    monkeypatch.setattr(tp, "_raw_rows", spy)
+        monkeypatch.setattr(tp, name, spy)
     tp.compile_kernels()
-    assert sum(calls) == 200
+    assert calls == {"_raw_rows": 200, "_numeric_rows": 200}
+
+
+@pytest.mark.parametrize("zero_as_missing", [False, True])
+def test_categorical_splits_become_derived_features_unless_a_split_treats_zero_as_missing(zero_as_missing):
+    """The numeric walk takes each distinct categorical split as one derived feature; a forest with a
+    zero-as-missing split keeps the mixed walk. Both give LightGBM's bits, whichever walks."""
+    X, y, scoring = world(3)
+    booster = fit(X, y, categorical=(CATEGORY,), num_leaves=31, zero_as_missing=zero_as_missing)
+    forest = tp.forest_of(booster)
+    categorical = int(((forest.packed >> 51) & 1).sum())
+    assert categorical > 0
+    if zero_as_missing:
+        assert forest.numeric is None
+    else:
+        derived = forest.numeric.feature
+        assert 0 < len(derived) <= categorical and set(derived.tolist()) == {CATEGORY}
+        assert not ((forest.numeric.packed >> 51) & 1).any()
+    for mixed in (False, True):
+        kernel, arrays = tp.kernel_arrays(forest, mixed)
+        out = np.empty(len(scoring))
+        kernel(np.ascontiguousarray(scoring, np.float64), out, 0, len(scoring), *arrays)
+        assert_same_bits(out, lightgbm_raw(booster, scoring))

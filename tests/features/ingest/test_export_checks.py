@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.ingest.export_checks import export_row_problems, repeated_rows
+from features.ingest.export_checks import export_notes, export_row_problems, repeated_rows
 
 rows = st.lists(st.tuples(st.sampled_from(["C1", "C2", "C3", None]),
                           st.sampled_from(["2024-01-01", "2024-01-02", None]),
@@ -37,3 +37,24 @@ def test_a_bad_row_is_named_by_its_raw_value_and_clean_rows_get_no_text():
     assert problems["implausible amount '2e10'"].tolist() == [False, True, False]
     assert not problems["timestamp in the future "].any()
     assert np.asarray(problems["duplicate row"]).sum() == 0
+
+
+signups = st.lists(st.sampled_from(["2024-01-01", "2024-01-03", None]), min_size=1, max_size=4)
+purchases = st.lists(st.tuples(st.sampled_from(["C0", "C1", "C2", "C3", "C9"]),
+                               st.sampled_from(["2023-12-31", "2024-01-02", "2024-01-05", None]),
+                               st.floats(0, 100)), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(signups, purchases)
+def test_notes_count_the_transactions_dated_before_their_customers_signup_as_a_plain_lookup_does(dates, values):
+    customers = pd.DataFrame({"customer_id": pd.array([f"C{i}" for i in range(len(dates))], dtype="str"),
+                              "signup_date": pd.to_datetime(pd.Series(dates, dtype=object))})
+    transactions = pd.DataFrame(values, columns=["customer_id", "timestamp", "amount"]).astype(
+        {"customer_id": "str", "amount": "float64"})
+    transactions["timestamp"] = pd.to_datetime(transactions["timestamp"])
+    signup = transactions["customer_id"].map(customers.set_index("customer_id")["signup_date"])
+    early = (transactions["timestamp"] < signup).to_numpy()  # unknown customer or a missing date: not early
+    notes = export_notes(customers, transactions)
+    assert notes.before_signup == int(early.sum())
+    assert notes.before_signup_customers == transactions.loc[early, "customer_id"].nunique()
