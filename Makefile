@@ -27,7 +27,8 @@ else
 endif
 	$(BIN)/python -m compileall -q features training serving  # this project's own byte code (an editable install)
 	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
-	$(BIN)/python -m training.tree_predict  # and the prediction kernel
+	$(BIN)/python -m training.tree_predict  # and the prediction kernels
+	$(BIN)/python -m features.ingest.id_hashes  # and the id hashing kernel
 	touch $@
 
 MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking

@@ -277,8 +277,7 @@ def check_table(table: str, raw: pd.DataFrame, known: dict[str, pd.Index | objec
                 raise ContractError(f"{table}: {err}") from None
         else:
             parsed, example = PARSERS[spec.kind](column), None
-        # Ids and text keep every present value, already trimmed: present_values would trim it again.
-        present = parsed.notna() if spec.kind in TEXT_KINDS else present_values(column)
+        present = parsed.notna() if spec.kind in TEXT_KINDS else present_values(column)  # trimmed once
         failed = (present & parsed.isna()).to_numpy()
         pos = np.flatnonzero(failed)
         parsing[spec.name] = ColumnParse(spec.kind, int(present.sum()), len(pos), pos[: EXAMPLES + 1].tolist(),

@@ -38,8 +38,15 @@ def hash_ids(ids: pa.Array) -> np.ndarray:
 
     Hashing takes the ids as Python strings. They are made a slice at a time, so millions of ids
     (a run's profile set, a batch's mentioned profiles) never exist as Python objects all at once;
-    an id's hash depends on that id alone, so the slices change no value.
+    an id's hash depends on that id alone, so the slices change no value. Plain text without missing
+    values is hashed from Arrow's buffers instead, to the same values (features.ingest.id_hashes).
     """
+    # numba: imported by the processes that hash ids only
+    from features.ingest.id_hashes import hash_text
+
+    fast = hash_text(ids)
+    if fast is not None:
+        return fast
     if len(ids) <= HASH_SLICE_IDS:
         return _hash_slice(ids)
     out = np.empty(len(ids), dtype=np.uint64)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from pyarrow import ipc
 
 from features.ingest.contract import PARSERS, ContractError
+from features.ingest.id_sets import hash_ids
 from features.ingest.mapping import ColumnRenaming
 
 ROW = "__clv_row__"  # position of the row in its source table (0-based, file order)
@@ -46,7 +47,7 @@ def bucket_of(ids, buckets: int) -> np.ndarray:
     """
     values = pd.Series(ids, dtype="str")
     codes, uniques = pd.factorize(values)
-    hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
+    hashed = hash_ids(pa.array(uniques, type=pa.string()))  # the same values, without Python strings
     per_unique = (hashed % np.uint64(buckets)).astype("int64")
     return np.where(codes >= 0, np.append(per_unique, 0)[codes], 0)
 
