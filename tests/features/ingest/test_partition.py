@@ -32,6 +32,15 @@ def test_buckets_depend_only_on_the_id():
     assert other_process.stdout.strip() == str(bucket_of(["C1", "C2", "C3"], 7).tolist())
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(max_size=12)), max_size=30), st.integers(1, 13))
+def test_a_bucket_is_pandas_hash_of_the_id_modulo_the_buckets_and_a_missing_id_goes_to_bucket_0(ids, buckets):
+    expected = [0 if v is None else int(pd.util.hash_array(np.array([v], dtype=object), categorize=False)[0] % buckets)
+                for v in ids]
+    got = bucket_of(ids, buckets)
+    assert got.dtype == np.int64 and got.tolist() == expected
+
+
 def test_raw_ids_go_to_the_bucket_of_the_id_the_contract_parses():
     raw = pa.array([" C1 ", "C1", None, "C2"])
     assert raw_id_buckets(raw, 5).tolist() == [*bucket_of(["C1", "C1"], 5).tolist(), 0,
