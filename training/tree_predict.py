@@ -223,6 +223,27 @@ def _tree_nodes(root: dict) -> tuple[list[dict] | None, int]:
     return nodes, depth
 
 
+@numba.njit(inline="always")
+def _read_block(X, x, total, first_row, rows):
+    """Rows first_row.. of X into the block's features (feature-major), read as LightGBM reads a row:
+    sparse, so values within its zero threshold are not kept (0.0); the block's totals reset."""
+    for j in range(rows):
+        total[j] = 0.0
+        for f in range(X.shape[1]):
+            value = X[first_row + j, f]
+            x[f * ROWS_PER_BLOCK + j] = 0.0 if -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD else value
+
+
+@numba.njit(inline="always")
+def _in_categories(value, limit, words, offset):
+    """A categorical split's decision: NaN, negative codes (after truncation) and codes past the
+    bitset at words[offset:] (``limit`` = 32 x its words) go right."""
+    if value > -1.0 and value < limit:
+        code = np.int64(value)
+        return ((words[offset + (code >> 5)] >> (code & 31)) & 1) == 1
+    return False
+
+
 @numba.njit(nogil=True, cache=True)
 def _raw_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold, category_words, category_limit,
               words):
@@ -234,12 +255,7 @@ def _raw_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold, ca
     total = np.empty(ROWS_PER_BLOCK, np.float64)
     for first_row in range(first, last, ROWS_PER_BLOCK):
         rows = min(last, first_row + ROWS_PER_BLOCK) - first_row
-        for j in range(rows):
-            total[j] = 0.0
-            for f in range(m):
-                value = X[first_row + j, f]
-                # LightGBM reads a row as sparse: values within its zero threshold are not kept (0.0).
-                x[f * ROWS_PER_BLOCK + j] = 0.0 if -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD else value
+        _read_block(X, x, total, first_row, rows)
         for t in range(tree_nodes.shape[0] - 1):
             base = tree_nodes[t]
             for j in range(rows):
@@ -250,11 +266,7 @@ def _raw_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold, ca
                     word = packed[g]
                     value = x[(word & 0xFFFF) * ROWS_PER_BLOCK + j]
                     if (word >> _CATEGORICAL) & 1:
-                        # NaN, negative codes (after truncation) and codes past the bitset go right.
-                        left = False
-                        if value > -1.0 and value < category_limit[g]:
-                            code = np.int64(value)
-                            left = ((words[category_words[g] + (code >> 5)] >> (code & 31)) & 1) == 1
+                        left = _in_categories(value, category_limit[g], words, category_words[g])
                     else:
                         # Zero is missing: 0.0 takes the default side (values near zero are 0.0 by now).
                         zero = ((word >> _ZERO_IS_MISSING) & 1 == 1) & (value == 0.0)
@@ -277,18 +289,10 @@ def _numeric_rows(X, out, first, last, tree_nodes, tree_depth, packed, threshold
     total = np.empty(ROWS_PER_BLOCK, np.float64)
     for first_row in range(first, last, ROWS_PER_BLOCK):
         rows = min(last, first_row + ROWS_PER_BLOCK) - first_row
-        for j in range(rows):
-            total[j] = 0.0
-            for f in range(m):
-                value = X[first_row + j, f]
-                x[f * ROWS_PER_BLOCK + j] = 0.0 if -ZERO_THRESHOLD <= value <= ZERO_THRESHOLD else value
+        _read_block(X, x, total, first_row, rows)
         for k in range(feature.shape[0]):
             for j in range(rows):
-                value = x[feature[k] * ROWS_PER_BLOCK + j]
-                left = False
-                if value > -1.0 and value < limit[k]:
-                    code = np.int64(value)
-                    left = ((words[offset[k] + (code >> 5)] >> (code & 31)) & 1) == 1
+                left = _in_categories(x[feature[k] * ROWS_PER_BLOCK + j], limit[k], words, offset[k])
                 x[(m + k) * ROWS_PER_BLOCK + j] = 0.0 if left else 1.0
         for t in range(tree_nodes.shape[0] - 1):
             base = tree_nodes[t]
