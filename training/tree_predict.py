@@ -14,8 +14,8 @@ the rows are shared among the booster's ``num_threads`` threads.
 Categorical splits are taken out of the walk (``_numeric_rows``): each distinct (feature, categories)
 split becomes a derived feature of the block, 0.0 for the rows it sends left and 1.0 for the others,
 and its nodes compare that with 0.5. Every node then decides by one comparison, which the compiler
-turns into vector instructions: about 1.4-1.8x the mixed walk (``_raw_rows``), which stays for forests
-with zero-as-missing splits.
+turns into vector instructions: about 2x the mixed walk (``_raw_rows``) on the benchmark model, which
+stays for forests with zero-as-missing splits (docs/performance.md, Scoring).
 
 A booster's arrays are built on its first predict of at least BUILD_MIN_ROWS rows and kept with it;
 until then it predicts with LightGBM (the same values). Models it does not describe (linear trees,
