@@ -40,7 +40,7 @@ from serving.scoring.work_dir import make_workers_folder
 # What a worker imports, imported once in the fork server (the pyfunc's model class is in training.model;
 # its predictor, training.tree_predict, imports numba on first predict: about 1 s per worker otherwise).
 WORKER_IMPORTS = ["serving.scoring.buckets", "serving.scoring.population_tasks", "training.model",
-                  "training.tree_predict", "lightgbm", "mlflow.pyfunc"]
+                  "training.tree_predict", "lightgbm", "mlflow.pyfunc", "serving.scoring.worker_kernels"]
 
 _SHARED: dict[str, object] = {}
 _IN_WORKER = False  # set in the pool's processes (_start_worker)

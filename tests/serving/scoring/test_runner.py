@@ -207,3 +207,26 @@ def test_an_unshared_value_is_let_go_here_and_in_every_worker_after_its_step(tmp
         assert len({pid for pid, _ in seen}) == 2 and not any(held for _, held in seen)
     finally:
         runner.close()
+
+
+def test_the_fork_server_imports_start_no_thread_and_leave_numba_ready_for_the_workers():
+    """The fork server imports WORKER_IMPORTS, then forks every worker: an import that started a
+    thread (an OpenMP or Arrow pool) would leave the forked workers with a pool whose threads are
+    gone. The last import loads the id hashing kernel (numba's registries with it), so a forked
+    worker's first id hash has nothing left to load."""
+    script = """
+import os
+from serving.scoring.runner import WORKER_IMPORTS
+first, last = WORKER_IMPORTS[:-1], WORKER_IMPORTS[-1]
+assert last == "serving.scoring.worker_kernels", last
+for name in first:
+    __import__(name)
+threads = len(os.listdir("/proc/self/task"))
+__import__(last)
+assert len(os.listdir("/proc/self/task")) == threads, "an import started a thread"
+from features.ingest.id_hashes import _hash_all
+assert _hash_all.signatures, "the id hashing kernel is not loaded"
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=environment(), capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
