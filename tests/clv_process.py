@@ -29,6 +29,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.collector import frozen_imports
+
 CLV = str(Path(sys.executable).with_name("clv"))  # the console script pyproject.toml installs
 ROOT = Path(__file__).resolve().parents[1]
 # The libraries and this project's engines; not the command line itself: serving.cli and
@@ -173,8 +175,9 @@ def _kill_group(pid: int) -> None:
 def _serve(address: str) -> None:
     _end_with_parent()
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # as the command line sets it before importing MLflow
-    for name in PRELOAD:
-        __import__(name)
+    with frozen_imports():  # every run forked from here starts with these objects frozen
+        for name in PRELOAD:
+            __import__(name)
     assert threading.active_count() == 1, f"a preloaded library started threads: {threading.enumerate()}"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(address)

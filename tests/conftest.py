@@ -11,6 +11,22 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# ================================================================ Garbage collection (the whole suite)
+# Each process that runs tests imports MLflow, pandas, LightGBM and this project with the collector
+# paused, then freezes them out of its scans (serving.collector), as tests/clv_process.py's zygote
+# does for every `clv` run: a test process ran a dozen full collections while importing them, then
+# scanned their half a million objects in every later one (docs/performance.md, "Session 17").
+# pytest-xdist's controller runs no test: it does not import them.
+from serving.collector import frozen_imports
+from tests.clv_process import PRELOAD
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", None):
+        with frozen_imports():
+            for name in PRELOAD:
+                __import__(name)
+
 
 # ================================================================ Order (the whole suite)
 # pytest-xdist hands whole modules to its processes (--dist loadscope), in collection order with

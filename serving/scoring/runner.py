@@ -7,9 +7,9 @@ order whatever the number of workers: the output does not depend on it. Workers 
 scorer's process does, however it ends (``_start_worker``).
 
 Workers are forked from multiprocessing's fork server, a fresh process that has imported what they
-need (``WORKER_IMPORTS``) once: a spawned worker spent 4-7 s of CPU importing it, each, every run.
-The server has started no threads, so nothing is forked mid-lock (the scorer itself is never forked:
-LightGBM's OpenMP and Arrow's thread pools do not survive a fork).
+need once (serving.scoring.worker_preload): a spawned worker spent 4-7 s of CPU importing it, each,
+every run. The server has started no threads, so nothing is forked mid-lock (the scorer itself is
+never forked: LightGBM's OpenMP and Arrow's thread pools do not survive a fork).
 """
 
 from __future__ import annotations
@@ -37,10 +37,8 @@ from serving.scoring.memory import release_freed_memory
 from serving.scoring.model import load_local_model
 from serving.scoring.work_dir import make_workers_folder
 
-# What a worker imports, imported once in the fork server (the pyfunc's model class is in training.model;
-# its predictor, training.tree_predict, imports numba on first predict: about 1 s per worker otherwise).
-WORKER_IMPORTS = ["serving.scoring.buckets", "serving.scoring.population_tasks", "training.model",
-                  "training.tree_predict", "lightgbm", "mlflow.pyfunc", "serving.scoring.worker_kernels"]
+# What a worker needs, loaded once in the fork server (imports, numba's kernels; the module says).
+WORKER_PRELOAD = "serving.scoring.worker_preload"
 
 _SHARED: dict[str, object] = {}
 _IN_WORKER = False  # set in the pool's processes (_start_worker)
@@ -187,7 +185,7 @@ class BucketRunner:
         if self.pool is None:
             _own_temporary_folder()
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(WORKER_IMPORTS)  # used when this process starts its server
+            context.set_forkserver_preload([WORKER_PRELOAD])  # used when this process starts its server
             self.pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
                                             initargs=(os.getpid(), dict(os.environ)), mp_context=context)
 

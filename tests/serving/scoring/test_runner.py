@@ -209,23 +209,23 @@ def test_an_unshared_value_is_let_go_here_and_in_every_worker_after_its_step(tmp
         runner.close()
 
 
-def test_the_fork_server_imports_start_no_thread_and_leave_numba_ready_for_the_workers():
-    """The fork server imports WORKER_IMPORTS, then forks every worker: an import that started a
-    thread (an OpenMP or Arrow pool) would leave the forked workers with a pool whose threads are
-    gone. The last import loads the id hashing kernel (numba's registries with it), so a forked
-    worker's first id hash has nothing left to load."""
+def test_the_fork_server_preload_starts_no_thread_and_leaves_the_workers_ready():
+    """The fork server loads serving.scoring.worker_preload, then forks every worker: a thread it
+    started (an OpenMP or Arrow pool) would be missing in the workers. It leaves the id hashing
+    kernel loaded (numba's registries with it), the collector on, and its objects frozen out of the
+    collector's scans."""
     script = """
-import os
-from serving.scoring.runner import WORKER_IMPORTS
-first, last = WORKER_IMPORTS[:-1], WORKER_IMPORTS[-1]
-assert last == "serving.scoring.worker_kernels", last
-for name in first:
-    __import__(name)
+import gc, os, sys, threading
+import lightgbm, mlflow.pyfunc, numba, pandas, pyarrow  # their own threads (BLAS, jemalloc) start here
+from serving.scoring.runner import WORKER_PRELOAD
 threads = len(os.listdir("/proc/self/task"))
-__import__(last)
-assert len(os.listdir("/proc/self/task")) == threads, "an import started a thread"
+__import__(WORKER_PRELOAD)
+assert len(os.listdir("/proc/self/task")) == threads, "the preload started a thread"
+assert threading.active_count() == 1, threading.enumerate()
+assert {"lightgbm", "mlflow.pyfunc", "training.model", "serving.scoring.buckets"} <= set(sys.modules)
 from features.ingest.id_hashes import _hash_all
 assert _hash_all.signatures, "the id hashing kernel is not loaded"
+assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()
 """
     proc = subprocess.run([sys.executable, "-c", script], env=environment(), capture_output=True, text=True,
                           check=False, timeout=120)
