@@ -31,8 +31,6 @@ from features.ingest.masking import mask_url
 from features.run_request import RunRequest, parse_date, parse_horizon
 from features.synthetic.knobs import WORLDS
 from serving.cli_errors import OneLineUsageErrors, friendly_errors, print_error
-from serving.cli_options import currency_option, decimal_option, mapping_option, max_amount_option
-from serving.collector import frozen_imports
 from training.config import LABELS, PROMOTE_MODES, TrainConfig, replace_fields
 from training.model_source import check_model_source, trust_warning
 
@@ -72,6 +70,17 @@ def _options(version: bool = typer.Option(False, "--version", is_eager=True, cal
     """Customer long-term value from CRM history, with social influence as one measured input."""
 
 
+def decimal_option():
+    return typer.Option(None, "--decimal", help="Decimal mark of numbers the export writes as text: "
+                        "'.', ',' or auto (detected per column; refused when ambiguous). Default: auto, or the "
+                        "model's when scoring.")
+
+
+def max_amount_option():
+    return typer.Option(None, "--max-amount", help="Amounts and margins beyond this (absolute) are rejected as "
+                        "implausible. Default: 1e9, or the model's when scoring.")
+
+
 def export_rules(decimal: str | None, max_amount: float | None) -> ExportRules:
     """The --decimal and --max-amount options over the contract's defaults."""
     return ExportRules(decimal=decimal or DEFAULT_RULES.decimal,
@@ -92,6 +101,16 @@ def check_parquet_out(out: Path) -> None:
     """Outputs are Parquet: a path with another suffix would get Parquet bytes under a misleading name."""
     if out.suffix.lower() != ".parquet":
         raise UserError(f"--out {out}: outputs are written as Parquet; name the file with a .parquet suffix")
+
+
+def currency_option(default: str):
+    return typer.Option(None, "--currency", help=f"Currency of the amounts, e.g. EUR or $: labels money (default: "
+                        f"{default}).")
+
+
+def mapping_option():
+    return typer.Option(None, "--mapping", help="JSON or TOML file naming the source's tables and columns that "
+                        "differ from the contract (a database's, or a directory's files).")
 
 
 def read_mapping(path: Path | None):
@@ -180,8 +199,7 @@ def validate(
     max_amount: float | None = max_amount_option(),
 ):
     """Check a source against the data contract; write rejected rows with their reason."""
-    with frozen_imports():
-        from features.ingest.source import describe_source, load_source, write_rejects
+    from features.ingest.source import describe_source, load_source, write_rejects
 
     mapping = read_mapping(mapping)
     result = load_source(data, reject_threshold=reject_threshold, mapping=mapping,
@@ -216,12 +234,11 @@ def features(
     max_amount: float | None = max_amount_option(),
 ):
     """Build point-in-time customer features as of a date (and the label, with --horizon-days)."""
-    with frozen_imports():
-        from features.build import build_features
-        from features.dask_engine.features import write_features_dask
-        from features.ingest.source import load_source, write_rejects
-        from features.labels import label_values
-        from features.manifest import manifest_for
+    from features.build import build_features
+    from features.dask_engine.features import write_features_dask
+    from features.ingest.source import load_source, write_rejects
+    from features.labels import label_values
+    from features.manifest import manifest_for
 
     start = time.perf_counter()
     check_engine(engine)
@@ -309,11 +326,10 @@ def train(
                           n_windows=n_windows, step_days=step_days, decimal=decimal, max_amount=max_amount,
                           currency=currency)
     request = RunRequest.from_text(as_of, config.horizon_days)  # the options are good: now the slow imports
-    with frozen_imports():
-        from training.pandas_engine import PandasEngine
-        from training.train import train as train_model
-        if engine == "dask":  # dask takes seconds more: only when asked for
-            from training.dask_engine import DaskEngine
+    from training.pandas_engine import PandasEngine
+    from training.train import train as train_model
+    if engine == "dask":  # dask takes seconds more: only when asked for
+        from training.dask_engine import DaskEngine
     train_model(data, config=config, as_of=request.as_of, experiment=experiment, model_name=model_name,
                 promote=promote, progress=True, mapping=mapping,
                 engine=DaskEngine(scheduler=scheduler) if engine == "dask" else PandasEngine())
@@ -396,13 +412,12 @@ def score(
     mapping = read_mapping(mapping)
     check_export_request(export_top, export, export_attributes, data, mapping)  # before scoring, not after
     cutoff = None if as_of is None else parse_date(as_of)  # the options are good: now the slow imports
-    with frozen_imports():
-        from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException
 
-        from serving.scoring.chunked import score_customers
-        from serving.scoring.dask_engine import score_customers_dask
-        from serving.scoring.printed_summary import print_score_summary
-        from serving.scoring.tracked_run import DriftError
+    from serving.scoring.chunked import score_customers
+    from serving.scoring.dask_engine import score_customers_dask
+    from serving.scoring.printed_summary import print_score_summary
+    from serving.scoring.tracked_run import DriftError
 
     try:
         if engine == "dask":
@@ -447,8 +462,7 @@ def report(
                                         "(default: the scores' manifest's, else the training run's)."),
 ):
     """Write the stakeholder report (one self-contained HTML page): drivers, and with --scores today's customers."""
-    with frozen_imports():
-        from serving.report.build import build_report
+    from serving.report.build import build_report
 
     if model and run:
         raise UserError("pass --model or --run, not both")
