@@ -29,6 +29,7 @@ endif
 	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
 	$(BIN)/python -m training.tree_predict  # and the prediction kernels
 	$(BIN)/python -m features.ingest.id_hashes  # and the id hashing kernel
+	$(BIN)/python -m features.first_appearance  # and the id numbering kernel
 	touch $@
 
 MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking

@@ -1,7 +1,8 @@
 """Ids as integer codes and times as nanoseconds: the shared plumbing of every family and the labels.
 
 Hashing ten million id strings is the dominant cost of several families, so ids are encoded once per
-call (Arrow's dictionary encoding, population and rows together) and everything after is numpy.
+call (Arrow's dictionary encoding, or ids read as numbers and numbered in one compiled pass,
+population and rows together) and everything after is numpy.
 ``eligible_customers`` and ``customer_index`` define the rows every family returns.
 """
 
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from features.first_appearance import number_by_first_appearance
 
 DAY_NS = 86_400 * 10**9
 
@@ -131,27 +134,10 @@ def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
         return np.array([], dtype="int64"), 0
     low = int(keys.min())
     span = int(keys.max()) - low + 1
-    if span > 4 * n + 1024 or n >= 2**31 - 1:  # sparse keys: hash the integers (still far cheaper)
+    if span > 4 * n + 1024 or span >= 2**31:  # sparse keys: hash the integers (still far cheaper)
         codes, uniques = pd.factorize(keys)
         return codes.astype("int64", copy=False), len(uniques)
-    # int32 throughout: these arrays are as long as the input (31M profile ids), so half the bytes
-    # is most of the time.
-    dense = (keys - low).astype(np.int32)
-    positions = np.arange(n, dtype=np.int32)
-    # Each key's first position: written backwards, so the first position is written last. NumPy
-    # does not promise that order for repeated indices, so it is checked (a recorded position
-    # that is no later than every position of its key is the first one), with a slower fallback.
-    first = np.full(span, n, dtype=np.int32)
-    first[dense[::-1]] = positions[::-1]
-    first_of_row = first[dense]
-    if not (first_of_row <= positions).all():
-        first.fill(n)
-        np.minimum.at(first, dense, positions)
-        first_of_row = first[dense]
-    seen = dense[first_of_row == positions]  # distinct keys in order of first appearance
-    rank = np.full(span, -1, dtype="int64")
-    rank[seen] = np.arange(len(seen), dtype="int64")
-    return rank[dense], len(seen)
+    return number_by_first_appearance((keys - low).astype(np.int32), span)
 
 
 def is_sorted(values: np.ndarray) -> bool:

@@ -20,6 +20,7 @@ from features.encoding import (
     customer_index,
     eligible_customers,
     factorize_ids,
+    first_appearance_codes,
     is_sorted,
     timestamps_ns,
 )
@@ -320,9 +321,12 @@ def _category_mix(categories, buy, code, amount, n):
         spend = np.bincount(key, weights=weights, minlength=n * n_cats).reshape(n, n_cats)
         bought = (spend > 0).sum(axis=1).astype("float64")
         return bought, _safe_divide(spend.max(axis=1, initial=0.0), spend.sum(axis=1))
-    pair, pairs = pd.factorize(key)
-    spend = np.bincount(pair, weights=weights, minlength=len(pairs))
-    who = np.asarray(pairs) // n_cats
+    # (customer, category) pairs numbered by first appearance, as pd.factorize numbers them.
+    pair, n_pairs = first_appearance_codes(key)
+    pairs = np.empty(n_pairs, dtype=key.dtype)
+    pairs[pair] = key
+    spend = np.bincount(pair, weights=weights, minlength=n_pairs)
+    who = pairs // n_cats
     top = np.zeros(n)
     np.maximum.at(top, who, spend)
     categorised = np.bincount(who, weights=spend, minlength=n)

@@ -1,0 +1,45 @@
+"""Small integer keys numbered in order of first appearance, in one pass (numba).
+
+``features.encoding.first_appearance_codes`` numbers dense keys (ids read as numbers: 61M profile
+snapshots at 4M customers) this way. The numpy version it replaced touched a table as large as the
+key range three times per key, at random; this touches it once, which matters most when the table
+outgrows the processor's caches (4-5x faster on 15M and 61M keys). Its module imports numba.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+def number_by_first_appearance(dense: np.ndarray, span: int) -> tuple[np.ndarray, int]:
+    """(int64 code of each key, number of distinct keys) of int32 keys in [0, span): the first
+    distinct key seen is 0, the next new one 1, and so on (as ``pd.factorize`` numbers them)."""
+    codes = np.empty(len(dense), dtype=np.int64)
+    seen = _number(np.ascontiguousarray(dense, dtype=np.int32), np.int64(span), codes)
+    return codes, int(seen)
+
+
+@numba.njit(nogil=True, cache=True)
+def _number(dense, span, codes):
+    """Write each key's number into ``codes``; return how many distinct keys there were."""
+    rank = np.full(span, -1, dtype=np.int32)  # int32: half the bytes of the randomly read table
+    seen = 0
+    for i in range(len(dense)):
+        key = dense[i]
+        number = rank[key]
+        if number < 0:
+            number = seen
+            rank[key] = number
+            seen += 1
+        codes[i] = number
+    return seen
+
+
+def compile_kernels() -> None:
+    """Compile the kernel into numba's cache (beside this file); ``make install`` runs it."""
+    number_by_first_appearance(np.array([1, 0, 1], dtype=np.int32), 2)
+
+
+if __name__ == "__main__":
+    compile_kernels()

@@ -1,0 +1,22 @@
+"""The compiled first-appearance numbering gives pandas' factorize codes."""
+
+import numpy as np
+import pandas as pd
+
+from features.first_appearance import number_by_first_appearance
+
+
+def test_keys_are_numbered_as_pandas_factorize_numbers_them():
+    keys = np.random.default_rng(7).integers(0, 5_000, 100_000).astype(np.int32)
+    codes, n = number_by_first_appearance(keys, 5_000)
+    expected, uniques = pd.factorize(keys)
+    np.testing.assert_array_equal(codes, expected)
+    assert codes.dtype == np.int64 and n == len(uniques)
+
+
+def test_no_keys_no_codes_and_unused_key_values_cost_nothing():
+    codes, n = number_by_first_appearance(np.array([], dtype=np.int32), 10)
+    assert len(codes) == 0 and n == 0
+    codes, n = number_by_first_appearance(np.array([9, 9, 0], dtype=np.int32), 10)
+    np.testing.assert_array_equal(codes, [0, 0, 1])
+    assert n == 2
