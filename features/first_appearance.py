@@ -14,7 +14,8 @@ import numpy as np
 
 def number_by_first_appearance(dense: np.ndarray, span: int) -> tuple[np.ndarray, int]:
     """(int64 code of each key, number of distinct keys) of int32 keys in [0, span): the first
-    distinct key seen is 0, the next new one 1, and so on (as ``pd.factorize`` numbers them)."""
+    distinct key seen is 0, the next new one 1, and so on (as ``pd.factorize`` numbers them).
+    A key outside [0, span) raises ValueError (numba does not check indexes)."""
     codes = np.empty(len(dense), dtype=np.int64)
     seen = _number(np.ascontiguousarray(dense, dtype=np.int32), np.int64(span), codes)
     return codes, int(seen)
@@ -27,6 +28,8 @@ def _number(dense, span, codes):
     seen = 0
     for i in range(len(dense)):
         key = dense[i]
+        if key < 0 or key >= span:
+            raise ValueError("key outside [0, span)")
         number = rank[key]
         if number < 0:
             number = seen

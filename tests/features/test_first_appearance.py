@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from features.first_appearance import number_by_first_appearance
 
@@ -14,9 +15,15 @@ def test_keys_are_numbered_as_pandas_factorize_numbers_them():
     assert codes.dtype == np.int64 and n == len(uniques)
 
 
-def test_no_keys_no_codes_and_unused_key_values_cost_nothing():
+def test_no_keys_give_no_codes_and_key_values_never_seen_get_no_number():
     codes, n = number_by_first_appearance(np.array([], dtype=np.int32), 10)
     assert len(codes) == 0 and n == 0
     codes, n = number_by_first_appearance(np.array([9, 9, 0], dtype=np.int32), 10)
     np.testing.assert_array_equal(codes, [0, 0, 1])
     assert n == 2
+
+
+@pytest.mark.parametrize("key", [-1, 10])
+def test_a_key_outside_the_span_is_refused_not_written_out_of_bounds(key):
+    with pytest.raises(ValueError, match="outside"):
+        number_by_first_appearance(np.array([3, key], dtype=np.int32), 10)
