@@ -19,6 +19,7 @@ import pandas as pd
 
 from features.config import FeatureConfig
 from features.encoding import timestamps_ns
+from features.families.column_blocks import ColumnBlocks
 from features.families.pagerank import stationary_distribution, transition_rows
 from features.families.profiles import (
     interactions_before,
@@ -192,9 +193,10 @@ class InteractionSums:
         np.divide(activity, total, out=activity)  # in place: the same quotients as activity / total
         return activity
 
-    def _transition(self) -> list:
-        """The transition matrix over the vertices, as blocks of rows (one per edge group), from the
-        edges, which are consumed; out_weight is released once the vertices' copy is taken.
+    def _transition(self) -> list[ColumnBlocks]:
+        """The transition matrix over the vertices, as blocks of rows (one per edge group, each
+        regrouped by column blocks for the products), from the edges, which are consumed;
+        out_weight is released once the vertices' copy is taken.
 
         Vertex numbers are int32 from the start (no int64 copy of every edge's ends to narrow): codes
         already are, so the number of profiles is below 2**31.
@@ -207,8 +209,11 @@ class InteractionSums:
         blocks = []
         for start, stop, source, target, weight in self.edges.groups():
             source, target = below[source], below[target]
-            blocks.append(transition_rows(int(below[start]), int(below[stop]), source, target, weight, out_weight))
+            rows = transition_rows(int(below[start]), int(below[stop]), source, target, weight, out_weight)
             del source, target, weight
+            # regrouped once here for both PageRanks; the CSR goes before the next group is built
+            blocks.append(ColumnBlocks.from_csr(rows))
+            del rows
         return blocks
 
     def _per_code(self, values: np.ndarray) -> np.ndarray:

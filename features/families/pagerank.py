@@ -1,10 +1,12 @@
 """Weighted, optionally personalised PageRank of a directed graph held as numpy edge arrays.
 
-The graph is a scipy sparse transition matrix built straight from the edge arrays, in any order:
-about 12 bytes per distinct edge (target index and transition probability), where igraph needs 32
-bytes per edge for the graph plus the weights as a Python list (about 40 bytes per edge; its
-PageRank takes no array). The matrix is built once and serves plain and personalised PageRank
-alike. It can also be built as blocks of rows, each from the edges into one range of targets
+The graph is a scipy sparse transition matrix built straight from the edge arrays, in any order
+(about 12 bytes per distinct edge, where igraph needs 32 bytes per edge for the graph plus the
+weights as a Python list, about 40 bytes per edge; its PageRank takes no array). The iteration
+multiplies by the same entries regrouped by blocks of columns (ColumnBlocks, 16 bytes per edge),
+which reads the scores from cache and gives scipy's product bit for bit, 2-2.5x faster on a
+million-vertex graph. The matrix is built once and serves plain and personalised PageRank alike.
+It can also be built as blocks of rows, each from the edges into one range of targets
 (transition_rows): the batch scorer keeps the edges in files and builds one block at a time, so
 only the matrix itself is ever held. The result equals igraph's (PRPACK) within 1e-8 relative
 (tests/features/families/test_pagerank.py).
@@ -21,6 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from scipy import sparse
+
+from features.families.column_blocks import ColumnBlocks
 
 TOLERANCE = 1e-12  # L1 change between iterations at which the iteration stops
 MAX_ITERATIONS = 1000  # 0.85 ** 1000 ~ 1e-71: never reached for damping <= 0.97
@@ -84,15 +88,22 @@ def pagerank(
     return stationary_distribution(transition_matrix(n, source, target, weight), damping, reset)
 
 
+Transition = sparse.csr_array | ColumnBlocks
+
+
 def stationary_distribution(
-    transition: sparse.csr_array | Sequence[sparse.csr_array],
+    transition: Transition | Sequence[Transition],
     damping: float,
     reset: np.ndarray | None = None,
 ) -> np.ndarray:
     """PageRank over a transition_matrix, or over its row blocks in order (transition_rows):
-    power iteration until the L1 change is below TOLERANCE."""
+    power iteration until the L1 change is below TOLERANCE. Each block may be given as a scipy
+    matrix or as its ColumnBlocks (the same scores to the bit; converting once saves the work when
+    one matrix serves several calls)."""
     _check_damping(damping)
-    blocks = [transition] if sparse.issparse(transition) else list(transition)
+    whole = isinstance(transition, ColumnBlocks) or sparse.issparse(transition)
+    blocks = [ColumnBlocks.from_csr(b) if sparse.issparse(b) else b
+              for b in ([transition] if whole else transition)]
     n = sum(block.shape[0] for block in blocks)
     if n == 0:
         return np.array([], dtype="float64")
@@ -103,11 +114,8 @@ def stationary_distribution(
     scores = np.full(n, 1.0 / n) if jump is None else jump.copy()
     following = np.empty(n)
     for _ in range(MAX_ITERATIONS):
-        if len(blocks) == 1:
-            following = blocks[0] @ scores
-        else:
-            for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
-                following[start:stop] = block @ scores
+        for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
+            block.product(scores, out=following[start:stop])
         following *= damping
         # Whatever did not follow an edge (1 - damping, plus the dangling vertices' damping share)
         # jumps by the reset distribution.
