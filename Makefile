@@ -30,6 +30,7 @@ endif
 	$(BIN)/python -m training.tree_predict  # and the prediction kernels
 	$(BIN)/python -m features.ingest.id_hashes  # and the id hashing kernel
 	$(BIN)/python -m features.first_appearance  # and the id numbering kernel
+	$(BIN)/python -m features.digit_ids  # and the id reading kernel
 	$(BIN)/python -m features.families.column_blocks  # and the PageRank product kernels
 	touch $@
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+from page_faults import Usage, describe_first_touch
 
 from features.build import FAMILY_NAMES, build_features
 from features.config import FeatureConfig
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = ensure_world(args.data, args.customers, args.seed)
     config = FeatureConfig(market_topics=("outdoor", "hiking", "climbing", "camping"))
+    print(describe_first_touch(), flush=True)
     with PeakRSS() as memory:
         start = time.perf_counter()
         tables = load_tables(data, args.direct)
@@ -186,20 +188,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<12} {seconds:7.2f} s  cpu {cpu:7.2f} s   peak RSS {peak / GB:5.2f} GB",
                   flush=True)
 
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start, usage = time.perf_counter(), time.process_time(), Usage.now()
         features = build_features(tables, pd.Timestamp(args.as_of), config, families=args.families,
                                   on_family=on_family)
         total_s, total_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        usage = Usage.now().since(usage)
     figures = {
         "customers": rows.get("customers"), "transactions": rows.get("transactions"),
         "rows_out": len(features), "columns_out": features.shape[1], "load_seconds": round(load_s, 1),
         "build_seconds": round(total_s, 1), "build_cpu_seconds": round(total_cpu, 1),
         "peak_rss_gb": round(memory.peak / GB, 2), "families": timings, "as_of": args.as_of,
         "cpus": psutil.cpu_count(), "load_average": [round(x, 1) for x in psutil.getloadavg()],
+        "build_system_seconds": round(usage.system, 1), "build_minor_page_faults": usage.minor_faults,
     }
     print(f"  {'total':<12} {total_s:7.2f} s  cpu {total_cpu:7.2f} s   peak RSS "
           f"{memory.peak / GB:5.2f} GB ({len(features):,} rows x {features.shape[1]} features); "
           f"load average {figures['load_average']}")
+    print(f"  {'':<12} build: {usage.describe()}")
     if args.reference:
         # After the build, so its memory is not counted in the features' peak.
         reference = reference_seconds(data, args.as_of, psutil.cpu_count() or 1)

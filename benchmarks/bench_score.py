@@ -41,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+from page_faults import Usage, describe_first_touch
 
 AS_OF = pd.Timestamp("2026-01-01")  # the generator's default end date + 1 day
 TRAIN_CUSTOMERS = 50_000
@@ -199,18 +200,20 @@ def end_to_end(world: Path, model_path: str, out: Path, chunk_size: int, workers
         f"track={track!r}); "
         "print('SUMMARY' + json.dumps(s, default=str))"
     )
-    start = time.perf_counter()
+    start, usage = time.perf_counter(), Usage.now(children=True)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=out.parent)
     with TreePeak(proc.pid) as peak:
         stdout, _ = proc.communicate()
     wall = time.perf_counter() - start
+    # The scorer process and what it waited for (not the workers: the fork server is not waited).
+    usage = Usage.now(children=True).since(usage)
     if proc.returncode:
         raise SystemExit(f"scoring failed with exit code {proc.returncode}")
     summary = json.loads(stdout.split("SUMMARY", 1)[1])
     # Every process of the tree as last sampled: the workers' parent is the fork server, which the
     # scorer never waits for, so the scorer's children's times would miss them.
     cpu = sum(peak.cpu.values())
-    return {"summary": summary, "wall_s": wall, "cpu_s": cpu, "peak_tree_rss_gb": peak.peak / 1024**3,
+    return {"summary": summary, "wall_s": wall, "cpu_s": cpu, "usage": usage, "peak_tree_rss_gb": peak.peak / 1024**3,
             "peak_tree_at_s": peak.peak_at, "peak_tree_parts_gb": (peak.peak_parts[0] / 1024**3,
                                                                   [w / 1024**3 for w in peak.peak_parts[1]]),
             "peak_main_rss_gb": peak.main_peak / 1024**3, "peak_worker_rss_gb": peak.worker_peak / 1024**3}
@@ -289,7 +292,7 @@ def main() -> None:
 
     world = ensure_world(args.data, args.customers, args.seed)
     train_world = ensure_world(args.data.parent / f"{args.data.name}-train50k", TRAIN_CUSTOMERS, args.seed + 1)
-    print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs", flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; {describe_first_touch()}", flush=True)
 
     start = time.perf_counter()
     config, frames = training_frames(train_world)
@@ -318,6 +321,7 @@ def main() -> None:
           f"MLflow tracking {'on' if args.track else 'off'}:")
     print(f"  wall {e2e['wall_s']:.1f} s (scorer's own clock {s['seconds']:.1f} s), CPU {e2e['cpu_s']:.1f} s, "
           f"{s['scored'] / e2e['wall_s']:,.0f} customers/s, peak RSS (process tree) {e2e['peak_tree_rss_gb']:.2f} GB")
+    print(f"  scorer process: {e2e['usage'].describe()}")
     print("  stages, wall s: " + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_seconds"].items()))
     print("  stages, CPU s (scorer and its workers): "
           + ", ".join(f"{k} {v:.1f}" for k, v in s["stage_cpu_seconds"].items()))

@@ -6,8 +6,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.digit_ids import fixed_width_numbers
 from features.encoding import (
-    _fixed_width_numbers,
     customer_codes,
     first_appearance_codes,
     index_positions,
@@ -42,7 +42,7 @@ def large(values) -> pa.Array:
 
 def test_fixed_width_ids_are_read_as_numbers_and_numbered_by_first_appearance():
     ids = large(["C0000007", "C0000002", "C0000007", "C0000010", "C0000002"])
-    np.testing.assert_array_equal(_fixed_width_numbers([ids]), [7, 2, 7, 10, 2])
+    np.testing.assert_array_equal(fixed_width_numbers([ids]), [7, 2, 7, 10, 2])
     np.testing.assert_array_equal(text_codes([ids])[0], [0, 1, 0, 2, 1])
     assert_same_codes([ids])
 
@@ -70,9 +70,18 @@ def test_ids_that_are_not_one_prefix_and_fixed_digits_fall_back_to_hashing():
     ]
     for values in cases:
         assert_same_codes([large(values)])
-    assert _fixed_width_numbers([large(["C01", "C1"])]) is None
-    assert _fixed_width_numbers([large(["C01", None])]) is None
-    assert _fixed_width_numbers([large(["C01"]), large(["D01"])]) is None
+    assert fixed_width_numbers([large(["C01", "C1"])]) is None
+    assert fixed_width_numbers([large(["C01", None])]) is None
+    assert fixed_width_numbers([large(["C01"]), large(["D01"])]) is None
+    assert fixed_width_numbers([large(["C01", "C01", "C001"])]) is None  # a longer last value
+    assert fixed_width_numbers([large(["C01", "C0:"])]) is None  # the byte after "9"
+    assert fixed_width_numbers([large(["C01", "C0/"])]) is None  # the byte before "0"
+
+
+def test_slices_are_read_from_their_own_offset_and_arrays_end_to_end():
+    ids = large([f"X{i:04d}" for i in range(20)])
+    np.testing.assert_array_equal(fixed_width_numbers([ids.slice(5, 3), large([]), ids.slice(17)]),
+                                  [5, 6, 7, 17, 18, 19])
 
 
 def test_sliced_and_empty_arrays():
@@ -141,9 +150,9 @@ def test_first_appearance_codes_equal_pandas_factorize(keys, dense):
 
 def test_eighteen_digits_still_fit_and_nineteen_fall_back():
     longest = large(["C" + "9" * 18, "C" + "0" * 17 + "1", "C" + "9" * 18])
-    np.testing.assert_array_equal(_fixed_width_numbers([longest]), [10**18 - 1, 1, 10**18 - 1])
+    np.testing.assert_array_equal(fixed_width_numbers([longest]), [10**18 - 1, 1, 10**18 - 1])
     assert_same_codes([longest])
-    assert _fixed_width_numbers([large(["C" + "9" * 19])]) is None
+    assert fixed_width_numbers([large(["C" + "9" * 19])]) is None
 
 
 def test_chunked_columns_are_encoded_without_combining_their_chunks():

@@ -27,3 +27,12 @@ def test_no_keys_give_no_codes_and_key_values_never_seen_get_no_number():
 def test_a_key_outside_the_span_is_refused_not_written_out_of_bounds(key):
     with pytest.raises(ValueError, match="outside"):
         number_by_first_appearance(np.array([3, key], dtype=np.int32), 10)
+
+
+def test_int64_keys_are_numbered_from_low_without_a_shifted_copy():
+    keys = np.array([10**15 + 7, 10**15 + 2, 10**15 + 7, 10**15], dtype=np.int64)
+    codes, n = number_by_first_appearance(keys, 8, low=10**15)
+    np.testing.assert_array_equal(codes, [0, 1, 0, 2])
+    assert n == 3
+    with pytest.raises(ValueError, match="outside"):
+        number_by_first_appearance(keys, 8, low=10**15 + 1)  # 10**15 is below low
