@@ -3,8 +3,9 @@
 - The modules a worker runs (MLflow's pyfunc, LightGBM and this project's bucket steps): a spawned
   worker spent 4-7 s of CPU importing them, each, every run. The pyfunc's model class is in
   training.model; its predictor, training.tree_predict, imports numba.
-- The id hashing kernel: numba's first dispatch in a process builds its compiler's registries,
-  about 1 s of CPU even when the kernel comes from numba's cache.
+- The id kernels (hashing; reading fixed-width ids and numbering them, which every chunk's
+  features use): numba's first dispatch in a process builds its compiler's registries, about 1 s
+  of CPU even when the kernel comes from numba's cache, and each kernel is then loaded once.
 - All of it with the collector paused, then frozen (serving.collector.frozen_imports): the workers
   neither scan those objects again nor copy their pages.
 
@@ -23,4 +24,5 @@ MODULES = ("serving.scoring.buckets", "serving.scoring.population_tasks", "train
 with frozen_imports():
     for _name in MODULES:
         importlib.import_module(_name)
-    importlib.import_module("features.ingest.id_hashes").compile_kernels()
+    for _name in ("features.ingest.id_hashes", "features.digit_ids", "features.first_appearance"):
+        importlib.import_module(_name).compile_kernels()
