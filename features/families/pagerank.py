@@ -112,7 +112,10 @@ def stationary_distribution(
     bounds = np.cumsum([0] + [block.shape[0] for block in blocks])
 
     scores = np.full(n, 1.0 / n) if jump is None else jump.copy()
+    # Every vector the iteration writes is allocated once: an array of more than 32 MB (4M vertices)
+    # is fresh memory from the kernel each time it is allocated (glibc maps it anew).
     following = np.empty(n)
+    jumping = None if jump is None else np.empty(n)
     for _ in range(MAX_ITERATIONS):
         for block, start, stop in zip(blocks, bounds[:-1], bounds[1:], strict=True):
             block.product(scores, out=following[start:stop])
@@ -123,7 +126,7 @@ def stationary_distribution(
         if reset is None:
             following += leak / n
         else:
-            following += leak * jump
+            following += np.multiply(jump, leak, out=jumping)  # leak * jump, into its buffer
         np.subtract(following, scores, out=scores)  # the old scores' buffer takes the change
         change = np.abs(scores, out=scores).sum()
         scores, following = following, scores
