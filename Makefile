@@ -7,7 +7,7 @@ DEMO_CUSTOMERS ?= 50000
 
 .PHONY: install demo test lint docs bench clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.kernels
 
 # uv installs the same ranges in about a third of pip's time (docs/performance.md, "Session 14"); it does
 # not read pip's configuration, so where it cannot install (a machine that reaches only a mirror set
@@ -26,12 +26,16 @@ else
 	$(PIP_INSTALL)
 endif
 	$(BIN)/python -m compileall -q features training serving  # this project's own byte code (an editable install)
-	$(BIN)/python -m training.tree_shap  # compiles the reasons' kernels into numba's cache
-	$(BIN)/python -m training.tree_predict  # and the prediction kernels
-	$(BIN)/python -m features.ingest.id_hashes  # and the id hashing kernel
-	$(BIN)/python -m features.first_appearance  # and the id numbering kernel
-	$(BIN)/python -m features.digit_ids  # and the id reading kernel
-	$(BIN)/python -m features.families.column_blocks  # and the PageRank product kernels
+	touch $@
+
+# The numba kernels, compiled into numba's cache beside their modules: the reasons (TreeSHAP), the
+# predictions, id hashing, id numbering, id reading and PageRank's products. Their own stamp, so an
+# existing .venv compiles a kernel that is new or changed without reinstalling the packages.
+KERNELS := training.tree_shap training.tree_predict features.ingest.id_hashes \
+	features.first_appearance features.digit_ids features.families.column_blocks
+
+$(VENV)/.kernels: $(VENV)/.installed $(addsuffix .py,$(subst .,/,$(KERNELS)))
+	for module in $(KERNELS); do $(BIN)/python -m $$module || exit 1; done
 	touch $@
 
 MARKET_TOPICS ?= --market-topic outdoor --market-topic hiking
