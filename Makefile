@@ -32,7 +32,9 @@ endif
 # predictions, id hashing, id numbering, id reading and PageRank's products. Their own stamp, so an
 # existing .venv compiles a kernel that is new or changed without reinstalling the packages.
 KERNELS := training.tree_shap training.tree_predict features.ingest.id_hashes \
-	features.first_appearance features.digit_ids features.families.column_blocks
+	features.first_appearance features.digit_ids features.families.column_blocks \
+	features.families.line_sums features.families.orders features.families.profiles \
+	features.families.interaction_sums
 
 $(VENV)/.kernels: $(VENV)/.installed $(addsuffix .py,$(subst .,/,$(KERNELS)))
 	for module in $(KERNELS); do $(BIN)/python -m $$module || exit 1; done

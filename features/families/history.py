@@ -24,6 +24,8 @@ from features.encoding import (
     is_sorted,
     timestamps_ns,
 )
+from features.families.line_sums import line_sums
+from features.families.orders import median_values, orders
 from features.tables import Tables
 
 FAMILY = "history"
@@ -121,37 +123,34 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     known = code >= 0
     kept = np.flatnonzero(before)[known] if not (everything and known.all()) else None
 
-    def numbers(column: str) -> np.ndarray:
-        """A numeric column over the kept rows (timestamps as int64 ns)."""
-        values = t_all if column == "timestamp" else tx[column].to_numpy(dtype="float64")
-        return values if kept is None else values[kept]
-
-    t = numbers("timestamp")
+    t = t_all if kept is None else t_all[kept]
     code = code[known]
-    amount = numbers("amount")
+    amount = tx["amount"].to_numpy(dtype="float64")
+    amount = amount if kept is None else amount[kept]
 
-    def per_customer(weights=None, rows=None):
-        c = code if rows is None else code[rows]
-        w = weights if rows is None or weights is None else weights[rows]
-        return np.bincount(c, weights=w, minlength=n).astype("float64")
+    def column(name: str) -> np.ndarray | None:
+        """A numeric column whole (read at ``kept`` by line_sums), None when absent."""
+        return tx[name].to_numpy(dtype="float64") if name in tx.columns else None
+
+    w = TREND_WINDOW_DAYS * DAY_NS
+    windows = (*SPEND_WINDOWS_DAYS, config.horizon_days)
+    sums = line_sums(code, t, amount, n, now=now,
+                     window_starts=[now - days * DAY_NS for days in windows],
+                     prior=(now - 2 * w, now - w), peak_months=config.peak_months,
+                     quantity=column("quantity"), margin=column("margin"), rows=kept)
 
     out: dict[str, np.ndarray] = {}
     out["tenure_days"] = (now - signup) / DAY_NS
 
-    buy = amount > 0
-    refund = amount < 0
-    gross = per_customer(amount, buy)
-    net = per_customer(amount)
+    gross, net = sums["gross"], sums["net"]
 
     # Observed history starts at signup, or earlier when the first transaction predates the
     # recorded signup (migrated CRMs often stamp signup at migration time).
-    first_tx = np.full(n, now, dtype="int64")
-    np.minimum.at(first_tx, code, t)
-    start = np.minimum(signup, first_tx)
+    start = np.minimum(signup, sums.first_time)
     active_years = np.maximum((now - start) / DAY_NS, MIN_ACTIVE_DAYS) / 365.25
 
     order_ids = text("order_id") if "order_id" in tx.columns else None
-    o_cust, o_time, o_value = _orders(order_ids, buy, code, t, amount)
+    o_cust, o_time, o_value = orders(order_ids, code, t, amount)
     count = np.bincount(o_cust, minlength=n)
     has = count > 0
     ends = np.cumsum(count)
@@ -175,19 +174,16 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     mean[has] = np.bincount(o_cust, weights=o_value, minlength=n)[has] / count[has]
     np.maximum.at(vmax, o_cust, o_value)
     vmax[~has] = np.nan
-    # Group codes as a categorical: pandas' counting sort, no hashing of a million keys.
-    groups = pd.Categorical.from_codes(o_cust, categories=pd.RangeIndex(n))
-    median = pd.Series(o_value).groupby(groups, observed=False).median().to_numpy()
+    median = median_values(o_cust, o_value, count)
     out["order_value_mean"] = mean
     out["order_value_median"] = median
     out["order_value_max"] = vmax
 
-    for days in SPEND_WINDOWS_DAYS:
-        out[f"spend_{days}d"] = per_customer(amount, t >= now - days * DAY_NS)
-    out["spend_horizon"] = per_customer(amount, t >= now - config.horizon_days * DAY_NS)
-    w = TREND_WINDOW_DAYS * DAY_NS
+    for i, days in enumerate(SPEND_WINDOWS_DAYS):
+        out[f"spend_{days}d"] = sums.window(i)
+    out["spend_horizon"] = sums.window(len(SPEND_WINDOWS_DAYS))
     recent = np.maximum(out[f"spend_{TREND_WINDOW_DAYS}d"], 0.0)
-    prior = np.maximum(per_customer(amount, (t >= now - 2 * w) & (t < now - w)), 0.0)
+    prior = np.maximum(sums["prior"], 0.0)
     trend = _safe_divide(recent - prior, recent + prior)
     # A customer younger than both windows would look "growing" only because the earlier window
     # predates them: unknown, not +1.
@@ -198,62 +194,18 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
     out["purchase_gap_mean_days"] = gap_mean
     out["purchase_gap_std_days"] = gap_std
 
-    out["refund_count"] = per_customer(None, refund)
-    out["refund_share"] = np.minimum(_safe_divide(per_customer(-amount, refund), gross), 1.0)
-
-    if "quantity" in tx.columns:
-        quantity = np.nan_to_num(numbers("quantity"))
-        out["quantity_total"] = per_customer(quantity, buy)
-    else:
-        out["quantity_total"] = np.full(n, np.nan)
+    out["refund_count"] = sums["refund_count"]
+    out["refund_share"] = np.minimum(_safe_divide(sums["refunded"], gross), 1.0)
+    out["quantity_total"] = sums["quantity"] if "quantity" in tx.columns else np.full(n, np.nan)
 
     categories = text("category") if "category" in tx.columns else None
-    out["category_count"], out["top_category_share"] = _category_mix(categories, buy, code, amount, n)
+    out["category_count"], out["top_category_share"] = _category_mix(categories, code, amount, n)
 
-    if config.peak_months:
-        month = t.view("datetime64[ns]").astype("datetime64[M]").astype("int64") % 12 + 1
-        peak = per_customer(amount, buy & np.isin(month, np.asarray(config.peak_months)))
-        out["peak_season_spend_share"] = _safe_divide(peak, gross)
-    else:
-        out["peak_season_spend_share"] = np.full(n, np.nan)
-
-    if "margin" in tx.columns:
-        margin = np.nan_to_num(numbers("margin"))
-        out["margin_total"] = per_customer(margin)
-    else:
-        out["margin_total"] = np.full(n, np.nan)
+    out["peak_season_spend_share"] = (_safe_divide(sums["peak"], gross) if config.peak_months
+                                      else np.full(n, np.nan))
+    out["margin_total"] = sums["margin"] if "margin" in tx.columns else np.full(n, np.nan)
 
     return pd.DataFrame({name: out[name] for name in FEATURES}, index=ids)
-
-
-def _orders(order_ids, buy, code, t, amount):
-    """(customer code, time, value) per order: positive lines grouped by order_id when present."""
-    b_code, b_time, b_amount = code[buy], t[buy], amount[buy]
-    if order_ids is None or not buy.any():
-        return b_code, b_time, b_amount
-    oid, n_ids = order_ids
-    oid = oid[buy]
-    # A line without an order_id is its own order.
-    missing = oid < 0
-    n_missing = int(missing.sum())
-    oid[missing] = n_ids + np.arange(n_missing)
-    n_ids += n_missing
-    owner = np.full(n_ids, -1, dtype="int64")
-    owner[oid] = b_code
-    if np.array_equal(owner[oid], b_code):
-        # Usual case: an order_id belongs to one customer, so it identifies the order by itself.
-        used = np.bincount(oid, minlength=n_ids) > 0
-        order = (np.cumsum(used) - 1)[oid]
-        n_orders = int(used.sum())
-    else:  # order numbers restart per customer (or per store): the order is (customer, order_id)
-        order, uniques = pd.factorize(b_code * n_ids + oid)
-        n_orders = len(uniques)
-    o_cust = np.empty(n_orders, dtype="int64")
-    o_cust[order] = b_code
-    o_time = np.full(n_orders, np.iinfo("int64").max)
-    np.minimum.at(o_time, order, b_time)  # an order happened when its first line did
-    o_value = np.bincount(order, weights=b_amount, minlength=n_orders)
-    return o_cust, o_time, o_value
 
 
 def _sorted_by_customer_then_time(group: np.ndarray, t: np.ndarray, n: int):
@@ -307,16 +259,15 @@ def _gaps(c_sorted, t_sorted, count, n):
     return mean, std
 
 
-def _category_mix(categories, buy, code, amount, n):
+def _category_mix(categories, code, amount, n):
     """(number of categories bought, share of categorised gross spend in the top one)."""
     if categories is None:
         return np.full(n, np.nan), np.full(n, np.nan)
     cat, n_cats = categories
-    cat = cat[buy]
-    has_cat = cat >= 0
+    purchase = (amount > 0) & (cat >= 0)  # categorised purchase lines
     n_cats = max(n_cats, 1)
-    key = code[buy][has_cat] * n_cats + cat[has_cat]
-    weights = amount[buy][has_cat]
+    key = code[purchase] * n_cats + cat[purchase]
+    weights = amount[purchase]
     if n * n_cats <= DENSE_CATEGORY_CELLS:
         spend = np.bincount(key, weights=weights, minlength=n * n_cats).reshape(n, n_cats)
         bought = (spend > 0).sum(axis=1).astype("float64")

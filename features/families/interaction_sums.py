@@ -14,6 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -134,14 +135,11 @@ class InteractionSums:
         self._counted += len(source)
         if self._counted > COUNT_INT32_ROWS and self.counts["known"].dtype != np.int64:
             self.counts = {name: values.astype(np.int64) for name, values in self.counts.items()}
-        received = target != source
-        recent = timestamp_ns >= (self.as_of - pd.Timedelta(days=RECENT_DAYS)).value
-        flags = {"known": topic_known, "on_topic": on_topic,
-                 "known_90d": topic_known & recent, "on_topic_90d": on_topic & recent}
-        for name, flag in flags.items():
-            # Counting the flagged rows' codes: integer counts, no float copy of every row.
-            self.counts[name] += np.bincount(source[flag], minlength=self.n)
-            self.counts[name] += np.bincount(target[received & flag], minlength=self.n)
+        recent = (self.as_of - pd.Timedelta(days=RECENT_DAYS)).value
+        # One compiled pass counts every flag (integer counts: the order of additions is moot);
+        # masking and bincounting each flag copied the codes 8 times, 2 GB at 4M customers.
+        _count_flags(source, target, timestamp_ns, topic_known, on_topic, np.int64(recent),
+                     *(self.counts[name] for name in TOPIC_COUNTS))
 
     def centrality(self, damping: float) -> dict[str, np.ndarray]:
         """Per profile code: ``pagerank`` and ``topic_pagerank`` (x number of vertices, so 1 is the
@@ -275,6 +273,31 @@ class _EdgeGroups:
             yield (int(self.bounds[g]), int(self.bounds[g + 1]), *arrays)
 
 
+@numba.njit(nogil=True, cache=True)
+def _count_flags(source, target, timestamp_ns, topic_known, on_topic, recent, known, on_topic_count,
+                 known_90d, on_topic_90d):
+    """Add each row to its author's and (when another profile) its target's counts of the flags
+    it carries: topic known, market topic, and both within the recent days."""
+    for i in range(len(source)):
+        s, t = source[i], target[i]
+        is_recent = timestamp_ns[i] >= recent
+        if topic_known[i]:
+            _count_row(known, s, t)
+            if is_recent:
+                _count_row(known_90d, s, t)
+        if on_topic[i]:
+            _count_row(on_topic_count, s, t)
+            if is_recent:
+                _count_row(on_topic_90d, s, t)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _count_row(counts, source, target):
+    counts[source] += 1
+    if target != source:
+        counts[target] += 1
+
+
 def interaction_sums(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) -> InteractionSums:
     """InteractionSums of a whole interactions table, added as one batch (memoised per Tables,
     cutoff and config): the network and topical families share one pass over the rows."""
@@ -295,3 +318,15 @@ def interaction_sums(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     key = ("interaction_sums", topics, config.interaction_half_life_days)
     return tables.derived(key, compute, as_of=as_of)
+
+
+def compile_kernels() -> None:
+    """Compile the kernels into numba's cache (beside this file); ``make install`` runs it."""
+    for dtype in (np.int32, np.int64):  # counts widen to int64 past COUNT_INT32_ROWS
+        one, counts = np.zeros(1, np.int32), [np.zeros(1, dtype) for _ in TOPIC_COUNTS]
+        _count_flags(one, one, np.zeros(1, np.int64), np.ones(1, bool), np.ones(1, bool),
+                     np.int64(0), *counts)
+
+
+if __name__ == "__main__":
+    compile_kernels()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -189,8 +190,7 @@ class _LatestRows:
         latest = _latest_rows(codes, dates, eligible, n)
         linked = eligible & snapshots["customer_id"].notna().to_numpy()
         owner = _latest_rows(codes, dates, linked, n)
-        first = np.full(n, len(codes), dtype=np.int64)
-        np.minimum.at(first, codes[eligible], np.flatnonzero(eligible))
+        first = _first_rows(codes, eligible, n)
         profile_code = np.flatnonzero(latest >= 0)
         profile_code = profile_code[np.argsort(first[profile_code], kind="stable")]
         return cls(codes, eligible, dates, n, latest[profile_code], owner[profile_code], profile_code)
@@ -215,24 +215,48 @@ class _LatestRows:
         latest_date[self.profile_code] = self.dates[self.latest]
         for d in lookback_days:
             cutoff = latest_date - pd.Timedelta(days=d).value
-            before = self.eligible & (self.dates <= cutoff[np.maximum(self.codes, 0)])
-            reference = _latest_rows(self.codes, self.dates, before, self.n)[self.profile_code]
+            reference = _latest_rows(self.codes, self.dates, self.eligible, self.n,
+                                     cutoff)[self.profile_code]
             out[f"followers_{d}d_before"] = np.where(reference >= 0, followers[reference], np.nan)
 
 
-def _latest_rows(
-    codes: np.ndarray, dates: np.ndarray, eligible: np.ndarray, n_groups: int
-) -> np.ndarray:
+def _latest_rows(codes: np.ndarray, dates: np.ndarray, eligible: np.ndarray, n_groups: int,
+                 cutoff: np.ndarray | None = None) -> np.ndarray:
     """Row position of each group's latest eligible row (-1 if none); the later row wins a date tie.
 
-    Two scatter-max passes instead of a sort: linear in the number of rows.
+    ``cutoff`` (per group) keeps only rows dated at or before it. One compiled pass (numba) over
+    the rows: the two scatter-max passes it replaced copied the eligible codes and dates, 0.7 GB
+    at 61M snapshots, for each of the four calls per cutoff.
     """
-    latest_date = np.full(n_groups, np.iinfo(np.int64).min)
-    np.maximum.at(latest_date, codes[eligible], dates[eligible])
-    is_latest = eligible & (dates == latest_date[np.maximum(codes, 0)])
     rows = np.full(n_groups, -1, dtype=np.int64)
-    np.maximum.at(rows, codes[is_latest], np.flatnonzero(is_latest))
+    no_cutoff = np.empty(0, dtype=np.int64)
+    _scan_latest(codes, dates, eligible, no_cutoff if cutoff is None else cutoff, rows)
     return rows
+
+
+@numba.njit(nogil=True, cache=True)
+def _scan_latest(codes, dates, eligible, cutoff, rows):
+    has_cutoff = len(cutoff) > 0
+    latest = np.full(len(rows), np.iinfo(np.int64).min)
+    for i in range(len(codes)):
+        if not eligible[i]:
+            continue
+        c = codes[i]
+        if has_cutoff and dates[i] > cutoff[c]:
+            continue
+        if dates[i] >= latest[c]:  # rows come in order: the later of equal dates wins
+            latest[c] = dates[i]
+            rows[c] = i
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_rows(codes, eligible, n_groups):
+    """Row position of each group's first eligible row (the row count if none)."""
+    first = np.full(n_groups, len(codes), dtype=np.int64)
+    for i in range(len(codes) - 1, -1, -1):
+        if eligible[i]:
+            first[codes[i]] = i
+    return first
 
 
 def customer_profiles(
@@ -254,3 +278,15 @@ def customer_codes(customer_ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """
     codes, customers = pd.factorize(customer_ids, sort=True)
     return codes, pd.Index(customers, dtype="str", name="customer_id")
+
+
+def compile_kernels() -> None:
+    """Compile the kernels into numba's cache (beside this file); ``make install`` runs it."""
+    for codes in (np.zeros(1, np.int32), np.zeros(1, np.int64)):  # ProfileCodes, factorize_ids
+        _latest_rows(codes, np.zeros(1, np.int64), np.ones(1, bool), 1)
+        _latest_rows(codes, np.zeros(1, np.int64), np.ones(1, bool), 1, np.zeros(1, np.int64))
+        _first_rows(codes, np.ones(1, bool), 1)
+
+
+if __name__ == "__main__":
+    compile_kernels()

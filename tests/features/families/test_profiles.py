@@ -4,10 +4,13 @@ import numpy as np
 import pandas as pd
 import pandas.testing as tm
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.build import build_features
 from features.config import FeatureConfig
 from features.families.profiles import (
+    _latest_rows,
     customer_profiles,
     interactions_before,
     profile_codes,
@@ -158,3 +161,31 @@ def test_ids_of_one_categorical_type_everywhere_are_coded_by_their_categories(ta
     assert np.shares_memory(codes.source, shared.social_interactions["source_profile_id"].array.codes)
     np.testing.assert_array_equal(codes.snapshot, shared.social_profiles["profile_id"].array.codes)
     tm.assert_frame_equal(build_features(shared, as_of, CONFIG), expected, rtol=1e-12)
+
+
+def scatter_latest_rows(codes, dates, eligible, n_groups):
+    """The two scatter-max passes _latest_rows made before it was compiled (the reference)."""
+    latest_date = np.full(n_groups, np.iinfo(np.int64).min)
+    np.maximum.at(latest_date, codes[eligible], dates[eligible])
+    is_latest = eligible & (dates == latest_date[np.maximum(codes, 0)])
+    rows = np.full(n_groups, -1, dtype=np.int64)
+    np.maximum.at(rows, codes[is_latest], np.flatnonzero(is_latest))
+    return rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.lists(st.tuples(st.integers(-1, n - 1), st.integers(0, 5), st.booleans()), max_size=40),
+    st.lists(st.integers(0, 6), min_size=n, max_size=n))))
+def test_latest_rows_are_the_scatter_max_rows_with_and_without_a_cutoff(case):
+    n, rows, cutoff = case
+    codes = np.array([r[0] for r in rows], dtype=np.int32)
+    dates = np.array([r[1] for r in rows], dtype=np.int64)  # few dates: ties are common
+    eligible = np.array([r[2] for r in rows], dtype=bool) & (codes >= 0)
+    cutoff = np.array(cutoff, dtype=np.int64)
+    np.testing.assert_array_equal(_latest_rows(codes, dates, eligible, n),
+                                  scatter_latest_rows(codes, dates, eligible, n))
+    before = eligible & (dates <= cutoff[np.maximum(codes, 0)])
+    np.testing.assert_array_equal(_latest_rows(codes, dates, eligible, n, cutoff),
+                                  scatter_latest_rows(codes, dates, before, n))
