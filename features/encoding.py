@@ -60,7 +60,7 @@ def text_codes(arrays: list[pa.Array]) -> tuple[np.ndarray, int]:
     """
     numbers = fixed_width_numbers(arrays)
     if numbers is not None:
-        return first_appearance_codes(numbers)
+        return first_appearance_codes(numbers, overwrite=True)  # the numbers become the codes
     encoded = pa.chunked_array(arrays, type=pa.large_string()).dictionary_encode()
     if encoded.num_chunks == 0:
         return np.array([], dtype="int64"), 0
@@ -70,9 +70,10 @@ def text_codes(arrays: list[pa.Array]) -> tuple[np.ndarray, int]:
     return codes, len(encoded.chunk(0).dictionary)
 
 
-def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
+def first_appearance_codes(keys: np.ndarray, *, overwrite: bool = False) -> tuple[np.ndarray, int]:
     """(int64 codes, number of distinct keys) of int64 keys, numbered in order of first appearance
-    (as pd.factorize and Arrow's dictionary_encode number them)."""
+    (as pd.factorize and Arrow's dictionary_encode number them). ``overwrite``: the keys may be
+    overwritten with the codes."""
     n = len(keys)
     if n == 0:
         return np.array([], dtype="int64"), 0
@@ -81,7 +82,7 @@ def first_appearance_codes(keys: np.ndarray) -> tuple[np.ndarray, int]:
     if span > 4 * n + 1024 or span >= 2**31:  # sparse keys: hash the integers (still far cheaper)
         codes, uniques = pd.factorize(keys)
         return codes.astype("int64", copy=False), len(uniques)
-    return number_by_first_appearance(keys, span, low)
+    return number_by_first_appearance(keys, span, low, overwrite=overwrite)
 
 
 def is_sorted(values: np.ndarray) -> bool:

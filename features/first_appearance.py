@@ -13,12 +13,14 @@ import numba
 import numpy as np
 
 
-def number_by_first_appearance(keys: np.ndarray, span: int, low: int = 0) -> tuple[np.ndarray, int]:
+def number_by_first_appearance(keys: np.ndarray, span: int, low: int = 0, *,
+                               overwrite: bool = False) -> tuple[np.ndarray, int]:
     """(int64 code of each key, number of distinct keys) of integer keys in [low, low + span): the
     first distinct key seen is 0, the next new one 1, and so on (as ``pd.factorize`` numbers them).
     int32 and int64 keys are read as they are (no shifted copy); a key outside the range raises
-    ValueError (numba does not check indexes)."""
-    codes = np.empty(len(keys), dtype=np.int64)
+    ValueError (numba does not check indexes). ``overwrite``: int64 keys the caller no longer needs
+    receive the codes (each key is read before its code is written), saving an array their size."""
+    codes = keys if overwrite and keys.dtype == np.int64 else np.empty(len(keys), dtype=np.int64)
     if keys.dtype not in (np.int32, np.int64):
         keys = keys.astype(np.int64)
     seen = _number(np.ascontiguousarray(keys), np.int64(low), np.int64(span), codes)

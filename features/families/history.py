@@ -21,11 +21,10 @@ from features.encoding import (
     eligible_customers,
     factorize_ids,
     first_appearance_codes,
-    is_sorted,
     timestamps_ns,
 )
 from features.families.line_sums import line_sums
-from features.families.orders import median_values, orders
+from features.families.orders import gap_sums, in_customer_time_order, median_values, orders
 from features.tables import Tables
 
 FAMILY = "history"
@@ -215,7 +214,7 @@ def _sorted_by_customer_then_time(group: np.ndarray, t: np.ndarray, n: int):
     (seconds for typical CRM exports), a single np.sort of the packed key does it; otherwise a
     key sort plus radix passes on the group.
     """
-    if len(t) == 0:
+    if in_customer_time_order(group, t):  # orders usually come by customer and time already
         return group, t
     t0 = int(t.min())
     rel = t - t0
@@ -224,9 +223,7 @@ def _sorted_by_customer_then_time(group: np.ndarray, t: np.ndarray, n: int):
             break
     span = int(rel.max()) // unit + 1
     if n * span < 2**62:
-        key = group * span + rel // unit
-        if not is_sorted(key):  # rows usually come by customer and time already
-            key = np.sort(key)
+        key = np.sort(group * span + rel // unit)
         return key // span, (key % span) * unit + t0
     order = _customer_order(group, t, n)
     return group[order], t[order]
@@ -249,13 +246,9 @@ def _customer_order(group: np.ndarray, key: np.ndarray, n: int) -> np.ndarray:
 
 def _gaps(c_sorted, t_sorted, count, n):
     """Mean and std (ddof=1) of days between consecutive orders, per customer."""
-    same = c_sorted[1:] == c_sorted[:-1]
-    gaps = np.diff(t_sorted)[same] / DAY_NS
-    who = c_sorted[1:][same]
     n_gaps = np.maximum(count - 1, 0)
-    mean = _safe_divide(np.bincount(who, weights=gaps, minlength=n), n_gaps)
-    dev = gaps - mean[who]
-    std = np.sqrt(_safe_divide(np.bincount(who, weights=dev * dev, minlength=n), n_gaps - 1))
+    mean = _safe_divide(gap_sums(c_sorted, t_sorted, n), n_gaps)
+    std = np.sqrt(_safe_divide(gap_sums(c_sorted, t_sorted, n, mean), n_gaps - 1))
     return mean, std
 
 

@@ -36,3 +36,14 @@ def test_int64_keys_are_numbered_from_low_without_a_shifted_copy():
     assert n == 3
     with pytest.raises(ValueError, match="outside"):
         number_by_first_appearance(keys, 8, low=10**15 + 1)  # 10**15 is below low
+
+
+def test_overwritten_keys_become_the_codes_the_copy_would_have_held():
+    keys = np.random.default_rng(3).integers(50, 2_000, 10_000).astype(np.int64)
+    expected, n_expected = number_by_first_appearance(keys.copy(), 2_000)
+    codes, n = number_by_first_appearance(keys, 2_000, overwrite=True)
+    assert codes is keys and n == n_expected
+    np.testing.assert_array_equal(codes, expected)
+    int32_keys = keys.astype(np.int32)
+    codes, _ = number_by_first_appearance(int32_keys, 2_000, overwrite=True)  # int32 cannot hold
+    assert codes is not int32_keys and codes.dtype == np.int64  # int64 codes: a new array

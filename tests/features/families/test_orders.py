@@ -5,7 +5,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.families.orders import median_values, orders
+from features.families.orders import DAY_NS, gap_sums, in_customer_time_order, median_values, orders
 
 
 def numpy_orders(order_ids, code, t, amount):
@@ -104,3 +104,33 @@ def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two():
     got = median_values(np.array([1, 1, 1, 1, 0]), np.array([4.0, 1.0, 3.0, 10.0, 2.0]),
                         np.array([1, 4, 0]))
     assert got[0] == 2.0 and got[1] == 3.5 and np.isnan(got[2])
+
+
+@st.composite
+def sorted_orders(draw):
+    """Orders sorted by customer then time, as history sorts them; times at whole seconds."""
+    pairs = sorted(draw(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 10**6)), max_size=30)))
+    return (np.array([p[0] for p in pairs], dtype=np.int64),
+            np.array([p[1] for p in pairs], dtype=np.int64) * 10**9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sorted_orders())
+def test_gap_sums_are_the_bincounts_of_the_gaps_bit_for_bit(orders_):
+    c, t = orders_
+    same = c[1:] == c[:-1]
+    gaps, who = np.diff(t)[same] / DAY_NS, c[1:][same]
+    total = np.bincount(who, weights=gaps, minlength=5)
+    np.testing.assert_array_equal(bits(gap_sums(c, t, 5)), bits(total))
+    mean = total / np.maximum(np.bincount(who, minlength=5), 1)
+    dev = gaps - mean[who]
+    np.testing.assert_array_equal(bits(gap_sums(c, t, 5, mean)),
+                                  bits(np.bincount(who, weights=dev * dev, minlength=5)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=12))
+def test_customer_time_order_is_lexicographic_order(pairs):
+    c = np.array([p[0] for p in pairs], dtype=np.int64)
+    t = np.array([p[1] for p in pairs], dtype=np.int64)
+    assert in_customer_time_order(c, t) == (pairs == sorted(pairs))
