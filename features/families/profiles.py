@@ -15,6 +15,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from features.digit_ids import fixed_width_numbers
 from features.encoding import arrow_chunks, factorize_ids, text_codes, timestamps_ns
 from features.tables import Tables
 
@@ -275,7 +276,14 @@ def customer_codes(customer_ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer code of each row's customer and the sorted customer_id index the codes point into.
 
     Aggregating with np.bincount on these codes hashes the ids once instead of once per groupby.
+    Ids of one prefix and a fixed number of digits sort as the numbers they spell, so those are
+    numbered by sorting integers (features.digit_ids) instead of hashing and comparing strings.
     """
+    arrays = arrow_chunks(customer_ids)
+    numbers = None if arrays is None else fixed_width_numbers(arrays)
+    if numbers is not None:
+        _, first, codes = np.unique(numbers, return_index=True, return_inverse=True)
+        return codes, pd.Index(customer_ids.array.take(first), dtype="str", name="customer_id")
     codes, customers = pd.factorize(customer_ids, sort=True)
     return codes, pd.Index(customers, dtype="str", name="customer_id")
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from features.catalog import empty_features
 from features.config import FeatureConfig
+from features.encoding import first_appearance_codes
 from features.families.profiles import customer_codes, customer_profiles
 from features.tables import Tables
 
@@ -75,8 +76,12 @@ def social_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig) 
         np.fmax.at(score_max, codes, profiles["influence_score"].to_numpy("float64"))  # skips NaN
     out["influence_score_max"] = score_max
     network_codes, networks = pd.factorize(profiles["network"])
-    customer_networks = np.unique(codes * (len(networks) + 1) + network_codes + 1)
-    out["n_networks"] = np.bincount(customer_networks // (len(networks) + 1), minlength=k)
+    # distinct (customer, network) pairs, numbered by first appearance (no sort of the pairs)
+    pair_keys = codes * (len(networks) + 1) + network_codes + 1
+    pair, n_pairs = first_appearance_codes(pair_keys)
+    pairs = np.empty(n_pairs, dtype=pair_keys.dtype)
+    pairs[pair] = pair_keys
+    out["n_networks"] = np.bincount(pairs // (len(networks) + 1), minlength=k)
     latest = np.full(k, np.iinfo(np.int64).min)
     np.maximum.at(latest, codes, profiles["snapshot_date"].to_numpy("datetime64[ns]").view("int64"))
     out["days_since_last_snapshot"] = (as_of.value - latest) / _DAY.value

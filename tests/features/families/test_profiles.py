@@ -11,6 +11,7 @@ from features.build import build_features
 from features.config import FeatureConfig
 from features.families.profiles import (
     _latest_rows,
+    customer_codes,
     customer_profiles,
     interactions_before,
     profile_codes,
@@ -189,3 +190,16 @@ def test_latest_rows_are_the_scatter_max_rows_with_and_without_a_cutoff(case):
     before = eligible & (dates <= cutoff[np.maximum(codes, 0)])
     np.testing.assert_array_equal(_latest_rows(codes, dates, eligible, n, cutoff),
                                   scatter_latest_rows(codes, dates, before, n))
+
+
+@pytest.mark.parametrize("ids", [
+    ["C0000012", "C0000003", "C0000012", "C0009000", "C0000003"],  # one prefix, fixed digits
+    ["bob", "alice", "bob", "C01", "carol"],  # anything else
+    ["C12", "C3", "C12"],  # digits of different widths: "C12" sorts before "C3"
+])
+def test_customer_codes_number_ids_in_sorted_order_as_pandas_factorize_does(ids):
+    series = pd.Series(ids, dtype="str")
+    codes, customers = customer_codes(series)
+    expected_codes, expected = pd.factorize(series, sort=True)
+    np.testing.assert_array_equal(codes, expected_codes)
+    tm.assert_index_equal(customers, pd.Index(expected, dtype="str", name="customer_id"))
