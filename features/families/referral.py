@@ -67,13 +67,13 @@ def referral_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig
 
     # Net revenue before as_of of every customer, looked up for the referred side of each pair.
     everyone = customer_index(tables.customers["customer_id"])
-    tx = tables.transactions[["customer_id", "amount"]]
-    tx_before = timestamps_ns(tables.transactions["timestamp"]) < now
-    tx = tx if tx_before.all() else tx.loc[tx_before]
+    tx = tables.transactions
     who = customer_codes(everyone, tx["customer_id"])
-    mine = who >= 0
-    revenue = np.bincount(who[mine], weights=tx["amount"].to_numpy(dtype="float64")[mine],
-                          minlength=len(everyone))
+    # Rows after as_of or of unknown customers go to one extra bin, so no row is copied: every
+    # customer's sum adds the same rows in the same order as summing the kept rows alone.
+    counted = np.where((timestamps_ns(tx["timestamp"]) < now) & (who >= 0), who, len(everyone))
+    revenue = np.bincount(counted, weights=tx["amount"].to_numpy(dtype="float64"),
+                          minlength=len(everyone) + 1)[:len(everyone)]
     referred_pos = customer_codes(everyone, referred_ids.iloc[pair_rows])
     pair_revenue = np.where(referred_pos >= 0, revenue[np.maximum(referred_pos, 0)], 0.0)
 
