@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
+from features.allocator import reused_memory
 from features.catalog import UNKNOWN, FeatureFamily
 from features.config import FeatureConfig
 from features.encoding import customer_index, eligible_customers, index_positions
@@ -124,20 +125,22 @@ def build_features(
     rows = customer_index(eligible_customers(tables.customers, as_of)["customer_id"])
     precomputed = precomputed or {}
     blocks = []
-    for family in select_families(families):
-        if family.name in precomputed:
-            start = time.perf_counter()
-            frame = precomputed[family.name]
-            stamped = frame.attrs.get("as_of")
-            if stamped is not None and pd.Timestamp(stamped) != as_of:
-                raise ValueError(
-                    f"precomputed {family.name!r} features are as of {stamped}, not {as_of}"
-                )
-            if on_family is not None:
-                on_family(family.name, time.perf_counter() - start)
-        else:
-            frame = _compute(family, tables, as_of, config, on_family)
-        blocks.append(_conform(family, frame, rows))
+    # freed arrays reused while the families run, returned at the end (features.allocator)
+    with reused_memory():
+        for family in select_families(families):
+            if family.name in precomputed:
+                start = time.perf_counter()
+                frame = precomputed[family.name]
+                stamped = frame.attrs.get("as_of")
+                if stamped is not None and pd.Timestamp(stamped) != as_of:
+                    raise ValueError(
+                        f"precomputed {family.name!r} features are as of {stamped}, not {as_of}"
+                    )
+                if on_family is not None:
+                    on_family(family.name, time.perf_counter() - start)
+            else:
+                frame = _compute(family, tables, as_of, config, on_family)
+            blocks.append(_conform(family, frame, rows))
     if not blocks:
         return pd.DataFrame(index=rows)
     out = pd.concat(blocks, axis=1)

@@ -8,26 +8,13 @@ stacks on the garbage of the interaction batches read before it (docs/performanc
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-
 import pyarrow as pa
 
-
-def _glibc():
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-
-
-_LIBC = _glibc()  # None where the C library is not glibc (macOS, musl): nothing to trim there
+from features.allocator import LIBC  # None where the C library is not glibc: nothing to trim
 
 
 def release_freed_memory() -> None:
     """Return freed heap pages (glibc ``malloc_trim``) and Arrow's unused pool pages to the OS."""
     pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if LIBC is not None:
+        LIBC.malloc_trim(0)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.scoring.memory import _LIBC
+from features.allocator import LIBC
 
 # In a fresh interpreter: arrays of 8 MiB land in glibc's heap once one array of that size has been
 # freed (the mmap threshold rises to it); freeing all but the last leaves the heap's pages resident,
@@ -27,7 +27,7 @@ PROGRAM = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(_LIBC is None, reason="the C library is not glibc: nothing to trim")
+@pytest.mark.skipif(LIBC is None, reason="the C library is not glibc: nothing to trim")
 def test_memory_freed_inside_the_heap_is_returned_to_the_operating_system():
     # glibc's own defaults: any MALLOC_*_ variable (Dask's nanny sets MALLOC_TRIM_THRESHOLD_ in the
     # process that started a cluster, e.g. an earlier test) fixes the mmap threshold, so the arrays
