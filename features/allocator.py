@@ -6,7 +6,7 @@ copy, a mask, a per-profile vector at 4M customers) is faulted in and zeroed by 
 the 4M world's build faulted in 30 GB for a 17.6 GB peak and spent 28-31 s of its 70 s in the
 kernel, against 2 s at 1M, where per-customer arrays are small enough for glibc to reuse
 (docs/performance.md, Features). Inside ``reused_memory`` glibc takes every block from its heap
-(``M_MMAP_MAX`` 0) and keeps freed ones there for reuse (``M_TRIM_THRESHOLD`` at its maximum);
+(``M_MMAP_MAX`` 0) and keeps freed ones there for reuse (``M_TRIM_THRESHOLD`` -1: no trimming);
 on the way out both settings are restored and ``malloc_trim`` hands the free pages back, so what
 the build leaves resident is what it returned. Where the C library is not glibc (macOS, musl)
 nothing changes.
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 # mallopt parameters and glibc's defaults for them (malloc.h; malloc/malloc.c).
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
-KEEP_EVERYTHING = 2**31 - 1  # mallopt takes an int: the largest trim threshold it can set
+NEVER_TRIM = -1  # mallopt(3): "Setting M_TRIM_THRESHOLD to -1 disables trimming completely"
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -54,7 +54,7 @@ def reused_memory() -> Iterator[None]:
         _depth += 1
         if _depth == 1:
             LIBC.mallopt(M_MMAP_MAX, 0)
-            LIBC.mallopt(M_TRIM_THRESHOLD, KEEP_EVERYTHING)
+            LIBC.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)
     try:
         yield
     finally:
