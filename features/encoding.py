@@ -112,6 +112,19 @@ def factorize_ids(ids: pd.Series) -> tuple[np.ndarray, int]:
     return codes.astype("int64", copy=False), len(uniques)
 
 
+def factorize_ids_where(ids: pd.Series, keep: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """factorize_ids(ids[keep]) (``keep`` a boolean mask; None: every row). Ids of one prefix and
+    fixed digits are read where they are and only their numbers are selected: the text is not
+    copied (at 4M customers a filtered copy of an id column is 0.6 GB of fresh memory)."""
+    if keep is None:
+        return factorize_ids(ids)
+    chunks = None if isinstance(ids.dtype, pd.CategoricalDtype) else arrow_chunks(ids)
+    numbers = None if chunks is None else fixed_width_numbers(chunks)
+    if numbers is None:
+        return factorize_ids(ids[keep])
+    return first_appearance_codes(numbers[keep], overwrite=True)
+
+
 def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     """Position of each id in ``population`` (int64; -1 if absent or missing).
 

@@ -19,7 +19,7 @@ from features.encoding import (
     customer_codes,
     customer_index,
     eligible_customers,
-    factorize_ids,
+    factorize_ids_where,
     first_appearance_codes,
     timestamps_ns,
 )
@@ -114,11 +114,12 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
 
     def text(column: str) -> tuple[np.ndarray, int]:
         """Integer codes of a text column over the kept rows (-1 = missing), and how many."""
-        values = tx[column] if everything else tx[column][before]
-        codes, n_distinct = factorize_ids(values)
+        codes, n_distinct = factorize_ids_where(tx[column], None if everything else before)
         return codes[known], n_distinct
 
-    code = customer_codes(ids, tx["customer_id"] if everything else tx["customer_id"][before])
+    # Positions in ids, so the same codes whether the ids are looked up before or after the filter.
+    code = customer_codes(ids, tx["customer_id"])
+    code = code if everything else code[before]
     known = code >= 0
     kept = np.flatnonzero(before)[known] if not (everything and known.all()) else None
 

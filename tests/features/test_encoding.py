@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from features.digit_ids import fixed_width_numbers
 from features.encoding import (
     customer_codes,
+    factorize_ids,
+    factorize_ids_where,
     first_appearance_codes,
     index_positions,
     is_sorted,
@@ -175,3 +177,18 @@ def test_index_positions_are_pandas_get_indexer_and_has_duplicates(index, rows, 
     assert duplicated == index.has_duplicates
     if not duplicated:
         np.testing.assert_array_equal(positions, index.get_indexer(rows))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(id_text, st.none()), st.booleans()), max_size=20),
+       st.booleans(), st.sampled_from(["str", "category", "object"]))
+def test_codes_of_the_kept_rows_equal_the_codes_of_the_filtered_column(rows, fixed_only, dtype):
+    if fixed_only:
+        rows = [(v, k) for v, k in rows if v is not None and len(v) == 4 and v[0] == "P"
+                and v[1:].isdigit()]
+    ids = pd.Series([v for v, _ in rows], dtype=dtype)
+    keep = np.array([k for _, k in rows], dtype=bool)
+    codes, n = factorize_ids_where(ids, keep)
+    expected, n_expected = factorize_ids(ids[keep])
+    np.testing.assert_array_equal(codes, expected)
+    assert n == n_expected and codes.dtype == np.int64
