@@ -5,7 +5,8 @@ are refunds or returns. Every eligible customer gets a row, so counts and spend 
 transactions are 0 while recency and per-order statistics stay NaN (there is nothing to measure).
 Rates are normalised by the customer's observed history so a ten-year customer and a new one compare.
 
-Ids are hashed once per call (features.encoding), then everything is numpy.
+Ids are hashed once per call (features.encoding); the sums over lines and the grouping into orders
+are compiled passes (features.families.line_sums, features.families.orders), the rest numpy.
 """
 
 from __future__ import annotations
