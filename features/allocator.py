@@ -8,8 +8,10 @@ kernel, against 2 s at 1M, where per-customer arrays are small enough for glibc 
 (docs/performance.md, Features). Inside ``reused_memory`` glibc takes every block from its heap
 (``M_MMAP_MAX`` 0) and keeps freed ones there for reuse (``M_TRIM_THRESHOLD`` -1: no trimming);
 on the way out both settings are restored and ``malloc_trim`` hands the free pages back, so what
-the build leaves resident is what it returned. Where the C library is not glibc (macOS, musl)
-nothing changes.
+the build leaves resident is what it returned. Restored means glibc's defaults: a process started
+with other values (``GLIBC_TUNABLES``) gets the defaults back, and glibc's sliding mmap threshold
+stays where it was when the build began (any mallopt call freezes it). Where the C library is not
+glibc (macOS, musl) nothing changes.
 """
 
 from __future__ import annotations

@@ -125,12 +125,22 @@ def factorize_ids_where(ids: pd.Series, keep: np.ndarray | None) -> tuple[np.nda
     return first_appearance_codes(numbers[keep], overwrite=True)
 
 
-def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
-    """Position of each id in ``population`` (int64; -1 if absent or missing).
+def customer_codes(population: pd.Index, ids: pd.Series,
+                   keep: np.ndarray | None = None) -> np.ndarray:
+    """Position of each id in ``population`` (int64; -1 if absent, missing or not in ``keep``).
 
     Population and ids are dictionary-encoded together in one pass: hashing ten million ids once
-    is the dominant cost, so no second hash table is built for the lookup.
+    is the dominant cost, so no second hash table is built for the lookup. ``keep`` (a boolean
+    mask) marks the rows to look up: ids of one prefix and fixed digits are read over the whole
+    column, which copies no text; other ids are filtered first, so rows not kept are never hashed
+    (a probe of the first values picks the way; the positions are the same either way).
     """
+    if keep is not None and not keep.all():
+        if not _fixed_width_probe(ids):
+            out = np.full(len(ids), -1, dtype="int64")
+            out[keep] = customer_codes(population, ids[keep])
+            return out
+        return np.where(keep, customer_codes(population, ids), -1)
     pop, values = arrow_chunks(population), arrow_chunks(ids)
     if pop is not None and values is not None:
         codes, n_distinct = text_codes(pop + values)
@@ -144,6 +154,12 @@ def customer_codes(population: pd.Index, ids: pd.Series) -> np.ndarray:
     else:
         codes, uniques = pd.factorize(ids)
     return np.append(population.get_indexer(uniques), -1)[codes]
+
+
+def _fixed_width_probe(ids: pd.Series, size: int = 1024) -> bool:
+    """Whether the first values of a text column are one prefix and fixed digits."""
+    chunks = None if isinstance(ids.dtype, pd.CategoricalDtype) else arrow_chunks(ids.iloc[:size])
+    return chunks is not None and fixed_width_numbers(chunks) is not None
 
 
 def index_positions(index: pd.Index, rows: pd.Index) -> tuple[np.ndarray | None, bool]:

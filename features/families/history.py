@@ -118,8 +118,7 @@ def history_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig)
         codes, n_distinct = factorize_ids_where(tx[column], None if everything else before)
         return codes[known], n_distinct
 
-    # Positions in ids, so the same codes whether the ids are looked up before or after the filter.
-    code = customer_codes(ids, tx["customer_id"])
+    code = customer_codes(ids, tx["customer_id"], None if everything else before)
     code = code if everything else code[before]
     known = code >= 0
     kept = np.flatnonzero(before)[known] if not (everything and known.all()) else None

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-DAY_NS = 86_400 * 10**9
+from features.encoding import DAY_NS
+
 NAT = np.iinfo(np.int64).min
 
 # Rows of the matrix ``line_sums`` returns, before the spend windows (one row per window start).

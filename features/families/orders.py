@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-DAY_NS = 86_400 * 10**9
+from features.encoding import DAY_NS
 
 
 def orders(order_ids: tuple[np.ndarray, int] | None, code: np.ndarray, t: np.ndarray,

@@ -68,10 +68,10 @@ def referral_features(tables: Tables, as_of: pd.Timestamp, config: FeatureConfig
     # Net revenue before as_of of every customer, looked up for the referred side of each pair.
     everyone = customer_index(tables.customers["customer_id"])
     tx = tables.transactions
-    who = customer_codes(everyone, tx["customer_id"])
+    who = customer_codes(everyone, tx["customer_id"], timestamps_ns(tx["timestamp"]) < now)
     # Rows after as_of or of unknown customers go to one extra bin, so no row is copied: every
     # customer's sum adds the same rows in the same order as summing the kept rows alone.
-    counted = np.where((timestamps_ns(tx["timestamp"]) < now) & (who >= 0), who, len(everyone))
+    counted = np.where(who >= 0, who, len(everyone))
     revenue = np.bincount(counted, weights=tx["amount"].to_numpy(dtype="float64"),
                           minlength=len(everyone) + 1)[:len(everyone)]
     referred_pos = customer_codes(everyone, referred_ids.iloc[pair_rows])

@@ -192,3 +192,20 @@ def test_codes_of_the_kept_rows_equal_the_codes_of_the_filtered_column(rows, fix
     expected, n_expected = factorize_ids(ids[keep])
     np.testing.assert_array_equal(codes, expected)
     assert n == n_expected and codes.dtype == np.int64
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(id_text, st.none()), st.booleans()), max_size=20),
+       st.lists(id_text, max_size=8, unique=True), st.booleans())
+def test_customer_codes_of_kept_rows_are_their_positions_and_the_rest_are_minus_one(
+        rows, population, fixed_only):
+    if fixed_only:  # ids that take the whole-column way
+        rows = [(v, k) for v, k in rows if v is not None and len(v) == 4 and v[0] == "P"
+                and v[1:].isdigit()]
+    ids = pd.Series([v for v, _ in rows], dtype="str")
+    keep = np.array([k for _, k in rows], dtype=bool)
+    pop = pd.Index(population, dtype="str")
+    got = customer_codes(pop, ids, keep)
+    expected = np.where(keep, customer_codes(pop, ids), -1)
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == np.int64

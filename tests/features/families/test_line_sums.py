@@ -4,7 +4,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.families.line_sums import DAY_NS, NAT, SUMS, line_sums, month_of
+from features.encoding import DAY_NS
+from features.families.line_sums import NAT, SUMS, line_sums, month_of
 
 NOW = np.datetime64("2026-01-01", "ns").astype(np.int64)
 # Times within two years before NOW: any nanosecond, or exactly on a window's edge (whole days).

@@ -5,7 +5,8 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.families.orders import DAY_NS, gap_sums, in_customer_time_order, median_values, orders
+from features.encoding import DAY_NS
+from features.families.orders import gap_sums, in_customer_time_order, median_values, orders
 
 
 def numpy_orders(order_ids, code, t, amount):
