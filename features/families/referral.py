@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.catalog import unknown_features
 from features.config import FeatureConfig
@@ -23,6 +22,7 @@ from features.encoding import (
     factorize_ids,
     timestamps_ns,
 )
+from features.ingest.id_sets import IdSet
 from features.tables import Tables
 
 FAMILY = "referral"
@@ -124,7 +124,7 @@ class ReferralSums:
     def __init__(self, as_of: pd.Timestamp):
         self.as_of = as_of
         self.referrals: pd.DataFrame | None = None  # None: the source has no referrals table
-        self._named = self._referred = pa.array([], type=pa.string())
+        self._named = self._referred = IdSet([])
         self._customers: list[pd.DataFrame] = []
         self._revenue: list[pd.DataFrame] = []
 
@@ -132,17 +132,18 @@ class ReferralSums:
         if referrals is None:
             return
         self.referrals = referrals
-        self._referred = pa.array(referrals["referred_id"].unique(), type=pa.string())
-        named = pd.concat([referrals["referrer_id"], referrals["referred_id"]]).unique()
-        self._named = pa.array(named, type=pa.string())
+        # Built once, asked for every batch (IdSet.contains): Arrow's is_in built a hash table of
+        # every referred customer for each batch, which grew with the square of the base.
+        self._referred = _id_set(referrals["referred_id"])
+        self._named = _id_set(pd.concat([referrals["referrer_id"], referrals["referred_id"]]))
 
     def add_customers(self, customers: pd.DataFrame, transactions: pd.DataFrame) -> None:
         """A batch of customers (customer_id, signup_date) and all their transactions."""
         if self.referrals is None:
             return
-        named = _is_in(customers["customer_id"], self._named)
+        named = self._named.contains(customers["customer_id"])
         self._customers.append(customers.loc[named, ["customer_id", "signup_date"]])
-        referred = transactions.loc[_is_in(transactions["customer_id"], self._referred)]
+        referred = transactions.loc[self._referred.contains(transactions["customer_id"])]
         self._revenue.append(revenue_rows(referred, self.as_of))
 
     def finish(self, config: FeatureConfig) -> pd.DataFrame:
@@ -158,5 +159,6 @@ class ReferralSums:
         return referral_features(tables, self.as_of, config)
 
 
-def _is_in(ids: pd.Series, keys: pa.Array) -> np.ndarray:
-    return pc.is_in(pa.array(ids.array, type=pa.string()), value_set=keys).to_numpy(zero_copy_only=False)
+def _id_set(ids: pd.Series) -> IdSet:
+    """The distinct ids named (missing ones left out: they name no customer)."""
+    return IdSet([pa.array(pd.Series(ids, dtype="str").dropna().unique(), type=pa.string())])

@@ -107,6 +107,20 @@ class IdSet:
         out[np.flatnonzero(present)] = np.where(hit, pos, -1)
         return out
 
+    def contains(self, values) -> np.ndarray:
+        """Boolean mask: which of ``values`` (strings, repeated as a column's are; missing never
+        belongs) are in the set, each distinct value looked up once.
+
+        The set is built once and asked per batch: Arrow's is_in would build its hash table of the
+        whole set on every call, so batches whose number grows with the base cost its square.
+        """
+        values = pa.array(pd.Series(values, dtype="str").array, type=pa.string())
+        if isinstance(values, pa.ChunkedArray):  # a column read in batches keeps them
+            values = values.combine_chunks()
+        encoded = values.dictionary_encode()
+        found = np.append(self.members(encoded.dictionary), False)  # a missing value: the last entry
+        return found[encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)]
+
     def known(self, values) -> pd.Index:
         """The distinct members of the set among ``values``, as a str Index (for check_table's ``known``)."""
         distinct = pa.array(pd.Series(values, dtype="str").dropna().unique(), type=pa.string())

@@ -142,6 +142,14 @@ class BucketFiles:
         frame = data.drop_columns([ROW]).to_pandas()
         return frame, data.column(ROW).to_numpy()
 
+    def take(self, bucket: int) -> tuple[pd.DataFrame, np.ndarray]:
+        """read(bucket), and the bucket's file removed: a step that reads its bucket once frees the
+        file's pages at once, so the page cache does not hold every bucket of the run until it ends
+        (at millions of customers, more than the machine's free memory; docs/performance.md)."""
+        out = self.read(bucket)
+        self.path(bucket).unlink(missing_ok=True)
+        return out
+
 
 def read_arrow(path: Path, schema: pa.Schema | None = None) -> pa.Table:
     """A bucket file, memory-mapped (empty with ``schema`` when the bucket got no rows)."""
@@ -178,7 +186,7 @@ class BucketWriter:
 
 def partition_table(path: Path, table: str, key: str, buckets: int, directory: Path, *,
                     on_rows=None, keep=None, renaming: ColumnRenaming | None = None) -> BucketFiles:
-    """Stream one table into ``buckets`` Parquet files by the hash of its ``key`` column.
+    """Stream one table into ``buckets`` Arrow IPC files by the hash of its ``key`` column.
 
     ``keep(batch, bucket_of_rows)`` is called on every raw batch (for side statistics);
     ``on_rows(n)`` after each batch (progress); ``renaming`` gives the columns their contract names.

@@ -120,13 +120,13 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
     Every transaction of a customer of this bucket is in this bucket: anything else names an
     unknown customer and is rejected as such, exactly as by the whole-table check.
     """
-    raw, rows = ctx.files["customers"].read(b)
+    raw, rows = ctx.files["customers"].take(b)
     res, cust_part = checked_part("customers", raw, {}, rows, ctx.work, f"{b:05d}", ctx.rules)
     kept = np.setdiff1d(np.arange(len(raw)), res.rejects["row"].to_numpy(dtype="int64"))
     customers = conform_attributes(res.typed, raw.reset_index(drop=True), kept, ctx.kinds)
     del raw, res
 
-    raw_tx, tx_rows = ctx.files["transactions"].read(b)
+    raw_tx, tx_rows = ctx.files["transactions"].take(b)
     known = {"customers": pd.Index(customers["customer_id"])}
     tx, tx_part = checked_part("transactions", raw_tx, known, tx_rows, ctx.work, f"{b:05d}", ctx.rules)
     transactions = tx.typed
@@ -134,7 +134,7 @@ def validate_customer_bucket(b: int, ctx: ChunkContext, referred_key: str) -> Cu
 
     pd.to_pickle({"customers": customers, "transactions": transactions}, ctx.typed_path(b))
     referred = shared(referred_key)
-    mine = transactions.loc[is_in(transactions["customer_id"], referred)] if len(referred) else transactions.iloc[:0]
+    mine = transactions.loc[referred.contains(transactions["customer_id"])] if len(referred) else transactions.iloc[:0]
     pd.to_pickle(mine[list(REFERRED_COLUMNS)], ctx.referred_path(b))
     ids = pa.array(customers["customer_id"].array, type=pa.string())
     signups = pa.array(customers["signup_date"].to_numpy("datetime64[ns]").view("int64"))
@@ -217,7 +217,7 @@ def validate_profile_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, cust
     social families, and every profile's latest snapshot (LATEST_COLUMNS, customer_id = owner) is
     saved to ctx.latest_path for the population-wide ones.
     """
-    raw, rows = ctx.files["social_profiles"].read(b)
+    raw, rows = ctx.files["social_profiles"].take(b)
     referenced = parsed_ids(raw["customer_id"]) if "customer_id" in raw else pd.Series([], dtype="str")
     known = {"customers": shared(customers_key).known(referenced)}
     res, part = checked_part("social_profiles", raw, known, rows, ctx.work, f"{b:05d}", ctx.rules)
@@ -274,7 +274,10 @@ def local_features_bucket(b: int, ctx: ChunkContext, as_of: pd.Timestamp, model_
     typed = pd.read_pickle(ctx.typed_path(b))
     social = None
     if social_empty is not None:
-        parts = [read_arrow(p).to_pandas() for p in sorted(ctx.work.glob(f"social-*-{b:05d}.arrow"))]
+        paths = sorted(ctx.work.glob(f"social-*-{b:05d}.arrow"))
+        parts = [read_arrow(p).to_pandas() for p in paths]
+        for path in paths:  # read once: their pages are freed now, not when the run ends
+            path.unlink()
         social = pd.concat(parts, ignore_index=True) if parts else social_empty
     tables = Tables(customers=typed["customers"], transactions=typed["transactions"], social_profiles=social)
     frames = {f.name: build_features(tables, as_of, model.config, families=[f.name])

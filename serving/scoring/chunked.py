@@ -299,7 +299,7 @@ class _Run:
             files.update({t: future.result() for t, future in rest})
         self.ctx = ChunkContext(self.work, self.buckets, files, kinds.kinds(), self.rules)
 
-    def validate_customers(self, runner: BucketRunner, referred: pd.Index) -> None:
+    def validate_customers(self, runner: BucketRunner, referred: IdSet) -> None:
         files = self.ctx.files
         totals = {"customers": files["customers"].rows_in, "transactions": files["transactions"].rows_in}
         referred_key = runner.share("referred", referred)
@@ -403,15 +403,17 @@ def _source_files(data, work: Path, mapping=None) -> tuple[dict[str, Path], dict
     return {table: paths[0] for table, paths in files.items()}, fingerprint(files, mapping), mapping
 
 
-def _referred_ids(source: dict[str, Path], mapping: SourceMapping) -> pd.Index:
-    """Customers named as referred in the referrals table: their transactions feed referral revenue."""
+def _referred_ids(source: dict[str, Path], mapping: SourceMapping) -> IdSet:
+    """Customers named as referred in the referrals table: their transactions feed referral revenue.
+    A set built once for every bucket (IdSet.contains), not a hash table per bucket."""
     if "referrals" not in source:
-        return pd.Index([], dtype="str")
+        return IdSet([])
     parts = [parsed_ids(batch.column("referred_id").to_pandas())
              for batch in iter_batches(source["referrals"], table="referrals",
                                        renaming=mapping.renaming("referrals"))
              if "referred_id" in batch.schema.names]
-    return pd.Index(pd.concat(parts).unique() if parts else [], dtype="str")
+    ids = pd.concat(parts).dropna().unique() if parts else []
+    return IdSet([pa.array(ids, type=pa.string())])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ def _route_to_owners(run, values: dict[str, np.ndarray], codes: list[np.ndarray]
     written to the owner's bucket (ctx.owned_path), one profile bucket at a time."""
     for p, profile_codes in enumerate(codes):
         latest = read_arrow(run.ctx.latest_path(p))
+        run.ctx.latest_path(p).unlink()  # its last reader: the pages are freed now, not when the run ends
         owned = latest.column("customer_id").is_valid().to_numpy(zero_copy_only=False)
         if not owned.any():
             continue

@@ -45,6 +45,7 @@ def referral_task(ctx: ChunkContext, as_of: pd.Timestamp, config: FeatureConfig,
     if referrals is not None:
         for b in range(ctx.buckets):
             population.add_customers(valid_customers(ctx, b), pd.read_pickle(ctx.referred_path(b)))
+            ctx.referred_path(b).unlink()  # read once
     for b, piece in enumerate(split_by_bucket(population.referral_frame(), ctx.buckets)):
         pd.to_pickle(piece, ctx.referral_path(b))
     return part

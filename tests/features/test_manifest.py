@@ -115,10 +115,11 @@ def test_code_hash_difference_is_reported():
 def test_code_hash_covers_core_family_and_helper_modules_but_not_tests_or_tools():
     names = [m.__name__ for m in feature_code_modules(["referral"])]
     # referral imports its helpers from features.encoding (which reads ids with features.digit_ids
-    # and numbers them with features.first_appearance), so their source is part of the hash.
+    # and numbers them with features.first_appearance) and its id sets from features.ingest.id_sets,
+    # so their source is part of the hash.
     assert names == ["features.build", "features.catalog", "features.config", "features.digit_ids",
                      "features.encoding", "features.families.referral", "features.first_appearance",
-                     "features.tables"]
+                     "features.ingest.id_sets", "features.tables"]
     assert code_hash(["referral"]) != code_hash(["referral", "network"])
     assert code_hash() == code_hash(None)
     assert not any(n.startswith("tests") or n in ("features.manifest", "features.docs")

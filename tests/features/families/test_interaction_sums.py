@@ -69,6 +69,23 @@ def test_batches_give_the_sums_of_the_whole_table(world, batches):
         np.testing.assert_allclose(streamed.centrality(0.85)[name], values, rtol=1e-9, err_msg=name)
 
 
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 20), batches=st.lists(st.lists(st.tuples(
+    st.integers(0, 19), st.one_of(st.just(0.0), st.floats(0, 1e6), st.floats(0, 1e-300))), max_size=40),
+    max_size=5), dtype=st.sampled_from([np.int32, np.int64]))
+def test_batch_sums_add_what_a_bincount_adds_bit_for_bit(n, batches, dtype):
+    """add_batch_sums is `total += np.bincount(index, weights, minlength=n)`, batch after batch,
+    to the last bit (zero weights and sums included), and leaves its scratch all zero."""
+    by_bincount, by_kernel, scratch = np.zeros(n), np.zeros(n), np.zeros(n)
+    for rows in batches:
+        index = np.array([i % n for i, _ in rows], dtype=dtype)
+        weights = np.array([w for _, w in rows], dtype=np.float64)
+        by_bincount += np.bincount(index, weights=weights, minlength=n)
+        interaction_sums.add_batch_sums(by_kernel, index, weights, scratch)
+        assert by_kernel.view(np.int64).tolist() == by_bincount.view(np.int64).tolist()
+        assert not scratch.any()
+
+
 def test_unusable_rows_count_for_nothing():
     """Interactions on or after as_of, or with an unknown end, are not seen at all."""
     world = {

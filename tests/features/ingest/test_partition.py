@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,6 +90,20 @@ def test_positions_are_each_ids_place_in_the_set_or_minus_one(members, queries):
     expected = [stored.index(q) if q is not None and q in stored else -1 for q in queries]
     # Queries repeat and mix members with strangers; the answer keeps their order.
     assert ids.positions(pa.array(queries + queries[::-1], pa.string())).tolist() == expected + expected[::-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=4), max_size=30),
+       st.lists(st.one_of(st.none(), st.text(max_size=4)), max_size=80))
+def test_contains_answers_as_arrows_is_in_each_distinct_value_once(members, queries):
+    """IdSet.contains (built once, asked per batch) is pc.is_in of the column against the ids, for
+    repeated values, strangers and missing ones, in the column's order."""
+    ids = IdSet([pa.array(sorted(set(members)), pa.string())])
+    values = queries + queries[:5]
+    expected = pc.is_in(pa.array(values, pa.string()), value_set=pa.array(members, pa.string()))
+    # As a column of a frame read in batches: its Arrow array is in chunks.
+    column = pa.chunked_array([pa.array(values[:7], pa.string()), pa.array(values[7:], pa.string())]).to_pandas()
+    assert ids.contains(column).tolist() == expected.to_numpy(zero_copy_only=False).tolist()
 
 
 @settings(max_examples=50, deadline=None)
