@@ -233,15 +233,42 @@ def _remove_temporary_folder(rmtree, folder: str) -> None:
 
 
 def _released(step, *args):
-    """step(*args) in a worker: first the values the run has unshared are let go, and after it the
-    freed memory is handed back to the system. A worker waits, idle, through much of the population
-    step, and would otherwise hold them and its last bucket's garbage under the main process's peak
-    (serving.scoring.memory)."""
+    """step(*args) in a worker: first the values the run has unshared are let go, and once the worker
+    has been idle for IDLE_RELEASE_SECONDS after it, the freed memory is handed back to the system.
+
+    A worker waits, idle, through much of the population step, and would otherwise hold them and its
+    last bucket's garbage under the main process's peak (serving.scoring.memory). Between one bucket
+    and the next, which the pool hands over at once, the memory is kept for the next bucket: handed
+    back after every bucket, each bucket faulted its arrays in again (6 GB of page faults in the
+    4M run's customer validation alone, docs/performance.md).
+    """
+    _cancel_release()
     _forget_unshared()
     try:
         return step(*args)
     finally:
-        release_freed_memory()
+        _release_when_idle()
+
+
+IDLE_RELEASE_SECONDS = 0.25
+_release_timer: threading.Timer | None = None
+
+
+def _cancel_release() -> None:
+    global _release_timer
+    if _release_timer is not None:
+        _release_timer.cancel()
+        _release_timer = None
+
+
+def _release_when_idle() -> None:
+    """release_freed_memory in IDLE_RELEASE_SECONDS, unless the worker's next step has begun by then
+    (glibc's malloc_trim covers every thread's arena; Arrow's pool returns what it can)."""
+    global _release_timer
+    _cancel_release()
+    _release_timer = threading.Timer(IDLE_RELEASE_SECONDS, release_freed_memory)
+    _release_timer.daemon = True
+    _release_timer.start()
 
 
 def _forget_unshared() -> None:

@@ -38,15 +38,33 @@ def value_ranks(customer_id, predicted_value) -> pd.DataFrame:
         bad = int((~np.isfinite(values)).sum())
         raise ValueError(f"{bad} predicted values are not finite numbers: the model is broken")
     n = len(values)
-    rank = n - np.searchsorted(np.sort(values), values, side="left").astype("int64")
-    tier = np.full(n, REST, dtype=object)
-    for name, size in reversed(list(tier_sizes(n).items())):
-        tier[rank <= size] = name
+    rank = _max_ranks_descending(values)
+    code = np.full(n, len(TIERS), dtype=np.int8)  # the tier's place in TIER_NAMES
+    for i, size in reversed(list(enumerate(tier_sizes(n).values()))):
+        code[rank <= size] = i
+    tier = pa.array(TIER_NAMES, type=pa.string()).take(pa.array(code))  # no Python string per customer
     return pd.DataFrame({
         "value_rank": rank,
         "value_percentile": 100.0 * (n - rank + 1) / max(n, 1),
-        "value_tier": pd.array(tier, dtype="str"),
+        "value_tier": pd.array(tier.to_pandas().array, dtype="str"),
     })
+
+
+def _max_ranks_descending(values: np.ndarray) -> np.ndarray:
+    """n minus the number of values below each one (int64): one sort, then the first position of
+    each run of equal values. (A binary search of every value in the sorted copy gives the same
+    numbers, but its random reads cost 14x more at 4M customers than at 1M.)"""
+    n = len(values)
+    order = np.argsort(values)
+    ordered = values[order]
+    first = np.arange(n, dtype=np.int64)
+    if n:
+        repeats = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1  # not the first of its run
+        first[repeats] = 0
+        np.maximum.accumulate(first, out=first)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = n - first
+    return rank
 
 
 def ranked_order(customer_id, value_rank) -> np.ndarray:

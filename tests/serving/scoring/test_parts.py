@@ -58,6 +58,18 @@ def test_tier_sizes_are_exact_ceilings_of_the_shares():
     assert counts.to_dict() == {"rest": 350, "top_50pct": 280, "top_10pct": 63, "top_1pct": 7}
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([0.0, -0.0, 1.5, 7.0]), st.floats(-1e6, 1e6)), max_size=60))
+def test_value_rank_is_pandas_max_rank_from_the_top(values):
+    """value_rank is rank(method="max", ascending=False): ties (0.0 and -0.0 among them) share it."""
+    expected = pd.Series(values, dtype="float64").rank(method="max", ascending=False).astype("int64")
+    ranked = value_ranks([f"c{i}" for i in range(len(values))], values)
+    assert ranked["value_rank"].tolist() == expected.tolist()
+    sizes = tier_sizes(len(values))
+    assert ranked["value_tier"].tolist() == [
+        next((name for name, size in sizes.items() if r <= size), "rest") for r in expected]
+
+
 def test_a_prediction_that_is_not_a_number_stops_the_ranking():
     with pytest.raises(ValueError, match="1 predicted values are not finite"):
         value_ranks(["a", "b"], [1.0, np.nan])

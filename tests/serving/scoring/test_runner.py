@@ -110,24 +110,29 @@ def test_a_worker_ends_when_the_scorer_it_watches_ends_whoever_its_parent_is(tmp
     wait_until(lambda: not running([orphan]), 15, f"the orphan {orphan} to end")
 
 
-def test_a_worker_hands_its_freed_memory_back_after_every_bucket_step_even_a_failed_one(monkeypatch):
+def test_a_worker_hands_its_freed_memory_back_once_idle_after_a_bucket_step_even_a_failed_one(monkeypatch):
     """Workers wait, idle, through much of the population step: their last bucket's garbage must not
-    sit under the main process's peak."""
+    sit under the main process's peak. A next bucket begun at once keeps it for reuse instead."""
     import pytest
 
     from serving.scoring import runner
 
     released = []
     monkeypatch.setattr(runner, "release_freed_memory", lambda: released.append(True))
+    monkeypatch.setattr(runner, "IDLE_RELEASE_SECONDS", 1.0)
     assert runner._released(lambda b, x: b + x, 2, 3) == 5
-    assert len(released) == 1
+    assert runner._released(lambda b, x: b + x, 3, 3) == 6  # the next bucket, at once
+    assert released == []
+    wait_until(lambda: released, 10, "the idle worker to hand its memory back")
+    time.sleep(1.5)
+    assert len(released) == 1  # once for both buckets
 
     def failing(b):
         raise ValueError("bad bucket")
 
     with pytest.raises(ValueError, match="bad bucket"):
         runner._released(failing, 0)
-    assert len(released) == 2
+    wait_until(lambda: len(released) == 2, 10, "the memory of a failed step to be handed back")
 
 
 def slow_bucket(b: int, folder: str) -> int:
