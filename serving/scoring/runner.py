@@ -250,6 +250,7 @@ def _released(step, *args):
         _release_when_idle()
 
 
+# The pool hands a worker its next bucket within milliseconds; a quarter second idle means a stage's end.
 IDLE_RELEASE_SECONDS = 0.25
 _release_timer: threading.Timer | None = None
 
